@@ -1,0 +1,42 @@
+# The README's commands. `make demo` runs the main job on embedded defaults;
+# `make test` sets up everything (venv, system packages, broker) and runs the checks.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test lint bench broker sysdeps clean
+
+sysdeps:
+	@PYTHON=$(PYTHON) scripts/ensure-system-packages.sh
+
+# One stamp per install flavour; pyproject.toml changes reinstall.
+$(VENV)/.installed-runtime: pyproject.toml | sysdeps
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | sysdeps
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@ $(VENV)/.installed-runtime
+
+demo: $(VENV)/.installed-runtime
+	@scripts/demo.sh $(BIN)/iplosctl
+
+broker:
+	@scripts/test-broker.sh
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check --quiet .
+
+test: $(VENV)/.installed-dev broker lint
+	PYTHON_KEYRING_BACKEND=keyring.backends.null.Keyring $(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed-dev
+	@for b in benchmarks/*.py; do [ -e "$$b" ] && $(BIN)/python "$$b"; done; true
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

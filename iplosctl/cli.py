@@ -1,0 +1,194 @@
+"""The command line: parse, call, render, turn IplosctlError into exit codes.
+
+Thin on purpose: each command calls one function of the core and renders
+what it returns. Exit codes (DESIGN.md §3): 0 ok, 1 error or blocked,
+2 changes present (with --detailed-exitcode), 3 internal error, 64 usage.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer import Abort
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
+from typer._click.exceptions import UsageError as ClickUsageError
+
+from iplosctl import __version__, output, plugins
+from iplosctl import secrets as secret_store
+from iplosctl.crashlog import write_crash_log
+from iplosctl.errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, IplosctlError
+from iplosctl.manifest import DEFAULT_PATH, manifest_schema, validate_paths
+from iplosctl.sandbox.pki import LEAVES, generate_pki
+
+app = typer.Typer(
+    name="iplosctl",
+    help="Declarative, reviewable IPLOS submissions to KPR: validate, plan, apply, receipts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+secrets_app = typer.Typer(
+    help="Store or remove credentials in the OS keyring.", no_args_is_help=True
+)
+app.add_typer(secrets_app, name="secrets")
+sandbox_app = typer.Typer(help="The local KPR simulator and its test data.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+
+_state = {"debug": False}
+
+PathsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(help="Manifest files or folders (default: manifests/).", show_default=False),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        output.out(f"iplosctl {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks of internal errors.")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+@app.command()
+def validate(paths: PathsArg = None) -> int:
+    """Check manifests against the schema, profiles, plugins and referenced files."""
+    result = validate_paths(paths or [DEFAULT_PATH])
+    if result.files == 0:
+        raise IplosctlError(
+            f"no manifests found in {', '.join(str(p) for p in paths or [DEFAULT_PATH])}"
+        )
+    for problem in result.problems:
+        output.error(str(problem))
+    for m in result.manifests:
+        output.out(
+            f"ok  {m.path}  ({m.name}: {m.municipality.number} {m.municipality.name}, "
+            f"year {m.reporting_year}, {m.environment})"
+        )
+    if result.problems:
+        bad = len({p.location.file for p in result.problems})
+        output.error(
+            f"error: {len(result.problems)} problem(s) in {bad} of {result.files} manifest(s)"
+        )
+        return EXIT_ERROR
+    output.note(f"{len(result.manifests)} manifest(s) valid.")
+    return EXIT_OK
+
+
+@app.command("plugins")
+def list_plugins(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list.")] = False,
+) -> int:
+    """List installed plugins with their versions."""
+    infos = plugins.all_installed()
+    if as_json:
+        output.raw(json.dumps([info.__dict__ for info in infos], indent=2))
+        return EXIT_OK
+    if not infos:
+        output.out("no plugins installed")
+    for info in infos:
+        output.out(
+            f"{info.kind:<10} {info.name:<12} {info.distribution} {info.version}  ({info.target})"
+        )
+    return EXIT_OK
+
+
+@app.command()
+def schema() -> int:
+    """Print the manifest's JSON Schema (for editors' autocompletion)."""
+    output.raw(json.dumps(manifest_schema(), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+@secrets_app.command("set")
+def secrets_set(name: Annotated[str, typer.Argument(help="Secret name used in manifests.")]) -> int:
+    """Store a secret; reads it from a hidden prompt, or from stdin when piped."""
+    if sys.stdin.isatty():
+        value = getpass.getpass(f"value for {name}: ")
+        if getpass.getpass("again: ") != value:
+            raise IplosctlError("the two entries differ; nothing stored")
+    else:
+        value = sys.stdin.readline().rstrip("\r\n")
+    secret_store.set_secret(name, value)
+    output.note(f"stored secret {name!r} in the keyring (service {secret_store.KEYRING_SERVICE!r})")
+    return EXIT_OK
+
+
+@secrets_app.command("delete")
+def secrets_delete(name: Annotated[str, typer.Argument(help="Secret name.")]) -> int:
+    """Remove a secret from the keyring."""
+    secret_store.delete_secret(name)
+    output.note(f"deleted secret {name!r}")
+    return EXIT_OK
+
+
+@sandbox_app.command("pki")
+def sandbox_pki(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the certificates to.")],
+) -> int:
+    """Create a test CA and signing/encryption certificates for a municipality and the register."""
+    files = generate_pki(out)
+    for stem in LEAVES:
+        output.out(f"{files.certificate(stem)}  {files.key(stem)}")
+    output.note(f"test PKI written to {out} (CA: {files.ca}); for rehearsals only")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: run a command and map every outcome to an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    output.reset()
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="iplosctl", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        output.note(exc.format_message())
+        return EXIT_USAGE
+    except ClickUsageError as exc:
+        output.error(f"usage error: {exc.format_message()}")
+        hint = exc.ctx.command_path if exc.ctx else "iplosctl"
+        output.note(f"run `{hint} --help` for usage")
+        return EXIT_USAGE
+    except ClickException as exc:
+        output.error(f"error: {exc.format_message()}")
+        return exc.exit_code
+    except Abort:
+        output.error("aborted")
+        return 130
+    except IplosctlError as exc:
+        for line in exc.lines():
+            output.error(f"error: {line}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        output.error("interrupted")
+        return 130
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        log = write_crash_log(exc, args)
+        output.error(
+            f"internal error ({type(exc).__name__}): this is a bug in iplosctl. "
+            f"Details without personal data: {log}"
+        )
+        return EXIT_INTERNAL
+    return result if isinstance(result, int) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

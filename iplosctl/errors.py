@@ -1,0 +1,91 @@
+"""One exception family for everything a user can cause or fix.
+
+Each class carries the exit code the CLI returns for it (DESIGN.md §3) and a
+message a municipality's IT person can act on. Messages never contain a
+person's identifier, a name or a secret: they are printed, logged and pasted
+into pull requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2
+EXIT_INTERNAL = 3
+EXIT_USAGE = 64
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where in a file a problem is: 1-based line and column, or 0 when unknown."""
+
+    file: str
+    line: int = 0
+    column: int = 0
+
+    def __str__(self) -> str:
+        if self.line:
+            return f"{self.file}:{self.line}:{self.column or 1}"
+        return self.file
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one input, printed as `FILE:LINE:COL: path: message`."""
+
+    location: Location
+    message: str
+    path: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.location}: "
+        return f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
+
+
+class IplosctlError(Exception):
+    """Base of every error the user can act on; the CLI prints it as one line."""
+
+    exit_code = EXIT_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def lines(self) -> list[str]:
+        """The lines the CLI prints, one per problem."""
+        return [self.message]
+
+
+class UsageError(IplosctlError):
+    """The command line itself is wrong (unknown option, bad combination)."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputError(IplosctlError):
+    """One or more problems in input files, each with its own location."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+    def lines(self) -> list[str]:
+        return [str(p) for p in self.problems]
+
+
+class ManifestError(InputError):
+    """A manifest failed to parse, to match the schema or a semantic check."""
+
+
+class ProfileError(IplosctlError):
+    """A reporting-year profile is missing or broken (a packaging bug or a bad extension)."""
+
+
+class PluginError(IplosctlError):
+    """A plugin is missing, duplicated or failed to load."""
+
+
+class SecretError(IplosctlError):
+    """A secret could not be resolved; the message says how to provide it."""

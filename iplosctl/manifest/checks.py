@@ -1,0 +1,168 @@
+"""Checks a schema cannot express: profiles, environments, plugins, files, uniqueness."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from iplosctl import plugins, profiles
+from iplosctl.errors import ManifestError, PluginError, Problem, ProfileError
+from iplosctl.manifest.loader import discover, load_manifest
+from iplosctl.manifest.model import Manifest
+
+
+@dataclass
+class Validation:
+    """Manifests that passed every check, and every problem found in the others."""
+
+    manifests: list[Manifest] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    files: int = 0
+
+
+def validate_paths(paths: Iterable[Path]) -> Validation:
+    """Load and check every manifest under `paths`, collecting all problems."""
+    result = Validation()
+    loaded: list[Manifest] = []
+    files = discover(paths)
+    result.files = len(files)
+    for path in files:
+        try:
+            manifest = load_manifest(path)
+        except ManifestError as exc:
+            result.problems.extend(exc.problems)
+            continue
+        problems = check_manifest(manifest)
+        result.problems.extend(problems)
+        if not problems:
+            loaded.append(manifest)
+    duplicates = _duplicate_names(loaded)
+    result.problems.extend(duplicates)
+    bad = {p.location.file for p in duplicates}
+    result.manifests = [m for m in loaded if str(m.path) not in bad]
+    return result
+
+
+def check_manifest(m: Manifest) -> list[Problem]:
+    """Semantic problems of one schema-valid manifest."""
+    problems: list[Problem] = []
+
+    def add(message: str, *path: str | int) -> None:
+        problems.append(Problem(m.locate(*path), message, ".".join(str(p) for p in path)))
+
+    try:
+        profile = profiles.load_profile(m.reporting_year)
+    except ProfileError as exc:
+        add(exc.message, "spec", "reportingYear")
+        profile = None
+    if profile is not None:
+        env = profile.environments.get(m.environment)
+        if env is None:
+            add(
+                f"environment {m.environment!r} does not exist in the {m.reporting_year} profile "
+                f"(choose one of: {', '.join(profile.environments)})",
+                "spec",
+                "environment",
+            )
+        elif not env.sandbox:
+            if m.endpoint is None:
+                add(
+                    f"'endpoint' is required in the {m.environment} environment "
+                    "(only sandbox has a built-in one)",
+                    "spec",
+                )
+            if m.certificates is None:
+                add(
+                    f"'certificates' are required in the {m.environment} environment "
+                    "(only sandbox generates its own)",
+                    "spec",
+                )
+
+    _check_plugin(add, "source", m.source.plugin, "spec", "source", "plugin")
+    if m.endpoint is not None:
+        _check_plugin(add, "transport", m.endpoint.transport, "spec", "endpoint", "transport")
+
+    if not m.source.path.is_file():
+        add(f"source file {_shown(m, m.source.path)} does not exist", "spec", "source", "path")
+    for path, where in _referenced_files(m):
+        if not path.is_file():
+            add(f"file {_shown(m, path)} does not exist", *where)
+    if m.schemas is not None and not m.schemas.is_dir():
+        add(f"schema folder {_shown(m, m.schemas)} does not exist", "spec", "schemas")
+
+    seen: dict[str, int] = {}
+    for index, unit in enumerate(m.service_units):
+        if unit.org_number in seen:
+            add(
+                f"org number {unit.org_number} is listed twice (also at index "
+                f"{seen[unit.org_number]})",
+                "spec",
+                "serviceUnits",
+                index,
+                "orgNumber",
+            )
+        seen.setdefault(unit.org_number, index)
+    return problems
+
+
+def _check_plugin(add, kind: str, name: str, *where: str) -> None:  # type: ignore[no-untyped-def]
+    try:
+        installed = plugins.installed(kind)
+    except PluginError as exc:
+        add(exc.message, *where)
+        return
+    if name not in installed:
+        known = ", ".join(installed) or "none"
+        add(f"no {kind} plugin named {name!r} is installed (installed: {known})", *where)
+
+
+def _referenced_files(m: Manifest) -> list[tuple[Path, tuple[str, ...]]]:
+    out: list[tuple[Path, tuple[str, ...]]] = []
+    if m.certificates is not None:
+        c = m.certificates
+        for role, pair in (("signing", c.signing), ("encryption", c.encryption)):
+            out.append((pair.certificate, ("spec", "certificates", role, "certificate")))
+            out.append((pair.key, ("spec", "certificates", role, "key")))
+        out.append((c.register.signing, ("spec", "certificates", "register", "signing")))
+        out.append((c.register.encryption, ("spec", "certificates", "register", "encryption")))
+        if c.register.trust_anchors is not None:
+            out.append(
+                (c.register.trust_anchors, ("spec", "certificates", "register", "trustAnchors"))
+            )
+    if m.endpoint is not None:
+        tls = m.endpoint.tls
+        for value, key in (
+            (tls.ca_file, "caFile"),
+            (tls.client_certificate, "clientCertificate"),
+            (tls.client_key, "clientKey"),
+        ):
+            if value is not None:
+                out.append((value, ("spec", "endpoint", "tls", key)))
+    return out
+
+
+def _shown(m: Manifest, path: Path) -> str:
+    """A path as the user wrote it relative to the manifest, not an absolute one."""
+    try:
+        return str(path.relative_to(m.path.resolve().parent))
+    except ValueError:
+        return str(path)
+
+
+def _duplicate_names(manifests: list[Manifest]) -> list[Problem]:
+    first: dict[str, Manifest] = {}
+    problems: list[Problem] = []
+    for m in manifests:
+        if m.name in first:
+            problems.append(
+                Problem(
+                    m.locate("metadata", "name"),
+                    f"submission name {m.name!r} is also used by {first[m.name].path}: "
+                    "names must be unique, each has its own lockfile series",
+                    "metadata.name",
+                )
+            )
+        else:
+            first[m.name] = m
+    return problems

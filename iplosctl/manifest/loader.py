@@ -1,0 +1,191 @@
+"""Read manifests: YAML with positions → JSON Schema → typed `Manifest`.
+
+Every schema violation is reported at once, each as `FILE:LINE:COL: path:
+message`, so a reviewer fixes a manifest in one round.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from iplosctl import yamlio
+from iplosctl.errors import InputError, Location, ManifestError, Problem
+from iplosctl.manifest.model import (
+    Certificates,
+    Endpoint,
+    Epj,
+    KeyPair,
+    Manifest,
+    Municipality,
+    RegisterCertificates,
+    Sender,
+    ServiceUnit,
+    Source,
+    TestPersons,
+    Tls,
+)
+from iplosctl.validation import schema_problems
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "manifest.schema.json"
+DEFAULT_PATH = Path("manifests")
+
+
+@functools.cache
+def manifest_schema() -> dict[str, Any]:
+    """The manifest JSON Schema shipped in the package."""
+    with SCHEMA_PATH.open(encoding="utf-8") as fh:
+        schema: dict[str, Any] = json.load(fh)
+    return schema
+
+
+def discover(paths: Iterable[Path]) -> list[Path]:
+    """Manifest files named by the user; a folder means the manifests below it.
+
+    In a folder (searched recursively, so `examples/` finds every example),
+    lockfiles, hidden files and folders, and YAML files of other tools (no
+    top-level `apiVersion`, `kind` or `spec`) are skipped; a file named
+    explicitly is always read.
+    """
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            for candidate in sorted([*path.rglob("*.yaml"), *path.rglob("*.yml")]):
+                relative = candidate.relative_to(path).parts
+                if any(part.startswith(".") for part in relative):
+                    continue
+                if candidate.name.endswith(".lock.yaml"):
+                    continue
+                if _looks_like_manifest(candidate):
+                    found.append(candidate)
+        else:
+            found.append(path)
+    return found
+
+
+def _looks_like_manifest(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(64_000)
+    except OSError:
+        return True  # let load() report it
+    return any(
+        line.startswith((b"apiVersion:", b"kind:", b"spec:", b"\xef\xbb\xbfapiVersion:"))
+        for line in head.splitlines()
+    )
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Parse and schema-check one manifest; raise ManifestError listing every problem."""
+    try:
+        root = yamlio.load(path, what="manifest")
+    except InputError as exc:
+        raise ManifestError(exc.problems) from None
+    name = str(path)
+    if not isinstance(root, dict):
+        kind = "a list" if isinstance(root, list) else "a single value"
+        raise ManifestError(
+            [
+                Problem(
+                    Location(name, 1, 1),
+                    f"expected a mapping (apiVersion, kind, metadata, spec), got {kind}",
+                )
+            ]
+        )
+    plain = yamlio.to_plain(root)
+    problems = schema_problems(manifest_schema(), plain, root, name)
+    if problems:
+        raise ManifestError(problems)
+    return _build(path, plain, root)
+
+
+def _digest(plain: dict[str, Any]) -> str:
+    """Digest of the manifest's content, independent of key order, comments and quoting."""
+    canonical = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
+    base = path.resolve().parent
+
+    def file(value: str | None) -> Path | None:
+        if value is None:
+            return None
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+
+    spec = data["spec"]
+    src = spec["source"]
+    endpoint = None
+    if "endpoint" in spec:
+        e = spec["endpoint"]
+        t = e.get("tls", {})
+        endpoint = Endpoint(
+            transport=e["transport"],
+            url=e.get("url"),
+            namespace=e.get("namespace"),
+            username=e.get("username"),
+            credential=e.get("credential"),
+            cpa_id=e.get("cpaId"),
+            receiver_queue=e.get("receiverQueue"),
+            tls=Tls(
+                ca_file=file(t.get("caFile")),
+                verify_peer_name=t.get("verifyPeerName", True),
+                client_certificate=file(t.get("clientCertificate")),
+                client_key=file(t.get("clientKey")),
+            ),
+            timeout_seconds=float(e.get("timeoutSeconds", 30)),
+        )
+    certificates = None
+    if "certificates" in spec:
+        c = spec["certificates"]
+
+        def pair(p: dict[str, Any]) -> KeyPair:
+            return KeyPair(file(p["certificate"]), file(p["key"]), p.get("passphraseSecret"))  # type: ignore[arg-type]
+
+        r = c["register"]
+        certificates = Certificates(
+            signing=pair(c["signing"]),
+            encryption=pair(c["encryption"]),
+            register=RegisterCertificates(
+                file(r["signing"]),
+                file(r["encryption"]),
+                file(r.get("trustAnchors")),  # type: ignore[arg-type]
+            ),
+        )
+    tp = spec.get("testPersons", {})
+    return Manifest(
+        path=path,
+        name=data["metadata"]["name"],
+        description=data["metadata"].get("description", ""),
+        owner=data["metadata"].get("owner", ""),
+        reporting_year=spec["reportingYear"],
+        environment=spec["environment"],
+        municipality=Municipality(
+            spec["municipality"]["number"],
+            spec["municipality"]["name"],
+            spec["municipality"]["orgNumber"],
+        ),
+        sender=Sender(spec["sender"]["herId"], spec["sender"]["serviceHerId"]),
+        epj=Epj(spec["epj"]["system"], spec["epj"]["version"]),
+        service_units=tuple(ServiceUnit(u["orgNumber"], u["name"]) for u in spec["serviceUnits"]),
+        source=Source(
+            src["plugin"],
+            file(src["path"]),
+            src.get("format"),  # type: ignore[arg-type]
+            dict(src.get("options", {})),
+        ),
+        test_persons=TestPersons(tuple(tp.get("names", ())), frozenset(tp.get("ids", ()))),
+        endpoint=endpoint,
+        certificates=certificates,
+        rule_severities=dict(spec.get("rules", {})),
+        epj_minimum_versions=dict(spec.get("epjMinimumVersions", {})),
+        schemas=file(spec.get("schemas")),
+        message_size_limit_bytes=spec.get("messageSizeLimitBytes"),
+        digest=_digest(data),
+        node=root,
+    )

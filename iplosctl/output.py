@@ -1,0 +1,53 @@
+"""All terminal output goes through here.
+
+Results go to stdout, diagnostics to stderr, so `--format json > plan.json`
+stays clean. Colour follows the terminal, `NO_COLOR` and `FORCE_COLOR`
+(rich reads both).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from rich.console import Console
+
+
+@functools.cache
+def _stdout() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+@functools.cache
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def reset() -> None:
+    """Forget cached consoles (tests swap sys.stdout/sys.stderr between runs)."""
+    _stdout.cache_clear()
+    _stderr.cache_clear()
+
+
+def out(text: str = "", *, style: str | None = None) -> None:
+    """A line of the command's result, on stdout. Not markup: user text is printed as is."""
+    _stdout().print(text, style=style, markup=False)
+
+
+def raw(text: str) -> None:
+    """Machine-readable output (JSON, schema) on stdout, untouched."""
+    _stdout().file.write(text if text.endswith("\n") else text + "\n")
+    _stdout().file.flush()
+
+
+def note(text: str, *, style: str | None = None) -> None:
+    """Progress and explanations on stderr."""
+    _stderr().print(text, style=style, markup=False)
+
+
+def error(text: str) -> None:
+    """One error line on stderr."""
+    _stderr().print(text, style="red", markup=False)
+
+
+def is_terminal() -> bool:
+    return _stderr().is_terminal

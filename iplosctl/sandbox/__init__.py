@@ -1,0 +1,1 @@
+"""The KPR simulator: test PKI, synthetic exports, and (later) the answering register."""

@@ -1,0 +1,19 @@
+"""First-party plugin: AMQP 1.0 over python-qpid-proton with NHN addressing (issue 4).
+
+Registered through its entry point like any third-party plugin. Only its
+name is real so far: the work it does lands with the issue named above, and
+until then using it fails with a clear error instead of pretending.
+"""
+
+from __future__ import annotations
+
+from iplosctl.errors import PluginError
+
+
+class AmqpTransport:
+    """Placeholder until the implementation lands; see the module docstring."""
+
+    name = "amqp"
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise PluginError(f"the {self.name} plugin is installed but not built yet")

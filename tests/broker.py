@@ -1,0 +1,44 @@
+"""Where the real test broker is: the values scripts/test-broker.sh configures."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import urllib.parse
+import urllib.request
+from typing import Any
+
+AMQP_URL = os.environ.get("IPLOSCTL_TEST_AMQP_URL", "amqp://127.0.0.1:5672")
+USER = os.environ.get("IPLOSCTL_TEST_AMQP_USER", "iplosctl-test")
+PASSWORD = os.environ.get("IPLOSCTL_TEST_AMQP_PASSWORD", "iplosctl-test-password")
+HTTP = os.environ.get("IPLOSCTL_TEST_BROKER_HTTP", "http://127.0.0.1:15672")
+
+
+def management(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call RabbitMQ's management API (loopback) as the test user."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(HTTP + "/api" + path, data=data, method=method)
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        raw = response.read()
+    return json.loads(raw) if raw else None
+
+
+def declare_queue(name: str) -> None:
+    management(
+        "PUT",
+        f"/queues/%2F/{urllib.parse.quote(name, safe='')}",
+        {"durable": True, "auto_delete": False, "arguments": {}},
+    )
+
+
+def delete_queue(name: str) -> None:
+    management("DELETE", f"/queues/%2F/{urllib.parse.quote(name, safe='')}")
+
+
+def queue_depth(name: str) -> int:
+    info = management("GET", f"/queues/%2F/{urllib.parse.quote(name, safe='')}")
+    return int(info.get("messages", 0))
