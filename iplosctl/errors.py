@@ -89,3 +89,20 @@ class PluginError(IplosctlError):
 
 class SecretError(IplosctlError):
     """A secret could not be resolved; the message says how to provide it."""
+
+
+class SourceError(InputError):
+    """An export could not be read: each problem names the file and line or record index."""
+
+
+class TransportError(IplosctlError):
+    """Sending or receiving failed; the message names the broker condition, never a password."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        #: worth retrying with backoff (connection lost, broker restarting)
+        self.transient = transient
+
+
+class PayloadError(IplosctlError):
+    """A message could not be built, signed, encrypted, decrypted or verified."""

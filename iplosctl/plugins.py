@@ -10,11 +10,14 @@ silently shadowing each other.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from iplosctl.errors import PluginError
+from iplosctl.records import ExportHeader, Recipient
 
 #: kind → entry-point group
 GROUPS: dict[str, str] = {
@@ -23,6 +26,134 @@ GROUPS: dict[str, str] = {
     "rules": "iplosctl.rules",
 }
 LOAD_PLUGINS_ENV = "IPLOSCTL_LOAD_PLUGINS"
+
+
+# --- source plugins (entry point group iplosctl.sources) -----------------------
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What the manifest says about the export (`spec.source`), paths resolved."""
+
+    path: Path
+    format: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Export:
+    """An opened export: its header, then its recipients streamed in file order.
+
+    `recipients` is a one-shot iterator; reading it to the end closes the
+    file. Problems raise `SourceError` naming the file and line.
+    """
+
+    header: ExportHeader
+    recipients: Iterator[Recipient]
+
+
+class SourcePlugin(Protocol):
+    """Reads an EPJ export into the neutral record model (iplosctl.records)."""
+
+    #: the name manifests use in `spec.source.plugin`
+    name: str
+
+    def read(self, spec: SourceSpec) -> Export:
+        """Open the export; validate as it streams; never load it whole."""
+        ...
+
+
+# --- transport plugins (entry point group iplosctl.transports) -----------------
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    ca_file: Path | None = None
+    verify_peer_name: bool = True
+    client_certificate: Path | None = None
+    client_key: Path | None = None
+
+
+@dataclass(frozen=True)
+class TransportSettings:
+    """Where and how to connect, resolved from `spec.endpoint` and the profile.
+
+    `url` is an amqp(s)://host:port URL without credentials for amqp, or a
+    folder for directory. The password is resolved from the secret store
+    before the plugin sees it and is never shown by `repr`.
+    """
+
+    url: str
+    namespace: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: TlsSettings = TlsSettings()
+    timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """One protected message and its AMQP properties (DOMAIN.md §5.3).
+
+    `to_queue` and `reply_to` are queue names (e.g. `122612_async`); the
+    transport turns them into addresses. Application properties are strings.
+    """
+
+    message_id: str
+    correlation_id: str
+    subject: str
+    body: bytes
+    to_queue: str
+    reply_to: str
+    application_properties: Mapping[str, str]
+    content_type: str = "application/pkcs7-mime; smime-type=signed-and-enveloped-data"
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A message read from one of the municipality's queues."""
+
+    queue: str
+    message_id: str | None
+    correlation_id: str | None
+    subject: str | None
+    body: bytes
+    application_properties: Mapping[str, str]
+
+
+class Delivery(Protocol):
+    """A received message that stays on the queue until settled."""
+
+    message: IncomingMessage
+
+    def accept(self) -> None:
+        """Remove it from the queue: call only after its effect is recorded."""
+        ...
+
+    def release(self) -> None:
+        """Give it back to the queue for a later run."""
+        ...
+
+
+class TransportPlugin(Protocol):
+    """Moves protected messages to the register and receipts back."""
+
+    name: str
+
+    def send(self, message: OutgoingMessage) -> None:
+        """Return only once the broker has ACCEPTED the message; raise TransportError."""
+        ...
+
+    def receive(self, queue: str, *, timeout: float) -> Iterator[Delivery]:
+        """Yield deliveries from `queue` until it is empty for `timeout` seconds."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+#: what an `iplosctl.transports` entry point names: a class or factory taking settings
+TransportFactory = Callable[[TransportSettings], TransportPlugin]
 
 
 @dataclass(frozen=True)
