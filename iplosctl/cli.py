@@ -7,11 +7,14 @@ what it returns. Exit codes (DESIGN.md §3): 0 ok, 1 error or blocked,
 
 from __future__ import annotations
 
+import datetime as dt
+import enum
+import fnmatch
 import getpass
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer import Abort
@@ -21,8 +24,16 @@ from typer._click.exceptions import UsageError as ClickUsageError
 from iplosctl import __version__, output, plugins
 from iplosctl import secrets as secret_store
 from iplosctl.crashlog import write_crash_log
-from iplosctl.errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, IplosctlError
-from iplosctl.manifest import DEFAULT_PATH, manifest_schema, validate_paths
+from iplosctl.errors import (
+    EXIT_ERROR,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_USAGE,
+    IplosctlError,
+    ManifestError,
+    UsageError,
+)
+from iplosctl.manifest import DEFAULT_PATH, Manifest, manifest_schema, validate_paths
 from iplosctl.sandbox.pki import LEAVES, generate_pki
 
 app = typer.Typer(
@@ -91,6 +102,97 @@ def validate(paths: PathsArg = None) -> int:
     return EXIT_OK
 
 
+class Format(enum.StrEnum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+def _valid_manifests(paths: list[Path] | None, only: list[str] | None) -> list[Manifest]:
+    """Validate like `iplosctl validate`; any problem stops the command (exit 1)."""
+    result = validate_paths(paths or [DEFAULT_PATH])
+    if result.problems:
+        raise ManifestError(result.problems)
+    if result.files == 0:
+        shown = ", ".join(str(p) for p in paths or [DEFAULT_PATH])
+        raise IplosctlError(f"no manifests found in {shown}")
+    manifests = result.manifests
+    if only:
+        manifests = [m for m in manifests if any(fnmatch.fnmatchcase(m.name, pat) for pat in only)]
+        if not manifests:
+            raise IplosctlError(f"--only {' '.join(only)} matches no submission")
+    return manifests
+
+
+def _parse_day(value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+@app.command()
+def plan(
+    paths: PathsArg = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Save the plan for apply.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="text, markdown or json.")] = Format.text,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes to apply.")
+    ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Only submissions whose name matches (glob); repeatable."),
+    ] = None,
+    today: Annotated[
+        str | None, typer.Option("--today", help="Pretend today is YYYY-MM-DD (rehearsals, tests).")
+    ] = None,
+    late: Annotated[
+        bool,
+        typer.Option(
+            "--late", help="Allow a submission after the last deadline (agree with KPR first)."
+        ),
+    ] = False,
+    lockfile_path: Annotated[
+        Path | None, typer.Option("--lockfile", help="Lockfile to use (only with one manifest).")
+    ] = None,
+) -> int:
+    """Check the export against every pre-flight rule and show what apply would send."""
+    from iplosctl.plan import Plan, plan_submission
+    from iplosctl.render import RENDERERS, summary_line
+    from iplosctl.savedplan import write_saved_plan
+
+    day = _parse_day(today)
+    manifests = _valid_manifests(paths, only)
+    if lockfile_path is not None and len(manifests) != 1:
+        raise UsageError("--lockfile needs exactly one manifest")
+    submissions, failures = [], []
+    for manifest in manifests:
+        try:
+            submissions.append(
+                plan_submission(manifest, today=day, late=late, lockfile_path=lockfile_path)
+            )
+        except IplosctlError as exc:
+            failures.extend(exc.lines())
+    result = Plan(tuple(submissions))
+    if submissions:
+        rendered = RENDERERS[fmt.value](result)
+        if fmt is Format.json:
+            output.raw(rendered)
+            output.note(summary_line(result))
+        else:
+            output.out(rendered.rstrip("\n"))
+    for line in failures:
+        output.error(f"error: {line}")
+    if out is not None and submissions:
+        write_saved_plan(out, result)
+        output.note(f"saved plan to {out}: run `iplosctl apply {out}` to send exactly this")
+    if failures:
+        return EXIT_ERROR
+    return result.exit_code(detailed=detailed_exitcode)
+
+
 @app.command("plugins")
 def list_plugins(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list.")] = False,
@@ -147,6 +249,54 @@ def sandbox_pki(
     for stem in LEAVES:
         output.out(f"{files.certificate(stem)}  {files.key(stem)}")
     output.note(f"test PKI written to {out} (CA: {files.ca}); for rehearsals only")
+    return EXIT_OK
+
+
+@sandbox_app.command("generate")
+def sandbox_generate(
+    recipients: Annotated[int, typer.Option("--recipients", min=0, help="How many recipients.")],
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same bytes.")],
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="Export file to write.")],
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--manifest", help="Take municipality, year, EPJ and service units from a manifest."
+        ),
+    ] = None,
+    municipality: Annotated[
+        str | None, typer.Option("--municipality", help="Kommunenummer, 4 digits (default 9999).")
+    ] = None,
+    year: Annotated[
+        int | None, typer.Option("--year", help="Reporting year; needs a profile (default 2023).")
+    ] = None,
+    test_persons: Annotated[
+        int, typer.Option("--test-persons", min=0, help='Recipients named "Donald Duck".')
+    ] = 0,
+) -> int:
+    """Write a realistic synthetic export (Test-Norge ids only) in export format v1."""
+    from iplosctl.manifest import load_manifest
+    from iplosctl.sandbox.generate import generate_export
+
+    options: dict[str, Any] = {}
+    if manifest is not None:
+        m = load_manifest(manifest)
+        options = {
+            "municipality": m.municipality.number,
+            "year": m.reporting_year,
+            "service_units": tuple(u.org_number for u in m.service_units),
+            "epj_system": m.epj.system,
+            "epj_version": m.epj.version,
+        }
+    if municipality is not None:
+        options["municipality"] = municipality
+    if year is not None:
+        options["year"] = year
+    written = generate_export(
+        out, recipients=recipients, seed=seed, test_persons=test_persons, **options
+    )
+    output.note(
+        f"wrote {written.recipients} synthetic recipients ({written.size:,} bytes) to {out}"
+    )
     return EXIT_OK
 
 

@@ -148,8 +148,7 @@ class TransportPlugin(Protocol):
         """Yield deliveries from `queue` until it is empty for `timeout` seconds."""
         ...
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...
 
 
 #: what an `iplosctl.transports` entry point names: a class or factory taking settings

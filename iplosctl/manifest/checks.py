@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,10 +145,7 @@ def _referenced_files(m: Manifest) -> list[tuple[Path, tuple[str, ...]]]:
 
 def _shown(m: Manifest, path: Path) -> str:
     """A path as the user wrote it relative to the manifest, not an absolute one."""
-    try:
-        return str(path.relative_to(m.path.resolve().parent))
-    except ValueError:
-        return str(path)
+    return os.path.relpath(path, m.path.parent) if not path.is_absolute() else str(path)
 
 
 def _duplicate_names(manifests: list[Manifest]) -> list[Problem]:

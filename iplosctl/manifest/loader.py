@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -110,13 +111,15 @@ def _digest(plain: dict[str, Any]) -> str:
 
 
 def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
-    base = path.resolve().parent
+    # Relative to the manifest's folder, kept relative to where the user stands
+    # (manifests/../examples/x.xml → examples/x.xml) so messages stay short.
+    base = path.parent
 
     def file(value: str | None) -> Path | None:
         if value is None:
             return None
         p = Path(value).expanduser()
-        return p if p.is_absolute() else base / p
+        return p if p.is_absolute() else Path(os.path.normpath(base / p))
 
     spec = data["spec"]
     src = spec["source"]

@@ -48,6 +48,8 @@ class MessagePart:
 
     type: str
     description: str
+    #: full | without-person-ids | identity-only (see profile.schema.json)
+    content: str = "full"
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,9 @@ def _build(data: dict) -> Profile:  # type: ignore[type-arg]
             Deadline(d["name"], dt.date.fromisoformat(d["date"]), d["description"])
             for d in sorted(data["deadlines"], key=lambda d: d["date"])
         ),
-        message_parts=tuple(MessagePart(p["type"], p["description"]) for p in data["messageParts"]),
+        message_parts=tuple(
+            MessagePart(p["type"], p["description"], p["content"]) for p in data["messageParts"]
+        ),
         service_codes={
             code: ServiceCode(code, item["name"], item["orgNumber"])
             for code, item in data["serviceCodes"].items()

@@ -1,19 +1,14 @@
-"""First-party plugin: AMQP 1.0 over python-qpid-proton with NHN addressing (issue 4).
+"""First-party plugin: AMQP 1.0 over python-qpid-proton with NHN addressing.
 
-Registered through its entry point like any third-party plugin. Only its
-name is real so far: the work it does lands with the issue named above, and
-until then using it fails with a clear error instead of pretending.
+Registered through its `iplosctl.transports` entry point like any third-party
+plugin. `transport.py` holds the plugin (`AmqpTransport`) and its deliveries;
+`connection.py` opens the connection and turns broker failures into
+actionable `TransportError`s. Facts it relies on: DOMAIN.md §5, STACK.md §2a,
+§2d, §3.
 """
 
 from __future__ import annotations
 
-from iplosctl.errors import PluginError
+from .transport import AmqpDelivery, AmqpTransport, receive_address, send_address
 
-
-class AmqpTransport:
-    """Placeholder until the implementation lands; see the module docstring."""
-
-    name = "amqp"
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        raise PluginError(f"the {self.name} plugin is installed but not built yet")
+__all__ = ["AmqpDelivery", "AmqpTransport", "receive_address", "send_address"]

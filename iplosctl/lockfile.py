@@ -1,0 +1,324 @@
+"""The lockfile: what was sent for one submission series, and what came back.
+
+One `<name>.lock.yaml` beside each manifest, committed to git. It holds
+digests, counts, message ids, timestamps and receipt codes, never personal
+data. It is written atomically (temp file, fsync, rename, fsync of the
+folder) so a crash leaves the old or the new file, never half of one; every
+write bumps `serial`, and `lineage` names the series for its whole life.
+Keys are sorted and the layout is stable, so its diff reads well in review.
+
+Part states (DESIGN.md §4):
+    journaled → sent → accepted | accepted-with-errors | rejected
+    journaled | sent → transport-error
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from iplosctl import yamlio
+from iplosctl.errors import InputError, IplosctlError, Location, Problem
+
+LOCKFILE_VERSION = 1
+STATES = ("journaled", "sent", "accepted", "accepted-with-errors", "rejected", "transport-error")
+RECEIPT_STATES = {"1": "accepted", "2": "rejected", "3": "accepted-with-errors"}
+_TRANSITIONS = {
+    "journaled": {"sent", "transport-error"},
+    "sent": {"accepted", "accepted-with-errors", "rejected", "transport-error"},
+}
+MAX_LOCKFILE_BYTES = 20_000_000
+
+
+class LockfileError(IplosctlError):
+    """The lockfile is unreadable, of an unknown version, or a transition is impossible."""
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class ReceiptError:
+    """One `Error` of an AppRec, verbatim (V, S, DN, OT)."""
+
+    code: str
+    system: str = ""
+    text: str = ""
+    original_text: str = ""
+
+
+@dataclass
+class Receipt:
+    status: str
+    receipt_id: str = ""
+    received_at: str = ""
+    errors: list[ReceiptError] = field(default_factory=list)
+
+
+@dataclass
+class Part:
+    """One message of an attempt (KPR_IPL, KPR_IDE)."""
+
+    type: str
+    msg_id: str
+    payload_digest: str
+    state: str = "journaled"
+    size_bytes: int = 0
+    journaled_at: str = ""
+    sent_at: str = ""
+    receipt_at: str = ""
+    receipt: Receipt | None = None
+    transport_error: dict[str, str] | None = None
+
+
+@dataclass
+class Attempt:
+    number: int
+    created_at: str
+    manifest_digest: str
+    source_digest: str
+    payload_digest: str
+    summary: dict[str, Any]
+    parts: list[Part]
+
+    @property
+    def states(self) -> set[str]:
+        return {p.state for p in self.parts}
+
+    @property
+    def accepted(self) -> bool:
+        return bool(self.parts) and self.states <= {"accepted", "accepted-with-errors"}
+
+
+@dataclass
+class Lockfile:
+    submission: str
+    lineage: str
+    serial: int = 0
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def last_attempt(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def last_accepted(self) -> Attempt | None:
+        return next((a for a in reversed(self.attempts) if a.accepted), None)
+
+    def part(self, msg_id: str) -> tuple[Attempt, Part] | None:
+        """The attempt and part a message id belongs to."""
+        for attempt in self.attempts:
+            for part in attempt.parts:
+                if part.msg_id == msg_id:
+                    return attempt, part
+        return None
+
+
+def new_lockfile(submission: str) -> Lockfile:
+    return Lockfile(submission=submission, lineage=str(uuid.uuid4()))
+
+
+def transition(part: Part, state: str) -> None:
+    """Move a part along the state machine, refusing impossible moves."""
+    if state not in _TRANSITIONS.get(part.state, set()):
+        raise LockfileError(
+            f"part {part.type} ({part.msg_id}) cannot go from {part.state} to {state}"
+        )
+    part.state = state
+
+
+# --- serialisation ------------------------------------------------------------
+
+
+def _drop_empty(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v not in (None, "", [], {})}
+
+
+def _to_data(lock: Lockfile) -> dict[str, Any]:
+    def part(p: Part) -> dict[str, Any]:
+        receipt = None
+        if p.receipt is not None:
+            receipt = _drop_empty(
+                {
+                    "status": p.receipt.status,
+                    "receiptId": p.receipt.receipt_id,
+                    "receivedAt": p.receipt.received_at,
+                    "errors": [
+                        _drop_empty(
+                            {
+                                "code": e.code,
+                                "system": e.system,
+                                "text": e.text,
+                                "originalText": e.original_text,
+                            }
+                        )
+                        for e in p.receipt.errors
+                    ],
+                }
+            )
+        return _drop_empty(
+            {
+                "type": p.type,
+                "msgId": p.msg_id,
+                "payloadDigest": p.payload_digest,
+                "state": p.state,
+                "sizeBytes": p.size_bytes,
+                "journaledAt": p.journaled_at,
+                "sentAt": p.sent_at,
+                "receiptAt": p.receipt_at,
+                "receipt": receipt,
+                "transportError": p.transport_error,
+            }
+        )
+
+    return {
+        "lockfileVersion": LOCKFILE_VERSION,
+        "submission": lock.submission,
+        "lineage": lock.lineage,
+        "serial": lock.serial,
+        "attempts": [
+            {
+                "number": a.number,
+                "createdAt": a.created_at,
+                "manifestDigest": a.manifest_digest,
+                "sourceDigest": a.source_digest,
+                "payloadDigest": a.payload_digest,
+                "summary": a.summary,
+                "parts": [part(p) for p in a.parts],
+            }
+            for a in lock.attempts
+        ],
+    }
+
+
+def _sorted(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _sorted(node[k]) for k in sorted(node)}
+    if isinstance(node, list):
+        return [_sorted(v) for v in node]
+    return node
+
+
+def dumps(lock: Lockfile) -> str:
+    """The lockfile's text: sorted keys, block style, stable across runs."""
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = True  # type: ignore[attr-defined]
+    out = io.StringIO()
+    out.write(
+        "# iplosctl lockfile: written by iplosctl, reviewed in pull requests, never edited.\n"
+    )
+    yaml.dump(_sorted(_to_data(lock)), out)
+    return out.getvalue()
+
+
+def _from_data(data: dict[str, Any]) -> Lockfile:
+    def receipt(r: dict[str, Any] | None) -> Receipt | None:
+        if not r:
+            return None
+        return Receipt(
+            status=str(r["status"]),
+            receipt_id=r.get("receiptId", ""),
+            received_at=r.get("receivedAt", ""),
+            errors=[
+                ReceiptError(
+                    e["code"], e.get("system", ""), e.get("text", ""), e.get("originalText", "")
+                )
+                for e in r.get("errors", [])
+            ],
+        )
+
+    return Lockfile(
+        submission=data["submission"],
+        lineage=data["lineage"],
+        serial=int(data["serial"]),
+        attempts=[
+            Attempt(
+                number=int(a["number"]),
+                created_at=a.get("createdAt", ""),
+                manifest_digest=a.get("manifestDigest", ""),
+                source_digest=a.get("sourceDigest", ""),
+                payload_digest=a.get("payloadDigest", ""),
+                summary=dict(a.get("summary", {})),
+                parts=[
+                    Part(
+                        type=p["type"],
+                        msg_id=p["msgId"],
+                        payload_digest=p["payloadDigest"],
+                        state=p["state"],
+                        size_bytes=int(p.get("sizeBytes", 0)),
+                        journaled_at=p.get("journaledAt", ""),
+                        sent_at=p.get("sentAt", ""),
+                        receipt_at=p.get("receiptAt", ""),
+                        receipt=receipt(p.get("receipt")),
+                        transport_error=p.get("transportError"),
+                    )
+                    for p in a.get("parts", [])
+                ],
+            )
+            for a in data.get("attempts", [])
+        ],
+    )
+
+
+def load(path: Path) -> Lockfile | None:
+    """The lockfile at `path`, or None when the series has never been planned to disk."""
+    if not path.exists():
+        return None
+    root = yamlio.load(path, what="lockfile")
+    data = yamlio.to_plain(root)
+    name = str(path)
+    if not isinstance(data, dict) or data.get("lockfileVersion") != LOCKFILE_VERSION:
+        version = data.get("lockfileVersion") if isinstance(data, dict) else None
+        raise InputError(
+            [
+                Problem(
+                    Location(name, 1, 1),
+                    f"lockfile version {version!r} is not {LOCKFILE_VERSION}: "
+                    "upgrade iplosctl or restore the file from git",
+                )
+            ]
+        )
+    try:
+        return _from_data(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(
+            [
+                Problem(
+                    Location(name),
+                    f"damaged lockfile (missing or wrong {exc}): restore it from git",
+                )
+            ]
+        ) from None
+
+
+def save(path: Path, lock: Lockfile) -> None:
+    """Bump the serial and write atomically: temp file, fsync, rename, fsync the folder."""
+    lock.serial += 1
+    text = dumps(lock)
+    directory = path.resolve().parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        lock.serial -= 1
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,1 @@
+"""The messages iplosctl exchanges with KPR: MsgHead, AppRec, and their CMS protection."""

@@ -1,0 +1,53 @@
+"""Message parts: the payload of each part (KPR_IPL, KPR_IDE) from one record stream.
+
+The profile says what each part carries (`messageParts[].content`). The plan
+needs every part's digest and size while the export streams past once, so
+each part gets its own push-style hasher; apply uses writers into files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import BinaryIO
+
+from iplosctl.payload.export_writer import CONTENT_FLAGS, ExportHasher, ExportWriter
+from iplosctl.profiles import MessagePart
+from iplosctl.records import ExportHeader, Recipient
+
+
+class PayloadHasher:
+    """sha256 and size of every part's payload, without keeping the bytes."""
+
+    def __init__(self, header: ExportHeader, parts: Sequence[MessagePart]) -> None:
+        self._hashers = {p.type: ExportHasher(header, **CONTENT_FLAGS[p.content]) for p in parts}
+
+    def add(self, record: Recipient) -> None:
+        for hasher in self._hashers.values():
+            hasher.add(record)
+
+    def finish(self) -> list[tuple[str, str, int]]:
+        """(part type, `sha256:…`, size in bytes) in profile order."""
+        out = []
+        for part_type, hasher in self._hashers.items():
+            digest = hasher.finish()
+            out.append((part_type, digest.digest, digest.size))
+        return out
+
+
+class PayloadWriter:
+    """Every part's payload written to its own binary file, fed one record at a time."""
+
+    def __init__(
+        self, header: ExportHeader, parts: Sequence[MessagePart], outputs: Mapping[str, BinaryIO]
+    ) -> None:
+        self._writers = {
+            p.type: ExportWriter(outputs[p.type], header, **CONTENT_FLAGS[p.content]) for p in parts
+        }
+
+    def add(self, record: Recipient) -> None:
+        for writer in self._writers.values():
+            writer.add(record)
+
+    def finish(self) -> None:
+        for writer in self._writers.values():
+            writer.finish()

@@ -1,0 +1,489 @@
+"""manifest + export + lockfile → Plan: what `apply` would do, and why.
+
+The export is streamed once: each record goes through the rules (test
+persons are excluded first), into the summary and into the payload digests
+of every message part. Nothing here sends or writes, except a cache of the
+analysis keyed by the source file's identity so that a second plan of an
+unchanged export is near-instant.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from iplosctl import __version__, lockfile, plugins, profiles
+from iplosctl.errors import IplosctlError
+from iplosctl.manifest import Manifest
+from iplosctl.payload.msghead import message_id
+from iplosctl.payload.parts import PayloadHasher
+from iplosctl.plugins import SourceSpec
+from iplosctl.profiles import Profile
+from iplosctl.records import ExportHeader
+from iplosctl.rules import Finding, RecordRef, RuleContext, RuleRun, load_rules
+from iplosctl.summary import SummaryBuilder
+
+PLAN_FORMAT_VERSION = "1"
+ACTIONS = ("submit", "recover", "correct", "resubmit", "wait", "no-op", "blocked")
+CHANGING = frozenset({"submit", "recover", "correct", "resubmit"})
+_LINEAGE_NAMESPACE = uuid.UUID("5d0f3f4e-7c4b-4b8e-9a57-2f6c1b8f0d11")
+
+
+def lineage_for(manifest: Manifest) -> str:
+    """The series id: derived, so plan and apply agree before a lockfile exists.
+
+    Same municipality, year and name → same lineage → same MsgIds for the
+    same payload, so a resend after losing the lockfile is still a duplicate
+    the register can drop rather than a second submission.
+    """
+    key = f"{manifest.municipality.number}/{manifest.reporting_year}/{manifest.name}"
+    return str(uuid.uuid5(_LINEAGE_NAMESPACE, key))
+
+
+@dataclass(frozen=True)
+class PartPlan:
+    type: str
+    payload_digest: str
+    size_bytes: int
+    msg_id: str
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What streaming the export found; cacheable (no personal data)."""
+
+    header: ExportHeader
+    source_digest: str
+    findings: tuple[Finding, ...]
+    summary: dict[str, Any]
+    part_digests: tuple[tuple[str, str, int], ...]  # (type, digest, size)
+
+    @property
+    def payload_digest(self) -> str:
+        joined = "\n".join(f"{t}={d}" for t, d, _ in self.part_digests)
+        return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SubmissionPlan:
+    """The plan for one manifest."""
+
+    name: str
+    manifest_path: Path
+    lockfile_path: Path
+    year: int
+    environment: str
+    municipality: str
+    action: str
+    reason: str
+    findings: tuple[Finding, ...]
+    summary: dict[str, Any]
+    previous_summary: dict[str, Any] | None
+    deadline: dict[str, Any]
+    manifest_digest: str
+    source_digest: str
+    payload_digest: str
+    lineage: str
+    serial: int
+    attempt: int
+    parts: tuple[PartPlan, ...]
+    receipt_errors: tuple[dict[str, str], ...] = ()
+
+    @property
+    def blocked(self) -> bool:
+        return self.action in ("blocked", "wait")
+
+    @property
+    def changes(self) -> bool:
+        return self.action in CHANGING
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    submissions: tuple[SubmissionPlan, ...]
+    tool_version: str = __version__
+    created_at: str = field(default_factory=lockfile.utc_now)
+
+    def count(self, action: str) -> int:
+        return sum(1 for s in self.submissions if s.action == action)
+
+    def exit_code(self, *, detailed: bool) -> int:
+        """1 when anything is blocked, else 2 for changes with --detailed-exitcode, else 0."""
+        if any(s.blocked for s in self.submissions):
+            return 1
+        if detailed and any(s.changes for s in self.submissions):
+            return 2
+        return 0
+
+
+# --- analysing one export --------------------------------------------------------
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "iplosctl" / "plan"
+
+
+def _cache_key(
+    manifest: Manifest,
+    previous: dict[str, Any] | None,
+    today: dt.date,
+    late: bool,
+    rule_ids: Sequence[str],
+) -> str | None:
+    try:
+        st = manifest.source.path.stat()
+    except OSError:
+        return None
+    profile_file = profiles.PROFILE_DIR / f"{manifest.reporting_year}.yaml"
+    key = json.dumps(
+        {
+            "version": __version__,
+            "source": str(manifest.source.path.resolve()),
+            "size": st.st_size,
+            "mtime": st.st_mtime_ns,
+            "inode": st.st_ino,
+            "manifest": manifest.digest,
+            "profile": profile_file.stat().st_mtime_ns,
+            "previous": previous,
+            "today": today.isoformat(),
+            "late": late,
+            "rules": list(rule_ids),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _load_cached(key: str) -> Analysis | None:
+    try:
+        data = json.loads((_cache_dir() / f"{key}.json").read_text(encoding="utf-8"))
+        h = data["header"]
+        return Analysis(
+            header=ExportHeader(
+                h["municipality"],
+                h["reportingYear"],
+                h["epjSystem"],
+                h["epjVersion"],
+                dt.datetime.fromisoformat(h["extractedAt"]) if h.get("extractedAt") else None,
+            ),
+            source_digest=data["sourceDigest"],
+            findings=tuple(
+                Finding(
+                    f["rule"],
+                    f["severity"],
+                    f["message"],
+                    f["count"],
+                    tuple(RecordRef(r["index"], r["line"]) for r in f["records"]),
+                )
+                for f in data["findings"]
+            ),
+            summary=data["summary"],
+            part_digests=tuple((t, d, s) for t, d, s in data["parts"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _store_cached(key: str, analysis: Analysis) -> None:
+    h = analysis.header
+    data = {
+        "header": {
+            "municipality": h.municipality,
+            "reportingYear": h.reporting_year,
+            "epjSystem": h.epj_system,
+            "epjVersion": h.epj_version,
+            "extractedAt": h.extracted_at.isoformat() if h.extracted_at else None,
+        },
+        "sourceDigest": analysis.source_digest,
+        "findings": [f.as_dict() for f in analysis.findings],
+        "summary": analysis.summary,
+        "parts": [list(p) for p in analysis.part_digests],
+    }
+    try:
+        directory = _cache_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{key}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, directory / f"{key}.json")
+    except OSError:
+        pass  # a cache that cannot be written only costs time
+
+
+def analyse(
+    manifest: Manifest,
+    profile: Profile,
+    *,
+    previous: dict[str, Any] | None,
+    today: dt.date,
+    late: bool = False,
+) -> Analysis:
+    """Stream the export once through rules, summary and payload digests."""
+    rules = load_rules()
+    key = _cache_key(manifest, previous, today, late, [r.id for r in rules])
+    if key is not None and (cached := _load_cached(key)) is not None:
+        return cached
+    source_cls = plugins.load("source", manifest.source.plugin)
+    source = source_cls() if isinstance(source_cls, type) else source_cls
+    spec = SourceSpec(manifest.source.path, manifest.source.format, manifest.source.options)
+    source_digest = file_digest(manifest.source.path)
+    export = source.read(spec)
+    environment = profile.environments[manifest.environment]
+    ctx = RuleContext(
+        manifest=manifest,
+        profile=profile,
+        environment=environment,
+        header=export.header,
+        previous_summary=previous,
+        today=today,
+        late=late,
+    )
+    run = RuleRun(rules, ctx)
+    summary = SummaryBuilder(profile, manifest.reporting_year)
+    hasher = PayloadHasher(export.header, profile.message_parts)
+    for record in export.recipients:
+        if run.record(record):
+            summary.add(record)
+            hasher.add(record)
+        else:
+            summary.exclude()
+    analysis = Analysis(
+        header=export.header,
+        source_digest=source_digest,
+        findings=tuple(run.finish()),
+        summary=summary.build(),
+        part_digests=tuple(hasher.finish()),
+    )
+    if key is not None:
+        _store_cached(key, analysis)
+    return analysis
+
+
+# --- deciding ---------------------------------------------------------------------
+
+
+def deadline_window(profile: Profile, today: dt.date, sandbox: bool) -> dict[str, Any]:
+    """Where today falls among the year's deadlines."""
+    deadlines = [
+        {"name": d.name, "date": d.date.isoformat(), "description": d.description}
+        for d in profile.deadlines
+    ]
+    first, last = profile.deadlines[0].date, profile.deadlines[-1].date
+    if sandbox:
+        window = "rehearsal"
+    elif today <= first:
+        window = "open"
+    elif today <= last:
+        window = "corrections"
+    else:
+        window = "closed"
+    upcoming = next((d for d in profile.deadlines if today <= d.date), None)
+    return {
+        "today": today.isoformat(),
+        "window": window,
+        "deadlines": deadlines,
+        "next": upcoming.date.isoformat() if upcoming else None,
+        "daysLeft": (upcoming.date - today).days if upcoming else None,
+    }
+
+
+def decide(
+    lock: lockfile.Lockfile | None, analysis: Analysis, errors: Sequence[Finding]
+) -> tuple[str, str, int]:
+    """(action, reason, attempt number) per DESIGN.md §4."""
+    last = lock.last_attempt if lock else None
+    next_attempt = (last.number + 1) if last else 1
+    if last is not None:
+        states = last.states
+        if "journaled" in states:
+            if last.payload_digest != analysis.payload_digest:
+                return (
+                    "blocked",
+                    f"attempt {last.number} was journaled but may not have been "
+                    "sent, and the export has changed since: restore the export it was "
+                    "built from and run apply to recover it, or run receipts to learn "
+                    "whether it arrived",
+                    last.number,
+                )
+            return (
+                "recover",
+                f"attempt {last.number} was journaled but not confirmed sent: "
+                "resend it with the same message ids",
+                last.number,
+            )
+        if "sent" in states:
+            return (
+                "wait",
+                f"attempt {last.number} is sent and awaits its receipt: never "
+                "resend before it is checked (run iplosctl receipts)",
+                last.number,
+            )
+    if errors:
+        rules = sorted({f.rule for f in errors})
+        return (
+            "blocked",
+            f"{len(errors)} error finding(s) ({', '.join(rules)}): fix the export or the manifest",
+            next_attempt,
+        )
+    if last is None:
+        return ("submit", "nothing has been sent for this submission yet", next_attempt)
+    if last.states & {"rejected", "transport-error"}:
+        return ("resubmit", f"attempt {last.number} was rejected: send a new attempt", next_attempt)
+    accepted = lock.last_accepted if lock else None
+    if accepted is not None and accepted.payload_digest == analysis.payload_digest:
+        return (
+            "no-op",
+            f"attempt {accepted.number} was accepted and the payload is unchanged",
+            last.number,
+        )
+    return (
+        "correct",
+        f"attempt {last.number} was accepted; the payload has changed since: send a correction",
+        next_attempt,
+    )
+
+
+def plan_submission(
+    manifest: Manifest,
+    *,
+    today: dt.date | None = None,
+    late: bool = False,
+    lockfile_path: Path | None = None,
+) -> SubmissionPlan:
+    """Plan one manifest (already validated)."""
+    today = today or dt.date.today()
+    profile = profiles.load_profile(manifest.reporting_year)
+    lock_path = lockfile_path or manifest.lockfile_path
+    lock = lockfile.load(lock_path)
+    if lock is not None and lock.submission != manifest.name:
+        raise IplosctlError(
+            f"{lock_path} belongs to submission {lock.submission!r}, not "
+            f"{manifest.name!r}: each manifest needs its own lockfile"
+        )
+    accepted = lock.last_accepted if lock else None
+    previous = dict(accepted.summary) if accepted else None
+    analysis = analyse(manifest, profile, previous=previous, today=today, late=late)
+    errors = [f for f in analysis.findings if f.severity == "error"]
+    action, reason, attempt = decide(lock, analysis, errors)
+    lineage = lock.lineage if lock else lineage_for(manifest)
+    if action == "recover" and lock and lock.last_attempt:
+        parts = tuple(
+            PartPlan(p.type, p.payload_digest, p.size_bytes, p.msg_id)
+            for p in lock.last_attempt.parts
+        )
+    else:
+        parts = tuple(
+            PartPlan(t, d, size, message_id(lineage, attempt, t, d))
+            for t, d, size in analysis.part_digests
+        )
+    receipt_errors: tuple[dict[str, str], ...] = ()
+    last = lock.last_attempt if lock else None
+    if last is not None:
+        receipt_errors = tuple(
+            {"part": p.type, "code": e.code, "system": e.system, "text": e.text}
+            for p in last.parts
+            if p.receipt
+            for e in p.receipt.errors
+        ) + tuple(
+            {
+                "part": p.type,
+                "code": p.transport_error.get("condition", ""),
+                "system": "transport",
+                "text": p.transport_error.get("description", ""),
+            }
+            for p in last.parts
+            if p.transport_error
+        )
+    environment = profile.environments[manifest.environment]
+    return SubmissionPlan(
+        name=manifest.name,
+        manifest_path=manifest.path,
+        lockfile_path=lock_path,
+        year=manifest.reporting_year,
+        environment=manifest.environment,
+        municipality=f"{manifest.municipality.number} {manifest.municipality.name}",
+        action=action,
+        reason=reason,
+        findings=analysis.findings,
+        summary=analysis.summary,
+        previous_summary=previous,
+        deadline=deadline_window(profile, today, environment.sandbox),
+        manifest_digest=manifest.digest,
+        source_digest=analysis.source_digest,
+        payload_digest=analysis.payload_digest,
+        lineage=lineage,
+        serial=lock.serial if lock else 0,
+        attempt=attempt,
+        parts=parts,
+        receipt_errors=receipt_errors,
+    )
+
+
+def make_plan(
+    manifests: Iterable[Manifest],
+    *,
+    today: dt.date | None = None,
+    late: bool = False,
+    lockfile_path: Path | None = None,
+) -> Plan:
+    return Plan(
+        tuple(
+            plan_submission(m, today=today, late=late, lockfile_path=lockfile_path)
+            for m in manifests
+        )
+    )
+
+
+# --- saved plans ------------------------------------------------------------------
+
+
+def saved_form(plan: Plan) -> dict[str, Any]:
+    """What `plan --out` writes: enough to refuse a stale apply; no personal data."""
+    return {
+        "formatVersion": PLAN_FORMAT_VERSION,
+        "kind": "iplosctl-saved-plan",
+        "toolVersion": plan.tool_version,
+        "createdAt": plan.created_at,
+        "submissions": [
+            {
+                "name": s.name,
+                "manifest": str(s.manifest_path),
+                "action": s.action,
+                "manifestDigest": s.manifest_digest,
+                "sourceDigest": s.source_digest,
+                "payloadDigest": s.payload_digest,
+                "lineage": s.lineage,
+                "serial": s.serial,
+                "attempt": s.attempt,
+                "parts": [
+                    {
+                        "type": p.type,
+                        "payloadDigest": p.payload_digest,
+                        "sizeBytes": p.size_bytes,
+                        "msgId": p.msg_id,
+                    }
+                    for p in s.parts
+                ],
+            }
+            for s in plan.submissions
+        ],
+    }

@@ -1,0 +1,55 @@
+"""Wording shared by every format, so text, markdown and json say the same thing."""
+
+from __future__ import annotations
+
+from iplosctl.plan import Plan, SubmissionPlan
+from iplosctl.rules import Finding
+
+ACTION_WORDS = [
+    ("submit", "to submit"),
+    ("recover", "to recover"),
+    ("correct", "to correct"),
+    ("resubmit", "to resubmit"),
+    ("wait", "waiting for receipts"),
+    ("blocked", "blocked"),
+    ("no-op", "unchanged"),
+]
+
+
+def summary_line(plan: Plan) -> str:
+    """`Plan: 1 to submit, 0 to correct, 1 blocked.` — the line a reviewer reads first."""
+    shown = [
+        f"{plan.count(a)} {words}"
+        for a, words in ACTION_WORDS
+        if plan.count(a) or a in ("submit", "correct", "blocked")
+    ]
+    return "Plan: " + ", ".join(shown) + "."
+
+
+def next_command(s: SubmissionPlan) -> str:
+    """The one command to run next for this submission."""
+    target = str(s.manifest_path)
+    if s.action in ("submit", "recover", "correct", "resubmit"):
+        return f"iplosctl apply {target}"
+    if s.action == "wait":
+        return f"iplosctl receipts {target} --wait 10m"
+    if s.action == "blocked":
+        return f"fix the findings, then: iplosctl plan {target}"
+    return "nothing to do"
+
+
+def refs_text(f: Finding) -> str:
+    if not f.records:
+        return ""
+    shown = ", ".join(str(r) for r in f.records)
+    more = f.count - len(f.records)
+    return f"records {shown}" + (f" and {more} more" if more > 0 else "")
+
+
+def deadline_text(s: SubmissionPlan) -> str:
+    d = s.deadline
+    if d["window"] == "rehearsal":
+        return "sandbox rehearsal: deadlines do not apply"
+    if d["next"] is None:
+        return f"closed: the last deadline ({d['deadlines'][-1]['date']}) has passed"
+    return f"{d['window']}: next deadline {d['next']} ({d['daysLeft']} days left)"

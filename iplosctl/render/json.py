@@ -1,0 +1,63 @@
+"""The versioned JSON plan (`formatVersion: "1"`), for CI and other tools."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from iplosctl.plan import PLAN_FORMAT_VERSION, Plan, SubmissionPlan
+from iplosctl.render.common import next_command, summary_line
+
+
+def submission_dict(s: SubmissionPlan) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "manifest": str(s.manifest_path),
+        "lockfile": str(s.lockfile_path),
+        "reportingYear": s.year,
+        "environment": s.environment,
+        "municipality": s.municipality,
+        "action": s.action,
+        "reason": s.reason,
+        "blocked": s.blocked,
+        "findings": [f.as_dict() for f in s.findings],
+        "receiptErrors": list(s.receipt_errors),
+        "summary": s.summary,
+        "previousSummary": s.previous_summary,
+        "deadline": s.deadline,
+        "digests": {
+            "manifest": s.manifest_digest,
+            "source": s.source_digest,
+            "payload": s.payload_digest,
+        },
+        "lineage": s.lineage,
+        "serial": s.serial,
+        "attempt": s.attempt,
+        "parts": [
+            {
+                "type": p.type,
+                "payloadDigest": p.payload_digest,
+                "sizeBytes": p.size_bytes,
+                "msgId": p.msg_id,
+            }
+            for p in s.parts
+        ],
+        "next": next_command(s),
+    }
+
+
+def render_json(plan: Plan) -> str:
+    return (
+        json.dumps(
+            {
+                "formatVersion": PLAN_FORMAT_VERSION,
+                "toolVersion": plan.tool_version,
+                "createdAt": plan.created_at,
+                "summary": summary_line(plan),
+                "submissions": [submission_dict(s) for s in plan.submissions],
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )

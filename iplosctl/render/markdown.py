@@ -1,0 +1,107 @@
+"""The plan as a pull-request comment: summary first, details folded, under 60,000 characters.
+
+GitHub refuses comments over 65,536 characters. Fifty municipalities with
+many findings each would exceed that, so details shrink in steps: record
+lists first, then the largest sections are summarised to one line each.
+"""
+
+from __future__ import annotations
+
+from iplosctl.plan import Plan, SubmissionPlan
+from iplosctl.profiles import load_profile
+from iplosctl.render.common import deadline_text, next_command, refs_text, summary_line
+from iplosctl.summary import summary_rows
+
+LIMIT = 60_000
+ICONS = {
+    "submit": "🟢",
+    "recover": "🟠",
+    "correct": "🟡",
+    "resubmit": "🟡",
+    "wait": "⏳",
+    "blocked": "⛔",
+    "no-op": "⚪",
+}
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _details(s: SubmissionPlan, *, with_refs: bool) -> str:
+    lines = [
+        f"<details><summary>{ICONS.get(s.action, '')} <b>{s.name}</b> "
+        f"({_cell(s.municipality)}, {s.year}, {s.environment}): <b>{s.action}</b></summary>",
+        "",
+        f"**Why:** {_cell(s.reason)}  ",
+        f"**Deadline:** {deadline_text(s)}  ",
+        f"**Next:** `{next_command(s)}`",
+        "",
+    ]
+    if s.findings:
+        lines += ["| severity | rule | finding | count |", "|---|---|---|---|"]
+        for f in s.findings:
+            refs = f"<br>{refs_text(f)}" if with_refs and f.records else ""
+            lines.append(f"| {f.severity} | `{f.rule}` | {_cell(f.message)}{refs} | {f.count} |")
+        lines.append("")
+    if s.receipt_errors:
+        lines += ["Receipt errors of the last attempt:", ""]
+        lines += [f"- {e['part']}: `{e['code']}` {_cell(e['text'])}" for e in s.receipt_errors]
+        lines.append("")
+    lines += ["| summary | now | change |", "|---|---:|---|"]
+    lines += [
+        f"| {_cell(label)} | {value} | {delta} |"
+        for label, value, delta in summary_rows(s.summary, s.previous_summary, load_profile(s.year))
+    ]
+    if s.parts:
+        lines += [
+            "",
+            f"Messages (attempt {s.attempt}): "
+            + ", ".join(f"`{p.type}` {p.size_bytes:,} bytes" for p in s.parts),
+        ]
+    lines += ["", "</details>", ""]
+    return "\n".join(lines)
+
+
+def _one_line(s: SubmissionPlan) -> str:
+    errors = sum(1 for f in s.findings if f.severity == "error")
+    warnings = sum(1 for f in s.findings if f.severity == "warning")
+    return (
+        f"- {ICONS.get(s.action, '')} **{s.name}**: {s.action} ({errors} error, {warnings} "
+        f"warning findings; details in the JSON plan)\n"
+    )
+
+
+def render_markdown(plan: Plan) -> str:
+    head = [
+        "### iplosctl plan",
+        "",
+        f"**{summary_line(plan)}**",
+        "",
+        "| submission | year | environment | action | errors | warnings |",
+        "|---|---|---|---|---:|---:|",
+    ]
+    for s in plan.submissions:
+        errors = sum(1 for f in s.findings if f.severity == "error")
+        warnings = sum(1 for f in s.findings if f.severity == "warning")
+        head.append(
+            f"| {s.name} | {s.year} | {s.environment} | {ICONS.get(s.action, '')} "
+            f"{s.action} | {errors} | {warnings} |"
+        )
+    head.append("")
+    header = "\n".join(head) + "\n"
+    footer = (
+        f"\n<sub>iplosctl {plan.tool_version} · counts below 5 shown as &lt;5 · "
+        "no personal data</sub>\n"
+    )
+    sections = [_details(s, with_refs=True) for s in plan.submissions]
+    budget = LIMIT - len(header) - len(footer)
+    if sum(map(len, sections)) > budget:
+        sections = [_details(s, with_refs=False) for s in plan.submissions]
+    # Still too long: summarise the largest sections first, one line each.
+    order = sorted(range(len(sections)), key=lambda i: len(sections[i]), reverse=True)
+    for i in order:
+        if sum(map(len, sections)) <= budget:
+            break
+        sections[i] = _one_line(plan.submissions[i])
+    return header + "".join(sections) + footer

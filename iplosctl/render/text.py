@@ -1,0 +1,48 @@
+"""Terminal rendering, Terraform-like: summary line, then each submission, then what next."""
+
+from __future__ import annotations
+
+from iplosctl.plan import Plan, SubmissionPlan
+from iplosctl.profiles import load_profile
+from iplosctl.render.common import deadline_text, next_command, refs_text, summary_line
+from iplosctl.summary import summary_rows
+
+
+def _submission(s: SubmissionPlan) -> list[str]:
+    lines = [
+        f"{s.name}  ({s.municipality}, {s.year}, {s.environment}): {s.action.upper()}",
+        f"  why: {s.reason}",
+        f"  deadline: {deadline_text(s)}",
+    ]
+    if s.findings:
+        lines.append("  findings:")
+        for f in s.findings:
+            refs = refs_text(f)
+            lines.append(
+                f"    {f.severity:<7} {f.rule:<18} {f.message}  [{f.count}]"
+                + (f"\n{'':>28}{refs}" if refs else "")
+            )
+    if s.receipt_errors:
+        lines.append("  receipt errors of the last attempt:")
+        lines.extend(f"    {e['part']}: {e['code']} {e['text']}".rstrip() for e in s.receipt_errors)
+    rows = summary_rows(s.summary, s.previous_summary, load_profile(s.year))
+    width = max(len(label) for label, _, _ in rows)
+    lines.append(f"  summary{'':<{width - 5}}now    change")
+    lines.extend(
+        f"    {label:<{width}}  {value:<6} {delta}".rstrip() for label, value, delta in rows
+    )
+    if s.parts:
+        lines.append(f"  messages (attempt {s.attempt}):")
+        lines.extend(
+            f"    {p.type:<8} {p.size_bytes:>10,} bytes  msgId {p.msg_id}" for p in s.parts
+        )
+    lines.append(f"  next: {next_command(s)}")
+    return lines
+
+
+def render_text(plan: Plan) -> str:
+    out = [summary_line(plan), ""]
+    for s in plan.submissions:
+        out.extend(_submission(s))
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"

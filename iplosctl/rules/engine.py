@@ -1,0 +1,178 @@
+"""The pre-flight engine: rules see the export once, streamed, and report findings.
+
+A rule never holds a person id or a name in what it reports: a finding is a
+rule id, a severity, a one-line message, a count and the affected records'
+indices (and file lines where known). Severity comes from the rule, then the
+manifest's `spec.rules` override.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from iplosctl.manifest.model import Manifest
+from iplosctl.profiles import Environment, Profile
+from iplosctl.records import ExportHeader, Recipient
+
+Severity = Literal["error", "warning", "info"]
+SEVERITIES: tuple[str, ...] = ("error", "warning", "info")
+#: how many record references a finding keeps (the count is always exact)
+MAX_REFS = 20
+
+
+@dataclass(frozen=True, order=True)
+class RecordRef:
+    """A record by position in the export (0-based) and line in the file."""
+
+    index: int
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"#{self.index}" + (f" (line {self.line})" if self.line else "")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One occurrence a rule noticed; `key` groups hits into one finding."""
+
+    message: str
+    record: RecordRef | None = None
+    severity: Severity | None = None  # overrides the rule's default for this hit
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What the plan shows: hits of one rule with one message, counted."""
+
+    rule: str
+    severity: Severity
+    message: str
+    count: int
+    records: tuple[RecordRef, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "rule": self.rule,
+            "severity": self.severity,
+            "message": self.message,
+            "count": self.count,
+            "records": [{"index": r.index, "line": r.line} for r in self.records],
+        }
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """Everything a rule may consult besides the records themselves."""
+
+    manifest: Manifest
+    profile: Profile
+    environment: Environment
+    header: ExportHeader
+    #: summary of the last accepted submission in the lockfile, if any
+    previous_summary: Mapping[str, object] | None = None
+    today: dt.date = field(default_factory=dt.date.today)
+    late: bool = False
+
+
+class Rule(Protocol):
+    """A pre-flight rule. One instance per run, so it may keep counters."""
+
+    id: str
+    default_severity: Severity
+    #: where the rule comes from (the letter, a Hdir page); shown by `iplosctl rules`
+    source: str
+
+    def check_header(self, ctx: RuleContext) -> Iterable[Hit]:
+        """Hits about the export as a whole, before any record."""
+        ...
+
+    def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
+        """Hits about one (included) record."""
+        ...
+
+    def finish(self, ctx: RuleContext) -> Iterable[Hit]:
+        """Hits that need every record (totals, comparisons with last year)."""
+        ...
+
+
+class BaseRule:
+    """Defaults for the three hooks, so a rule implements only what it needs."""
+
+    id = ""
+    default_severity: Severity = "error"
+    source = ""
+
+    def check_header(self, ctx: RuleContext) -> Iterable[Hit]:
+        return ()
+
+    def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
+        return ()
+
+    def finish(self, ctx: RuleContext) -> Iterable[Hit]:
+        return ()
+
+
+class FindingCollector:
+    """Groups hits into findings per (rule, message, severity), in first-seen order."""
+
+    def __init__(self, overrides: Mapping[str, str]) -> None:
+        self._overrides = overrides
+        self._counts: dict[tuple[str, str, str], int] = {}
+        self._refs: dict[tuple[str, str, str], list[RecordRef]] = {}
+
+    def add(self, rule: Rule, hits: Iterable[Hit]) -> None:
+        override = self._overrides.get(rule.id)
+        if override == "off":
+            return
+        for hit in hits:
+            severity = override or hit.severity or rule.default_severity
+            key = (rule.id, hit.message, severity)
+            self._counts[key] = self._counts.get(key, 0) + 1
+            refs = self._refs.setdefault(key, [])
+            if hit.record is not None and len(refs) < MAX_REFS:
+                refs.append(hit.record)
+
+    def findings(self) -> list[Finding]:
+        order = {s: i for i, s in enumerate(SEVERITIES)}
+        out = [
+            Finding(rule, severity, message, count, tuple(self._refs[(rule, message, severity)]))  # type: ignore[arg-type]
+            for (rule, message, severity), count in self._counts.items()
+        ]
+        return sorted(out, key=lambda f: (order[f.severity], f.rule, f.message))
+
+
+class RuleRun:
+    """One streamed pass of every rule over one export.
+
+    The plan calls `record()` for each recipient as the source yields it and
+    `finish()` at the end, so rules never need the export in memory. A rule
+    with an `excludes` method (the test-person rule) decides first; excluded
+    records are counted by that rule and seen by no other.
+    """
+
+    def __init__(self, rules: Sequence[Rule], ctx: RuleContext) -> None:
+        self.ctx = ctx
+        self._rules = list(rules)
+        self._excluders = [r for r in self._rules if hasattr(r, "excludes")]
+        self._collector = FindingCollector(ctx.manifest.rule_severities)
+        for rule in self._rules:
+            self._collector.add(rule, rule.check_header(ctx))
+
+    def record(self, record: Recipient) -> bool:
+        """Check one record; False when it is excluded from the payload."""
+        for rule in self._excluders:
+            hit = rule.excludes(self.ctx, record)  # type: ignore[attr-defined]
+            if hit is not None:
+                self._collector.add(rule, (hit,))
+                return False
+        for rule in self._rules:
+            self._collector.add(rule, rule.check_record(self.ctx, record))
+        return True
+
+    def finish(self) -> list[Finding]:
+        for rule in self._rules:
+            self._collector.add(rule, rule.finish(self.ctx))
+        return self._collector.findings()

@@ -1,0 +1,341 @@
+"""KPR's pre-flight rules, from the letter of 13.10.2021 and Hdir's IPLOS pages.
+
+Each rule cites its source beside it. Ids are stable: they appear in
+manifests (`spec.rules`), plans, tests and documentation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+
+from iplosctl.identifiers import (
+    PersonIdKind,
+    has_valid_person_control_digits,
+    is_synthetic_person_id,
+    is_valid_org_number,
+    person_id_kind,
+)
+from iplosctl.privacy import count_text
+from iplosctl.records import Recipient
+from iplosctl.rules.engine import BaseRule, Hit, RecordRef, Rule, RuleContext
+
+#: the letter's "Donald Duck"; manifests add their own names
+BUILTIN_TEST_NAMES = ("Donald Duck",)
+VALID_SCORES = frozenset({1, 2, 3, 4, 5, 9})
+MAX_HOURS_PER_WEEK = 168
+
+
+def ref(record: Recipient) -> RecordRef:
+    return RecordRef(record.index, record.line)
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("-")[0].split("+")[0]))
+
+
+def _name_key(name: str) -> tuple[str, ...]:
+    """'Duck, Donald' and 'donald  DUCK' → ('donald', 'duck')."""
+    return tuple(sorted(re.findall(r"\w+", name.casefold())))
+
+
+class EpjVersion(BaseRule):
+    id = "epj-version"
+    source = "KPR letter 2021: 'EPJ bør være oppdatert til siste versjon'"
+
+    def check_header(self, ctx: RuleContext) -> Iterable[Hit]:
+        m, h = ctx.manifest, ctx.header
+        if (h.epj_system, h.epj_version) != (m.epj.system, m.epj.version):
+            yield Hit(
+                f"the export was made by {h.epj_system} {h.epj_version} but the manifest says "
+                f"{m.epj.system} {m.epj.version}: a stale manifest or an old extract"
+            )
+        minimums = {**ctx.profile.epj_minimum_versions, **m.epj_minimum_versions}
+        minimum = minimums.get(m.epj.system)
+        if minimum is None:
+            yield Hit(
+                f"cannot verify the EPJ version: no minimum known for {m.epj.system} "
+                "(add it to spec.epjMinimumVersions)",
+                severity="warning",
+            )
+        elif _version_key(m.epj.version) < _version_key(minimum):
+            yield Hit(
+                f"{m.epj.system} {m.epj.version} is below the minimum {minimum} for "
+                f"{ctx.profile.year}: update the EPJ before extracting"
+            )
+
+
+class TestPerson(BaseRule):
+    """Excludes test users; the only rule that removes records from the payload."""
+
+    id = "test-person"
+    default_severity = "info"
+    source = "KPR letter 2021: 'Testbrukere (\"Donald Duck\") skal ikke være med i innsendingen'"
+
+    def __init__(self, extra_names: Iterable[str] = ()) -> None:
+        self._extra = tuple(extra_names)
+        self._names: frozenset[tuple[str, ...]] | None = None
+
+    def excludes(self, ctx: RuleContext, record: Recipient) -> Hit | None:
+        if self._names is None:
+            names = (*BUILTIN_TEST_NAMES, *ctx.manifest.test_persons.names, *self._extra)
+            self._names = frozenset(_name_key(n) for n in names)
+        if record.name and _name_key(record.name) in self._names:
+            return Hit("test person excluded (name on the test-user list)", ref(record))
+        if record.person_id in ctx.manifest.test_persons.ids:
+            return Hit("test person excluded (id in spec.testPersons.ids)", ref(record))
+        if (
+            ctx.environment.production
+            and len(record.person_id) == 11
+            and record.person_id.isdigit()
+            and is_synthetic_person_id(record.person_id)
+        ):
+            return Hit("test person excluded (Test-Norge number in production)", ref(record))
+        return None
+
+
+class _CountsAgainstLastYear(BaseRule):
+    """Warn when nobody has a thing, or fewer than half of the last accepted count."""
+
+    default_severity = "warning"
+    summary_key = ""
+    what = ""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def has(self, ctx: RuleContext, record: Recipient) -> bool:
+        raise NotImplementedError
+
+    def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
+        if self.has(ctx, record):
+            self.count += 1
+        return ()
+
+    def finish(self, ctx: RuleContext) -> Iterable[Hit]:
+        if self.count == 0:
+            yield Hit(f"no recipient is registered with {self.what}: check the registrations")
+            return
+        previous = (ctx.previous_summary or {}).get(self.summary_key)
+        if isinstance(previous, int) and self.count * 2 < previous:
+            yield Hit(
+                f"{count_text(self.count)} recipients with {self.what}, fewer than half of the "
+                f"last accepted submission's {count_text(previous)}"
+            )
+
+
+class WelfareTechnology(_CountsAgainstLastYear):
+    id = "welfare-technology"
+    source = "KPR letter 2021: check velferdsteknologi (6, 26, 27, 28) is registered"
+    summary_key = "welfareTechnology"
+    what = "welfare technology (codes 6, 26, 27, 28)"
+
+    def has(self, ctx: RuleContext, record: Recipient) -> bool:
+        codes = ctx.profile.welfare_technology_codes
+        return any(s.code in codes for s in record.services)
+
+
+class Rehabilitation(_CountsAgainstLastYear):
+    id = "rehabilitation"
+    source = "KPR letter 2021: check rehabilitering/habilitering utenfor institusjon"
+    summary_key = "rehabilitation"
+    what = "rehabilitation/habilitation outside institution"
+
+    def has(self, ctx: RuleContext, record: Recipient) -> bool:
+        return record.rehabilitation
+
+
+class HousingCode(BaseRule):
+    id = "housing-code"
+    source = "KPR letter 2021: 'benytte kode 29 – (kode 12 og 13 er utgått)'; DOMAIN.md §2.3"
+
+    def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
+        for service in record.services:
+            if service.code in ctx.profile.housing_obsolete:
+                yield Hit(
+                    f"housing code {service.code} is obsolete since 2019: use 29", ref(record)
+                )
+            elif service.code in ctx.profile.housing_current and service.org_number:
+                yield Hit(
+                    f"code {service.code} (housing) must not carry an org number", ref(record)
+                )
+
+
+class OrgNumber(BaseRule):
+    id = "org-number"
+    source = "KPR letter 2021: 'Riktig organisasjonsnummer knyttet til tjenesten'; Hdir FAQ"
+
+    def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
+        units = {u.org_number for u in ctx.manifest.service_units}
+        for service in record.services:
+            code = ctx.profile.service_codes.get(service.code)
+            if code is None or service.code in ctx.profile.housing_current:
+                continue  # unknown codes: service-code; housing: housing-code
+            org = service.org_number
+            if org is None:
+                if code.org_number == "required":
+                    yield Hit(
+                        f"code {service.code} ({code.name}) requires the executing unit's "
+                        "org number",
+                        ref(record),
+                    )
+            elif code.org_number == "forbidden":
+                yield Hit(
+                    f"code {service.code} ({code.name}) must not carry an org number", ref(record)
+                )
+            elif not is_valid_org_number(org):
+                yield Hit(f"org number {org} has a bad check digit", ref(record))
+            elif org not in units:
+                yield Hit(
+                    f"org number {org} is not one of the manifest's serviceUnits", ref(record)
+                )
+
+
+class PersonId(BaseRule):
+    id = "person-id"
+    source = "DOMAIN.md §6.1 (check digits); the register answers E31 for a wrong number"
+
+    def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
+        pid = record.person_id
+        if not pid:
+            yield Hit("person id missing", ref(record))
+        elif len(pid) != 11 or not pid.isdigit():
+            yield Hit("person id is not 11 digits", ref(record))
+        elif not has_valid_person_control_digits(pid):
+            yield Hit("fødselsnummer/D-number with wrong check digits", ref(record))
+        elif person_id_kind(pid) is PersonIdKind.HNR:
+            yield Hit(
+                "H-number (help number) instead of a fødselsnummer or D-number",
+                ref(record),
+                severity="warning",
+            )
+
+
+class ServiceCode(BaseRule):
+    id = "service-code"
+    source = "Kodeverk 9151 (DOMAIN.md §2.2)"
+
+    def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
+        for service in record.services:
+            if (
+                service.code not in ctx.profile.service_codes
+                and service.code not in ctx.profile.housing_obsolete
+            ):
+                yield Hit(
+                    f"service code {service.code} is not in list 9151 for {ctx.profile.year}",
+                    ref(record),
+                )
+
+
+class Hours(BaseRule):
+    id = "hours"
+    source = "Hdir IPLOS FAQ 'tjenester': more than 168 hours per week is not allowed"
+
+    def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
+        for service in record.services:
+            if service.hours_per_week is not None and service.hours_per_week > MAX_HOURS_PER_WEEK:
+                yield Hit(
+                    f"more than {MAX_HOURS_PER_WEEK} hours per week on one service "
+                    f"(code {service.code})",
+                    ref(record),
+                )
+
+
+class Score(BaseRule):
+    id = "score"
+    source = "Hdir IPLOS FAQ 'vurdere bistandsbehov': scores 1–5, or 9 (not relevant)"
+
+    def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
+        variables = ctx.profile.assessment_variables
+        for assessment in record.assessments:
+            if assessment.score not in VALID_SCORES:
+                yield Hit(f"assessment score {assessment.score} is not 1–5 or 9", ref(record))
+            if variables and assessment.variable not in variables:
+                yield Hit(f"unknown assessment variable {assessment.variable!r}", ref(record))
+
+
+class Period(BaseRule):
+    id = "period"
+    source = "KPR-2019: report the registrations of the calendar year"
+
+    def check_header(self, ctx: RuleContext) -> Iterable[Hit]:
+        if ctx.header.reporting_year != ctx.manifest.reporting_year:
+            yield Hit(
+                f"the export is for {ctx.header.reporting_year} but the manifest reports "
+                f"{ctx.manifest.reporting_year}"
+            )
+
+    def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
+        first = dt.date(ctx.manifest.reporting_year, 1, 1)
+        last = dt.date(ctx.manifest.reporting_year, 12, 31)
+        for service in record.services:
+            if service.start and service.end and service.end < service.start:
+                yield Hit(f"service {service.code} ends before it starts", ref(record))
+            elif (service.end and service.end < first) or (service.start and service.start > last):
+                yield Hit(
+                    f"service {service.code} lies entirely outside {first.year}",
+                    ref(record),
+                    severity="warning",
+                )
+
+
+class Municipality(BaseRule):
+    id = "municipality"
+    source = "KPR-2019: report on the kommunenummer valid for the reporting year"
+
+    def check_header(self, ctx: RuleContext) -> Iterable[Hit]:
+        if ctx.header.municipality != ctx.manifest.municipality.number:
+            yield Hit(
+                f"the export is from municipality {ctx.header.municipality} but the "
+                f"manifest is for {ctx.manifest.municipality.number}"
+            )
+
+
+class Deadline(BaseRule):
+    id = "deadline"
+    default_severity = "info"
+    source = "KPR letter 2021: deadlines 15 Jan, 10 Feb (KOSTRA), 26 Mar; report problems at once"
+
+    def check_header(self, ctx: RuleContext) -> Iterable[Hit]:
+        deadlines = ctx.profile.deadlines
+        first, last = deadlines[0], deadlines[-1]
+        contacts = ", ".join(c.address for c in ctx.profile.contacts)
+        if ctx.environment.sandbox:
+            yield Hit(f"rehearsal in the sandbox: the {ctx.profile.year} deadlines do not apply")
+            return
+        if ctx.today <= first.date:
+            days = (first.date - ctx.today).days
+            yield Hit(f"{days} days left until the deadline {first.date.isoformat()}")
+        elif ctx.today <= last.date:
+            upcoming = next(d for d in deadlines if ctx.today <= d.date)
+            yield Hit(
+                f"the deadline {first.date.isoformat()} has passed; {upcoming.description} "
+                f"by {upcoming.date.isoformat()}; report problems at once to {contacts}",
+                severity="warning",
+            )
+        else:
+            yield Hit(
+                f"the last deadline {last.date.isoformat()} has passed: send with --late "
+                f"only after agreeing with the register ({contacts})",
+                severity="warning" if ctx.late else "error",
+            )
+
+
+def rules() -> list[Rule]:
+    """The KPR rule pack (entry point `iplosctl.rules: kpr`), fresh instances per run."""
+    return [
+        Deadline(),
+        Municipality(),
+        EpjVersion(),
+        TestPerson(),
+        PersonId(),
+        ServiceCode(),
+        HousingCode(),
+        OrgNumber(),
+        Hours(),
+        Score(),
+        Period(),
+        WelfareTechnology(),
+        Rehabilitation(),
+    ]

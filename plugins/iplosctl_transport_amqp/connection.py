@@ -1,0 +1,280 @@
+"""Opening one AMQP 1.0 connection to the broker, and naming what went wrong.
+
+Everything proton-specific that is not about messages lives here: parsing the
+endpoint URL (credentials never go into it, STACK.md §2d), building the TLS
+domain, the `BlockingConnection` subclass that turns RabbitMQ's session and
+transport failures into exceptions that carry the broker's condition, and
+`explain`, which maps those to one-line `TransportError`s a municipality's IT
+person can act on, marked transient when a later try may succeed.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from proton import (
+    Condition,
+    ConnectionException,
+    Endpoint,
+    LinkException,
+    ProtonException,
+    SSLDomain,
+    SSLException,
+    Timeout,
+)
+from proton.utils import BlockingConnection, ConnectionClosed, LinkDetached
+
+from iplosctl.errors import TransportError
+from iplosctl.plugins import TlsSettings, TransportSettings
+
+DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
+
+#: broker conditions after which a new try may succeed (broker restarting, overloaded,
+#: connection cut); everything else (login, missing queue, TLS trust) needs a human
+TRANSIENT_CONDITIONS = frozenset(
+    {
+        "amqp:connection:forced",
+        "amqp:connection:framing-error",  # "connection aborted"; TLS failures are caught first
+        "amqp:resource-limit-exceeded",
+        "amqp:internal-error",
+        "proton.pythonio",  # connection refused, reset, unreachable
+    }
+)
+
+
+@dataclass(frozen=True)
+class BrokerEndpoint:
+    """Where the broker is, parsed from `settings.url` (which never holds credentials)."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """The URL handed to proton: scheme, host and port, nothing else."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_endpoint(settings: TransportSettings) -> BrokerEndpoint:
+    """Check the endpoint URL up front so a typo fails before any network traffic.
+
+    The URL is not echoed in errors about credentials: it may hold the password.
+    """
+    try:
+        parts = urlsplit(settings.url)
+        port = parts.port
+    except ValueError as exc:
+        raise TransportError(
+            f"the endpoint URL is not a valid amqp(s)://host:port URL ({exc})"
+        ) from None
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise TransportError(
+            "the endpoint URL must not contain a username or password: put the username in "
+            "the endpoint's username and the password in the credential secret"
+        )
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise TransportError(
+            f"the endpoint URL must start with amqp:// or amqps://, not {parts.scheme or '(none)'}://"
+        )
+    if not parts.hostname:
+        raise TransportError(f"the endpoint URL {settings.url!r} names no host")
+    path = parts.path.strip("/")
+    if path and path != settings.namespace:
+        # HNM reads the namespace from the URL path; here it is one explicit setting so
+        # the two cannot disagree silently.
+        raise TransportError(
+            f"the endpoint URL ends in /{path} but the namespace is "
+            f"{settings.namespace or 'not set'}: set the namespace to {path!r} "
+            "(it is case-sensitive) or drop the path from the URL"
+        )
+    return BrokerEndpoint(scheme=scheme, host=parts.hostname, port=port or DEFAULT_PORTS[scheme])
+
+
+def ssl_domain(tls: TlsSettings) -> SSLDomain:
+    """A client TLS domain: the given CA file or the system trust store, peer always verified.
+
+    proton loads the system default trust paths for every client domain, so with
+    no `ca_file` the operating system's CAs decide; a `ca_file` adds to them.
+    """
+    for label, path in (
+        ("tls.ca_file", tls.ca_file),
+        ("tls.client_certificate", tls.client_certificate),
+        ("tls.client_key", tls.client_key),
+    ):
+        if path is not None and not Path(path).is_file():
+            raise TransportError(f"{label} {path} does not exist or is not a file")
+    if (tls.client_certificate is None) != (tls.client_key is None):
+        raise TransportError(
+            "tls.client_certificate and tls.client_key must be given together (or neither)"
+        )
+    domain = SSLDomain(SSLDomain.MODE_CLIENT)
+    try:
+        if tls.ca_file is not None:
+            domain.set_trusted_ca_db(str(tls.ca_file))
+        mode = SSLDomain.VERIFY_PEER_NAME if tls.verify_peer_name else SSLDomain.VERIFY_PEER
+        domain.set_peer_authentication(mode)
+        if tls.client_certificate is not None and tls.client_key is not None:
+            domain.set_credentials(str(tls.client_certificate), str(tls.client_key), None)
+    except SSLException as exc:
+        raise TransportError(
+            f"could not load the TLS files (ca_file {tls.ca_file}, client_certificate "
+            f"{tls.client_certificate}): check they are PEM files and the key matches ({exc})"
+        ) from None
+    return domain
+
+
+class BrokerClosed(ProtonException):
+    """The broker or the network ended the transport, connection, session or link.
+
+    Carries the AMQP condition as data so errors can be classified without
+    parsing proton's message text.
+    """
+
+    def __init__(self, scope: str, condition: Condition | None) -> None:
+        self.scope = scope
+        self.condition = condition.name if condition is not None else None
+        self.description = str(condition.description or "") if condition is not None else ""
+        super().__init__(f"{scope} closed: {self.condition}: {self.description}")
+
+
+class StrictBlockingConnection(BlockingConnection):
+    """A BlockingConnection that fails at once when RabbitMQ ends the session.
+
+    RabbitMQ reports an unknown queue, a missing exchange or a refused resource
+    by ending the *session*; the stock class ignores that and only times out
+    (STACK.md §3.1). Failures leave `wait` as `BrokerClosed` with the condition.
+    """
+
+    def on_session_remote_close(self, event: Any) -> None:
+        if event.session.state & Endpoint.LOCAL_ACTIVE:
+            event.session.close()
+        if not self.closing:
+            raise BrokerClosed("session", event.session.remote_condition)
+
+    def wait(self, condition: Any, timeout: Any = False, msg: str | None = None) -> None:
+        try:
+            super().wait(condition, timeout=timeout, msg=msg)
+        except ConnectionClosed as exc:
+            raise BrokerClosed("connection", exc.connection.remote_condition) from exc
+        except ConnectionException as exc:
+            if isinstance(self.disconnected, Condition):
+                raise BrokerClosed("transport", self.disconnected) from exc
+            raise
+
+
+def open_connection(
+    endpoint: BrokerEndpoint, settings: TransportSettings
+) -> StrictBlockingConnection:
+    """Connect and log in; user and password go as keyword arguments, never in the URL.
+
+    `allowed_mechs="PLAIN"` works around proton's SASL client picking ANONYMOUS
+    or nothing when RabbitMQ also offers AMQPLAIN (STACK.md §2d).
+    """
+    options: dict[str, Any] = {"container_id": f"iplosctl-{uuid.uuid4()}"}
+    if settings.username is not None:
+        options.update(
+            user=settings.username, password=settings.password or "", allowed_mechs="PLAIN"
+        )
+    domain = ssl_domain(settings.tls) if endpoint.scheme == "amqps" else None
+    return StrictBlockingConnection(
+        endpoint.url, timeout=settings.timeout_seconds, ssl_domain=domain, **options
+    )
+
+
+def _condition(exc: BaseException) -> tuple[str, str | None, str]:
+    """(scope, condition name, description) for any proton failure."""
+    if isinstance(exc, BrokerClosed):
+        return exc.scope, exc.condition, exc.description
+    if isinstance(exc, LinkDetached):
+        cond = exc.link.remote_condition
+        return "link", cond.name if cond else None, str(cond.description or "") if cond else ""
+    if isinstance(exc, LinkException):
+        return "link", None, str(exc)
+    return "connection", None, str(exc)
+
+
+def explain(
+    exc: BaseException,
+    endpoint: BrokerEndpoint,
+    *,
+    action: str,
+    username: str | None,
+    timeout: float,
+) -> TransportError:
+    """One actionable line for a failure while `action` ("sending to queue X", …).
+
+    Transient means a new connection and a new try may succeed; the caller
+    decides whether to retry. Never includes the password: it is in no URL and
+    proton never prints it.
+    """
+    where = f"the AMQP broker at {endpoint}"
+    if isinstance(exc, socket.gaierror):
+        if exc.errno == socket.EAI_AGAIN:
+            return TransportError(
+                f"cannot look up {endpoint.host} right now (temporary DNS failure) while "
+                f"{action}: check the network and DNS",
+                transient=True,
+            )
+        return TransportError(
+            f"cannot resolve host {endpoint.host} while {action}: check the host name in the "
+            "endpoint URL and that this machine can reach it (production is on Helsenettet)"
+        )
+    if isinstance(exc, Timeout):
+        return TransportError(
+            f"no answer from {where} within {timeout:g} s while {action}: check the network "
+            "and firewall, or raise the timeout",
+            transient=True,
+        )
+    if isinstance(exc, OSError):
+        return TransportError(
+            f"network error talking to {where} while {action}: {exc.strerror or exc}",
+            transient=True,
+        )
+    scope, name, description = _condition(exc)
+    detail = f"{name}: {description}" if name else description
+    if "SSL Failure" in description or isinstance(exc, SSLException):
+        return TransportError(
+            f"TLS handshake with {where} failed ({description}): check tls.ca_file, and that "
+            "the URL uses the host name in the broker's certificate"
+        )
+    if name == "amqp:unauthorized-access" and scope in ("transport", "connection"):
+        who = f"user {username!r}" if username else "an anonymous login"
+        return TransportError(
+            f"{where} refused the login for {who}: check the username and the credential secret"
+        )
+    if name == "amqp:unauthorized-access":
+        return TransportError(
+            f"{where} refused access while {action} ({description}): ask the broker's operator "
+            "(NHN) to grant this user access to that queue"
+        )
+    if name == "amqp:not-found":
+        hint = (
+            "check the namespace (it is case-sensitive)"
+            if "exchange" in description
+            else "check the queue name against Adresseregisteret"
+        )
+        return TransportError(
+            f"{where} has no such queue or exchange while {action} ({description}): {hint}"
+        )
+    if name in TRANSIENT_CONDITIONS or (name is None and scope == "connection"):
+        if "refused" in description.lower():
+            return TransportError(
+                f"cannot connect to {where} (connection refused) while {action}: check the host "
+                "and port in the endpoint URL and that the broker is reachable",
+                transient=True,
+            )
+        return TransportError(
+            f"lost the connection to {where} while {action} ({detail})", transient=True
+        )
+    return TransportError(f"{where} ended the {scope} while {action} ({detail})")

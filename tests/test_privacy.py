@@ -1,0 +1,73 @@
+"""No person id or name leaves the payload (DESIGN.md §5): plant them, scan every output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from iplosctl.identifiers import person_control_digits
+
+
+def _tnr(prefix: str) -> str:
+    for individual in range(100, 999):
+        base = f"{prefix}{individual:03d}"
+        digits = person_control_digits(base)
+        if digits:
+            return base + "".join(map(str, digits))
+    raise AssertionError(prefix)
+
+
+PLANTED_IDS = [_tnr("178955"), _tnr("239147")]  # valid Test-Norge numbers
+PLANTED_BAD_ID = PLANTED_IDS[1][:10] + str((int(PLANTED_IDS[1][10]) + 1) % 10)  # wrong k2
+PLANTED_NAMES = ["Kari Plantesen", "Donald Duck"]
+
+
+def _recipient(local: str, pid: str, name: str, code: str = "15") -> str:
+    return (
+        f"  <Recipient>\n    <LocalId>{local}</LocalId>\n    <PersonId>{pid}</PersonId>\n"
+        f'    <Name>{name}</Name>\n    <Service code="{code}"><From>2023-02-01</From>'
+        f"<OrgNumber>310000027</OrgNumber></Service>\n  </Recipient>\n"
+    )
+
+
+@pytest.fixture
+def planted(demo_copy: Path) -> Path:
+    export = demo_copy.parent.parent / "examples" / "exports" / "demo-2023.xml"
+    text = export.read_text()
+    extra = (
+        _recipient("p-1", PLANTED_IDS[0], PLANTED_NAMES[0])
+        + _recipient("p-2", PLANTED_BAD_ID, "Ola Planted", code="21")
+        + _recipient("p-3", PLANTED_IDS[1], PLANTED_NAMES[1])
+    )
+    export.write_text(text.replace("</IplosExport>", extra + "</IplosExport>"))
+    return demo_copy
+
+
+def _assert_clean(text: str, where: str) -> None:
+    for value in [*PLANTED_IDS, PLANTED_BAD_ID, *PLANTED_NAMES, "Ola Planted", "Plantesen"]:
+        assert value not in text, f"{value!r} leaked into {where}"
+
+
+def test_plan_outputs_hold_no_personal_data(
+    cli, planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    saved = tmp_path / "plan.json"
+    seen = []
+    for fmt in ("text", "markdown", "json"):
+        result = cli("plan", "--format", fmt, "--out", saved, planted)
+        assert result.code == 1  # the bad id blocks
+        _assert_clean(result.all, f"plan --format {fmt}")
+        seen.append(result.all)
+        _assert_clean(saved.read_text(), "the saved plan")
+    assert "fødselsnummer/D-number with wrong check digits" in seen[0]
+    assert "test person excluded" in seen[0]
+    for path in cache.rglob("*"):
+        if path.is_file():
+            _assert_clean(path.read_text(), f"the plan cache {path.name}")
+
+
+def test_validate_and_status_like_outputs_hold_no_personal_data(cli, planted: Path) -> None:
+    _assert_clean(cli("validate", planted).all, "validate")
