@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +17,7 @@ from iplosctl.payload.apprec import (
     build_apprec,
     parse_apprec,
 )
-
-XSD_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "xsd"
+from tests.reference import XSD_DIR
 
 # Synthetic receipts shaped like the published KITH examples.
 V10_PARTLY_OK = b"""<?xml version="1.0" encoding="UTF-8"?>

@@ -23,7 +23,8 @@ from iplosctl.payload.msghead import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-XSD_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "xsd"
+from tests.reference import XSD_DIR  # noqa: E402
+
 EXPORT_XSD = REPO / "iplosctl" / "formats" / "iplos-export-v1.xsd"
 DEMO_EXPORT = REPO / "examples" / "exports" / "demo-2023.xml"
 MH = f"{{{MSGHEAD_NS}}}"
