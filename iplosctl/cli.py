@@ -193,6 +193,113 @@ def plan(
     return result.exit_code(detailed=detailed_exitcode)
 
 
+def _is_saved_plan(paths: list[Path] | None) -> bool:
+    return bool(paths) and len(paths) == 1 and paths[0].suffix == ".json" and paths[0].is_file()
+
+
+@app.command()
+def apply(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="A saved plan (plan --out), or manifest files/folders (default: manifests/).",
+            show_default=False,
+        ),
+    ] = None,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="Do not ask for confirmation (CI).")
+    ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Only submissions whose name matches (glob); repeatable."),
+    ] = None,
+    today: Annotated[
+        str | None, typer.Option("--today", help="Pretend today is YYYY-MM-DD (rehearsals, tests).")
+    ] = None,
+    late: Annotated[
+        bool, typer.Option("--late", help="Allow a submission after the last deadline.")
+    ] = False,
+) -> int:
+    """Send exactly the reviewed plan: MsgHead, CMS sign+encrypt, AMQP 1.0."""
+    from iplosctl.apply import apply_submission
+    from iplosctl.plan import Plan
+    from iplosctl.render import render_text
+    from iplosctl.savedplan import read_saved_plan
+
+    day = _parse_day(today)
+    saved_by_manifest: dict[str, dict[str, Any]] = {}
+    if _is_saved_plan(paths):
+        assert paths is not None
+        saved_plan = read_saved_plan(paths[0])
+        saved_by_manifest = {s["manifest"]: s for s in saved_plan["submissions"]}
+        manifests = _valid_manifests([Path(m) for m in saved_by_manifest], only)
+    else:
+        manifests = _valid_manifests(paths, only)
+
+    def approve(plan) -> bool:  # type: ignore[no-untyped-def]
+        if auto_approve or saved_by_manifest:
+            return True
+        output.out(render_text(Plan((plan,))).rstrip("\n"))
+        if not sys.stdin.isatty():
+            raise IplosctlError(
+                "refusing to apply without confirmation: no terminal to ask on; "
+                "use --auto-approve or apply a saved plan"
+            )
+        return typer.confirm(f"Send {plan.name} ({plan.action}, attempt {plan.attempt})?")
+
+    failures = 0
+    for manifest in manifests:
+        saved = saved_by_manifest.get(str(manifest.path)) if saved_by_manifest else None
+        try:
+            result = apply_submission(
+                manifest,
+                saved=saved,
+                approve=approve,
+                today=day,
+                late=late,
+                progress=_progress_printer(manifest.name),
+            )
+        except IplosctlError as exc:
+            failures += 1
+            for line in exc.lines():
+                output.error(f"error: {line}")
+            continue
+        if not result.sent:
+            output.out(f"{result.name}: {result.action}: {result.skipped_reason}")
+            continue
+        for part in result.sent:
+            output.out(
+                f"{result.name}: sent {part.type} msgId {part.msg_id} "
+                f"({part.size_bytes:,} bytes, attempt {result.attempt})"
+            )
+        output.note(f"next: iplosctl receipts {manifest.path} --wait 10m")
+    return EXIT_ERROR if failures else EXIT_OK
+
+
+def _progress_printer(name: str):  # type: ignore[no-untyped-def]
+    """Step lines on a terminal only; CI logs get the result lines."""
+    if not output.is_terminal():
+        return None
+    return lambda part, step: output.note(f"{name}: {part} {step}")
+
+
+lock_app = typer.Typer(help="Inspect or clear a submission's apply lock.", no_args_is_help=True)
+app.add_typer(lock_app, name="lock")
+
+
+@lock_app.command("force-unlock")
+def lock_force_unlock(
+    lock_id: Annotated[str, typer.Argument(help="The id the 'lock held' message shows.")],
+    lockfile_path: Annotated[Path, typer.Argument(help="The submission's .lock.yaml.")],
+) -> int:
+    """Remove the lock of a dead apply (only if the id matches)."""
+    from iplosctl.locking import force_unlock
+
+    force_unlock(lockfile_path, lock_id)
+    output.note(f"removed lock {lock_id} of {lockfile_path}")
+    return EXIT_OK
+
+
 @app.command("plugins")
 def list_plugins(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list.")] = False,

@@ -14,16 +14,16 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from iplosctl import __version__, lockfile, plugins, profiles
 from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
 from iplosctl.payload.msghead import message_id
-from iplosctl.payload.parts import PayloadHasher
+from iplosctl.payload.parts import PayloadHasher, PayloadWriter
 from iplosctl.plugins import SourceSpec
 from iplosctl.profiles import Profile
 from iplosctl.records import ExportHeader
@@ -236,11 +236,16 @@ def analyse(
     previous: dict[str, Any] | None,
     today: dt.date,
     late: bool = False,
+    payload_outputs: Mapping[str, BinaryIO] | None = None,
 ) -> Analysis:
-    """Stream the export once through rules, summary and payload digests."""
+    """Stream the export once through rules, summary and payload digests.
+
+    With `payload_outputs` (part type → binary file), apply gets each part's
+    payload written in the same pass, from exactly the records the plan saw.
+    """
     rules = load_rules()
     key = _cache_key(manifest, previous, today, late, [r.id for r in rules])
-    if key is not None and (cached := _load_cached(key)) is not None:
+    if payload_outputs is None and key is not None and (cached := _load_cached(key)) is not None:
         return cached
     source_cls = plugins.load("source", manifest.source.plugin)
     source = source_cls() if isinstance(source_cls, type) else source_cls
@@ -260,12 +265,21 @@ def analyse(
     run = RuleRun(rules, ctx)
     summary = SummaryBuilder(profile, manifest.reporting_year)
     hasher = PayloadHasher(export.header, profile.message_parts)
+    writer = (
+        PayloadWriter(export.header, profile.message_parts, payload_outputs)
+        if payload_outputs is not None
+        else None
+    )
     for record in export.recipients:
         if run.record(record):
             summary.add(record)
             hasher.add(record)
+            if writer is not None:
+                writer.add(record)
         else:
             summary.exclude()
+    if writer is not None:
+        writer.finish()
     analysis = Analysis(
         header=export.header,
         source_digest=source_digest,

@@ -1,0 +1,255 @@
+"""apply: send exactly the reviewed plan, journaling every step in the lockfile.
+
+Per submission, under its lock:
+  1. plan again and compare with the saved plan (stale → refuse);
+  2. stream the export once more, writing each part's payload to a private
+     temporary file, and check its digest against the plan;
+  3. journal the attempt (all parts `journaled`, message ids fixed) — atomically,
+     before the first byte leaves;
+  4. per part: MsgHead → (optional official-XSD validation) → CMS sign then
+     encrypt → send, which returns once the broker ACCEPTED → write `sent`.
+A crash anywhere leaves `journaled` parts that the next plan shows as
+`recover` and resends with the same MsgIds; a `sent` part is never resent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from iplosctl import endpoint, lockfile, profiles
+from iplosctl.errors import IplosctlError, PayloadError
+from iplosctl.formats import EXPORT_V1_XSD
+from iplosctl.locking import submission_lock
+from iplosctl.manifest import Manifest
+from iplosctl.payload.cms import sign_then_encrypt
+from iplosctl.payload.msghead import build_msghead, load_schemas, validate_msghead
+from iplosctl.plan import CHANGING, SubmissionPlan, analyse, plan_submission
+from iplosctl.plugins import OutgoingMessage
+
+#: what apply reports per step (for progress bars and logs): part type, step
+Progress = Callable[[str, str], None]
+#: fault-injection tests set this to a step name ("journaled", "accepted") to SIGKILL
+#: the process there, proving that the lockfile survives and the rerun recovers
+CRASH_AT_ENV = "IPLOSCTL_TEST_CRASH_AT"
+
+
+def _crash_point(step: str) -> None:
+    if os.environ.get(CRASH_AT_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class StalePlanError(IplosctlError):
+    """The saved plan no longer matches the manifest, export or lockfile."""
+
+
+@dataclass
+class SentPart:
+    type: str
+    msg_id: str
+    size_bytes: int
+    sent_at: str
+
+
+@dataclass
+class ApplyResult:
+    name: str
+    action: str
+    attempt: int
+    sent: list[SentPart] = field(default_factory=list)
+    skipped_reason: str = ""
+
+
+def check_saved(plan: SubmissionPlan, saved: dict[str, Any]) -> None:
+    """Refuse when anything the reviewer saw has changed since (DESIGN.md §4)."""
+    checks = {
+        "manifestDigest": plan.manifest_digest,
+        "sourceDigest": plan.source_digest,
+        "payloadDigest": plan.payload_digest,
+        "lineage": plan.lineage,
+        "serial": plan.serial,
+        "attempt": plan.attempt,
+        "action": plan.action,
+    }
+    changed = [key for key, value in checks.items() if saved.get(key) != value]
+    if changed:
+        raise StalePlanError(
+            f"plan is stale for {plan.name} ({', '.join(changed)} changed): run iplosctl plan again"
+        )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def apply_submission(
+    manifest: Manifest,
+    *,
+    saved: dict[str, Any] | None = None,
+    approve: Callable[[SubmissionPlan], bool] = lambda _: True,
+    today: dt.date | None = None,
+    late: bool = False,
+    progress: Progress | None = None,
+    now: Callable[[], dt.datetime] = _now,
+) -> ApplyResult:
+    """Apply one validated manifest; see the module docstring for the steps."""
+    report = progress or (lambda part, step: None)
+    lock_path = manifest.lockfile_path
+    with submission_lock(lock_path, "iplosctl apply"):
+        plan = plan_submission(manifest, today=today, late=late)
+        if saved is not None:
+            check_saved(plan, saved)
+        if plan.action not in CHANGING:
+            if plan.blocked:
+                raise IplosctlError(f"{plan.name} is {plan.action}: {plan.reason}")
+            return ApplyResult(plan.name, plan.action, plan.attempt, skipped_reason=plan.reason)
+        if not approve(plan):
+            raise IplosctlError(f"{plan.name}: apply cancelled; nothing was sent")
+        profile = profiles.load_profile(manifest.reporting_year)
+        with tempfile.TemporaryDirectory(prefix="iplosctl-apply-") as tmp:
+            payload_paths = {p.type: Path(tmp) / f"{p.type}.xml" for p in profile.message_parts}
+            files = {t: path.open("wb") for t, path in payload_paths.items()}
+            try:
+                lock = lockfile.load(lock_path)
+                accepted = lock.last_accepted if lock else None
+                analysis = analyse(
+                    manifest,
+                    profile,
+                    previous=dict(accepted.summary) if accepted else None,
+                    today=today or dt.date.today(),
+                    late=late,
+                    payload_outputs=files,
+                )
+            finally:
+                for fh in files.values():
+                    fh.close()
+            if analysis.payload_digest != plan.payload_digest:
+                raise StalePlanError(
+                    f"plan is stale for {plan.name} (the export changed while "
+                    "applying): run iplosctl plan again"
+                )
+            lock = _journal(lock, plan, analysis, now())
+            lockfile.save(lock_path, lock)
+            report("*", "journaled")
+            _crash_point("journaled")
+            return _send_parts(manifest, plan, lock, lock_path, payload_paths, report, now)
+
+
+def _journal(
+    lock: lockfile.Lockfile | None, plan: SubmissionPlan, analysis: Any, moment: dt.datetime
+) -> lockfile.Lockfile:
+    """The attempt to send, written before anything leaves (recover reuses the journaled one)."""
+    if lock is None:
+        lock = lockfile.Lockfile(submission=plan.name, lineage=plan.lineage)
+    if plan.action == "recover":
+        return lock
+    stamp = _iso(moment)
+    lock.attempts.append(
+        lockfile.Attempt(
+            number=plan.attempt,
+            created_at=stamp,
+            manifest_digest=plan.manifest_digest,
+            source_digest=plan.source_digest,
+            payload_digest=plan.payload_digest,
+            summary=dict(analysis.summary),
+            parts=[
+                lockfile.Part(
+                    type=p.type,
+                    msg_id=p.msg_id,
+                    payload_digest=p.payload_digest,
+                    size_bytes=p.size_bytes,
+                    journaled_at=stamp,
+                )
+                for p in plan.parts
+            ],
+        )
+    )
+    return lock
+
+
+def _send_parts(
+    manifest: Manifest,
+    plan: SubmissionPlan,
+    lock: lockfile.Lockfile,
+    lock_path: Path,
+    payload_paths: dict[str, Path],
+    report: Progress,
+    now: Callable[[], dt.datetime],
+) -> ApplyResult:
+    attempt = lock.attempts[-1]
+    result = ApplyResult(plan.name, plan.action, attempt.number)
+    profile = profiles.load_profile(manifest.reporting_year)
+    limit = manifest.message_size_limit_bytes or profile.message_limit_bytes
+    schema = load_schemas(manifest.schemas, [EXPORT_V1_XSD]) if manifest.schemas else None
+    part_names = {p.type: p.description for p in profile.message_parts}
+    with endpoint.connect(manifest) as conn:
+        keys, address = conn.keys, conn.addressing
+        for part in attempt.parts:
+            if part.state != "journaled":
+                continue  # sent or answered: never again
+            moment = now()
+            report(part.type, "building")
+            msghead = build_msghead(
+                msg_type=part.type,
+                msg_type_dn=part_names.get(part.type, part.type),
+                msg_id=part.msg_id,
+                gen_date=moment,
+                sender_org_name=manifest.municipality.name,
+                sender_org_number=manifest.municipality.org_number,
+                sender_her_id=str(address.sender_her_id),
+                sender_service_name=endpoint.SERVICE_NAME,
+                sender_service_her_id=str(address.service_her_id),
+                receiver_name=address.receiver_name,
+                receiver_her_id=str(address.receiver_her_id),
+                payload=payload_paths[part.type].read_bytes(),
+            )
+            if schema is not None:
+                validate_msghead(msghead, schema)
+            body = sign_then_encrypt(
+                msghead,
+                signer_cert=keys.signing_cert,
+                signer_key=keys.signing_key,
+                recipient_cert=keys.register_encryption_cert,
+                now=moment,
+            )
+            if len(body) > limit:
+                raise PayloadError(
+                    f"{part.type} is {len(body):,} bytes, over the {limit:,} byte limit: agree a "
+                    "larger limit with NHN and set spec.messageSizeLimitBytes"
+                )
+            properties = {
+                "fromHerId": str(address.service_her_id),
+                "toHerId": str(address.receiver_her_id),
+                "applicationTimeStamp": _iso(moment),
+            }
+            if address.cpa_id:
+                properties["cpaId"] = address.cpa_id
+            report(part.type, "sending")
+            conn.transport.send(
+                OutgoingMessage(
+                    message_id=part.msg_id,
+                    correlation_id=part.msg_id,
+                    subject=part.type,
+                    body=body,
+                    to_queue=address.to_queue,
+                    reply_to=address.reply_queue,
+                    application_properties=properties,
+                )
+            )
+            _crash_point("accepted")  # the broker has it; the lockfile does not know yet
+            lockfile.transition(part, "sent")
+            part.sent_at = _iso(now())
+            lockfile.save(lock_path, lock)
+            report(part.type, "sent")
+            result.sent.append(SentPart(part.type, part.msg_id, len(body), part.sent_at))
+    return result

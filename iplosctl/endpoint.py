@@ -1,0 +1,178 @@
+"""Where and how a submission talks to the register: addressing, certificates, transport.
+
+One place turns a manifest (and its year's profile) into the things apply and
+receipts need, so both address the same queues with the same keys. In the
+`sandbox` environment nothing is configured: the built-in register is started
+in-process on a loopback port, with certificates generated once under the
+state folder, and the real AMQP transport talks to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from iplosctl import plugins, profiles
+from iplosctl.errors import IplosctlError
+from iplosctl.manifest import Manifest
+from iplosctl.payload.cms import PrivateKey, load_certificate, load_private_key
+from iplosctl.plugins import TlsSettings, TransportPlugin, TransportSettings
+from iplosctl.secrets import get_secret
+
+#: the service whose queues receive receipts (service-based addressing, KPR-2023)
+SERVICE_NAME = "Saksbehandling"
+
+
+def state_dir() -> Path:
+    """Local, git-ignored state (sandbox certificates and queues): `IPLOSCTL_STATE_DIR` or
+    `.iplosctl/` in the current folder."""
+    return Path(os.environ.get("IPLOSCTL_STATE_DIR", ".iplosctl"))
+
+
+@dataclass(frozen=True)
+class Addressing:
+    """Queues and HER-ids for one submission (DOMAIN.md §5.2)."""
+
+    receiver_her_id: int
+    receiver_name: str
+    sender_her_id: int
+    service_her_id: int
+    cpa_id: str | None = None
+    receiver_queue_override: str | None = None
+
+    @property
+    def to_queue(self) -> str:
+        return self.receiver_queue_override or f"{self.receiver_her_id}_async"
+
+    @property
+    def reply_queue(self) -> str:
+        return f"{self.service_her_id}_async"
+
+    @property
+    def error_queue(self) -> str:
+        return f"{self.service_her_id}_error"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Own keys and the register's certificates, loaded and ready for CMS."""
+
+    signing_cert: x509.Certificate
+    signing_key: PrivateKey
+    encryption_cert: x509.Certificate
+    encryption_key: PrivateKey
+    register_signing_cert: x509.Certificate
+    register_encryption_cert: x509.Certificate
+    trust_anchors: tuple[x509.Certificate, ...]
+
+
+def addressing(manifest: Manifest) -> Addressing:
+    profile = profiles.load_profile(manifest.reporting_year)
+    env = profile.environments[manifest.environment]
+    endpoint = manifest.endpoint
+    return Addressing(
+        receiver_her_id=env.receiver_her_id,
+        receiver_name=profile.register_name,
+        sender_her_id=manifest.sender.her_id,
+        service_her_id=manifest.sender.service_her_id,
+        cpa_id=endpoint.cpa_id if endpoint else None,
+        receiver_queue_override=endpoint.receiver_queue if endpoint else None,
+    )
+
+
+def _trust_anchors(path: Path | None) -> tuple[x509.Certificate, ...]:
+    if path is None:
+        return ()
+    try:
+        return tuple(x509.load_pem_x509_certificates(path.read_bytes()))
+    except (OSError, ValueError) as exc:
+        raise IplosctlError(
+            f"{path}: cannot read the trust anchors (PEM certificates): {exc}"
+        ) from None
+
+
+def load_keys(manifest: Manifest) -> Keys:
+    """The manifest's certificates; passphrases come from the secret store."""
+    c = manifest.certificates
+    if c is None:
+        raise IplosctlError(f"{manifest.path}: spec.certificates is required outside the sandbox")
+
+    def passphrase(name: str | None) -> str | None:
+        return get_secret(name) if name else None
+
+    signing_pass = passphrase(c.signing.passphrase_secret)
+    encryption_pass = passphrase(c.encryption.passphrase_secret)
+    return Keys(
+        signing_cert=load_certificate(c.signing.certificate, signing_pass),
+        signing_key=load_private_key(c.signing.key, signing_pass),
+        encryption_cert=load_certificate(c.encryption.certificate, encryption_pass),
+        encryption_key=load_private_key(c.encryption.key, encryption_pass),
+        register_signing_cert=load_certificate(c.register.signing),
+        register_encryption_cert=load_certificate(c.register.encryption),
+        trust_anchors=_trust_anchors(c.register.trust_anchors),
+    )
+
+
+def transport_settings(manifest: Manifest) -> TransportSettings:
+    """TransportSettings from `spec.endpoint`, the profile's broker as default, the secret."""
+    endpoint = manifest.endpoint
+    if endpoint is None:
+        raise IplosctlError(f"{manifest.path}: spec.endpoint is required outside the sandbox")
+    env = profiles.load_profile(manifest.reporting_year).environments[manifest.environment]
+    url = endpoint.url or env.broker_url
+    if not url:
+        raise IplosctlError(
+            f"{manifest.path}: spec.endpoint.url is not set and the "
+            f"{manifest.environment} environment has no default broker"
+        )
+    tls = endpoint.tls
+    return TransportSettings(
+        url=url,
+        # The profile's namespace belongs to the profile's broker: another URL needs its own.
+        namespace=endpoint.namespace or (env.namespace if not endpoint.url else None),
+        username=endpoint.username,
+        password=get_secret(endpoint.credential) if endpoint.credential else None,
+        tls=TlsSettings(tls.ca_file, tls.verify_peer_name, tls.client_certificate, tls.client_key),
+        timeout_seconds=endpoint.timeout_seconds,
+    )
+
+
+@dataclass
+class Connection:
+    """What apply and receipts work with: an open transport, keys and addresses."""
+
+    transport: TransportPlugin
+    keys: Keys
+    addressing: Addressing
+    sandbox: bool = False
+
+
+@contextlib.contextmanager
+def connect(manifest: Manifest) -> Iterator[Connection]:
+    """Open the manifest's transport; in the sandbox, start the built-in register first."""
+    profile = profiles.load_profile(manifest.reporting_year)
+    env = profile.environments[manifest.environment]
+    address = addressing(manifest)
+    if env.sandbox and manifest.endpoint is None:
+        from iplosctl.sandbox.embedded import embedded_register
+
+        with embedded_register(state_dir() / "sandbox", address) as register:
+            transport = plugins.load("transport", "amqp")(register.transport_settings)
+            try:
+                yield Connection(transport, register.municipality_keys(), address, sandbox=True)
+            finally:
+                transport.close()
+        return
+    keys = load_keys(manifest)
+    transport = plugins.load("transport", manifest.endpoint.transport)(  # type: ignore[union-attr]
+        transport_settings(manifest)
+    )
+    try:
+        yield Connection(transport, keys, address)
+    finally:
+        transport.close()
