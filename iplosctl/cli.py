@@ -34,6 +34,7 @@ from iplosctl.errors import (
     UsageError,
 )
 from iplosctl.manifest import DEFAULT_PATH, Manifest, manifest_schema, validate_paths
+from iplosctl.profiles import load_profile
 from iplosctl.sandbox.pki import LEAVES, generate_pki
 
 app = typer.Typer(
@@ -251,14 +252,16 @@ def apply(
     for manifest in manifests:
         saved = saved_by_manifest.get(str(manifest.path)) if saved_by_manifest else None
         try:
-            result = apply_submission(
-                manifest,
-                saved=saved,
-                approve=approve,
-                today=day,
-                late=late,
-                progress=_progress_printer(manifest.name),
-            )
+            parts = len(load_profile(manifest.reporting_year).message_parts)
+            with output.step_progress(f"{manifest.name}: sending", total=parts) as advance:
+                result = apply_submission(
+                    manifest,
+                    saved=saved,
+                    approve=approve,
+                    today=day,
+                    late=late,
+                    progress=lambda part, step: advance(f"{part} {step}", step == "sent"),
+                )
         except IplosctlError as exc:
             failures += 1
             for line in exc.lines():
@@ -274,13 +277,6 @@ def apply(
             )
         output.note(f"next: iplosctl receipts {manifest.path} --wait 10m")
     return EXIT_ERROR if failures else EXIT_OK
-
-
-def _progress_printer(name: str):  # type: ignore[no-untyped-def]
-    """Step lines on a terminal only; CI logs get the result lines."""
-    if not output.is_terminal():
-        return None
-    return lambda part, step: output.note(f"{name}: {part} {step}")
 
 
 lock_app = typer.Typer(help="Inspect or clear a submission's apply lock.", no_args_is_help=True)

@@ -130,6 +130,8 @@ def transport_settings(manifest: Manifest) -> TransportSettings:
             f"{manifest.path}: spec.endpoint.url is not set and the "
             f"{manifest.environment} environment has no default broker"
         )
+    if "://" not in url and not Path(url).is_absolute():
+        url = os.path.normpath(manifest.path.parent / url)  # a folder, as the manifest's paths
     tls = endpoint.tls
     return TransportSettings(
         url=url,

@@ -7,9 +7,12 @@ stays clean. Colour follows the terminal, `NO_COLOR` and `FORCE_COLOR`
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
 
 
 @functools.cache
@@ -51,3 +54,28 @@ def error(text: str) -> None:
 
 def is_terminal() -> bool:
     return _stderr().is_terminal
+
+
+@contextlib.contextmanager
+def step_progress(label: str, *, total: int) -> Iterator[Callable[[str, bool], None]]:
+    """A rich progress bar on a terminal; silent elsewhere (CI logs get result lines).
+
+    Yields `advance(description, done)`: update the bar's text, and move it
+    one step when `done`.
+    """
+    if not is_terminal():
+        yield lambda description, done: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        console=_stderr(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+
+        def advance(description: str, done: bool) -> None:
+            progress.update(task, description=f"{label}: {description}", advance=1 if done else 0)
+
+        yield advance

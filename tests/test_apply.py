@@ -274,3 +274,26 @@ def test_sigkill_then_rerun_is_one_logical_submission(setup: Setup, crash_at: st
     # duplicates of one MsgId are allowed (the register drops them); a second MsgId is not
     assert {m.message_id for m in received} == set(ids.values())
     assert len(received) == (3 if crash_at == "accepted" else 2)
+
+
+def test_apply_through_the_directory_transport(cli, setup: Setup) -> None:
+    """Air-gapped sending: the same journaling, protected files in an outbox."""
+    text = setup.manifest.read_text()
+    start = text.index("  endpoint:")
+    end = text.index("  certificates:")
+    setup.manifest.write_text(
+        text[:start] + "  endpoint: {transport: directory, url: ../outbox,"
+        f" receiverQueue: {setup.queue}}}\n" + text[end:]
+    )
+    (setup.root / "outbox").mkdir()
+    result = cli("apply", "--auto-approve", "--today", TODAY, setup.manifest)
+    assert result.code == 0, result.all
+    lock = lf.load(setup.lockfile)
+    assert lock is not None and lock.attempts[0].states == {"sent"}
+    for part in lock.attempts[0].parts:
+        meta = json.loads(
+            (setup.root / "outbox" / "outbox" / setup.queue / f"{part.msg_id}.json").read_text()
+        )
+        assert meta["subject"] == part.type
+        body = (setup.root / "outbox" / "outbox" / setup.queue / f"{part.msg_id}.p7m").read_bytes()
+        assert len(body) > 1000
