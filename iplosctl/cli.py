@@ -13,6 +13,7 @@ import fnmatch
 import getpass
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -293,6 +294,67 @@ def lock_force_unlock(
 
     force_unlock(lockfile_path, lock_id)
     output.note(f"removed lock {lock_id} of {lockfile_path}")
+    return EXIT_OK
+
+
+@app.command()
+def receipts(
+    paths: PathsArg = None,
+    wait: Annotated[
+        str | None,
+        typer.Option(
+            "--wait",
+            metavar="DURATION",
+            help="Poll until every sent part is answered, at most this long (30s, 10m, 1h).",
+        ),
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Only submissions whose name matches (glob); repeatable."),
+    ] = None,
+    lockfile_path: Annotated[
+        Path | None, typer.Option("--lockfile", help="Lockfile to use (only with one manifest).")
+    ] = None,
+) -> int:
+    """Collect the register's receipts (AppRec) and transport errors into the lockfiles."""
+    from iplosctl.durations import parse_duration
+    from iplosctl.receipts import collect_receipts, detail_lines, summary_line
+
+    try:
+        wait_seconds = parse_duration(wait) if wait is not None else 0.0
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--wait") from None
+    manifests = _valid_manifests(paths, only)
+    if lockfile_path is not None and len(manifests) != 1:
+        raise UsageError("--lockfile needs exactly one manifest")
+    progress = output.note if output.is_terminal() else None
+    deadline = time.monotonic() + wait_seconds  # one budget for all submissions
+    failures = waiting = 0
+    for manifest in manifests:
+        try:
+            result = collect_receipts(
+                manifest,
+                wait_seconds=max(0.0, deadline - time.monotonic()) if wait is not None else 0,
+                lockfile_path=lockfile_path,
+                progress=progress,
+            )
+        except IplosctlError as exc:
+            failures += 1
+            for line in exc.lines():
+                output.error(f"error: {manifest.name}: {line}")
+            continue
+        output.out(summary_line(result))
+        for line in detail_lines(result):
+            output.out(line)
+        waiting += result.outstanding
+    if failures:
+        return EXIT_ERROR
+    if wait is not None and waiting:
+        output.error(
+            f"error: still waiting for {waiting} receipt(s): run `iplosctl receipts --wait` "
+            "again later; never resend before they are checked"
+        )
+        return EXIT_ERROR
     return EXIT_OK
 
 

@@ -1,0 +1,277 @@
+"""Apply's sending throughput against plain proton, on the local RabbitMQ (issue 4).
+
+Target: `ratio` (apply MB/s ÷ baseline MB/s) ≥ 0.8, i.e. MsgHead, CMS sign-then-encrypt,
+journaling and the transport plugin's safety checks cost at most a fifth of what the
+broker and the wire cost anyway.
+
+What is measured goes through the real `iplosctl apply` path, `apply_submission`, on a
+manifest for the local broker (environment `test`, `endpoint.receiverQueue` set to a
+uniquely named durable queue, certificates from `generate_pki`, the password via
+`IPLOSCTL_SECRET_<NAME>`, today = 2024-01-05). The export is sized so that its KPR_IPL
+part is about `--part-mb`; each apply also sends its KPR_IDE part (about a tenth of
+that), as every real submission does. Apply's progress callback marks each part's
+"building" → "sending" → "sent": the timed window runs from the first part's "building"
+to the last part's "sent" (MsgHead, sign + encrypt, send until the broker ACCEPTED, the
+`sent` lockfile write, and the lazy connect and queue check of the first send). The
+re-plan and payload extraction before the journal are printed but not in the ratio.
+
+The baseline, in the same run and interleaved with it, opens a plain
+`proton.utils.BlockingConnection` (PLAIN, no TLS, as the plugin uses here) and sends the
+same number of messages of the same body sizes (random bytes, durable, one data section)
+to a second durable queue, waiting for each settlement. Both queues are purged after
+every round and deleted at the end. One warm-up round of each is run first and not counted.
+
+    .venv/bin/python benchmarks/apply_throughput.py [--part-mb 1 20] [--parts 5]
+
+`--parts K`: K submissions per size, so K parts of about `part_mb` (plus K KPR_IDE
+parts). The last line printed is one JSON object (for the last size); one JSON line is
+printed per size. MB are 10^6 bytes. Times are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common import MB, cache_root, cached_export, manifest_yaml
+from proton import Delivery, Message
+from proton.utils import BlockingConnection
+
+from iplosctl.apply import apply_submission
+from iplosctl.manifest.loader import load_manifest
+from iplosctl.payload.parts import PayloadHasher
+from iplosctl.profiles import load_profile
+from iplosctl.sandbox.generate import synthetic_header, synthetic_recipients
+from iplosctl.sandbox.pki import generate_pki
+
+# The test broker that scripts/test-broker.sh configures (same variables as tests/broker.py).
+AMQP_URL = os.environ.get("IPLOSCTL_TEST_AMQP_URL", "amqp://127.0.0.1:5672")
+USER = os.environ.get("IPLOSCTL_TEST_AMQP_USER", "iplosctl-test")
+PASSWORD = os.environ.get("IPLOSCTL_TEST_AMQP_PASSWORD", "iplosctl-test-password")
+HTTP = os.environ.get("IPLOSCTL_TEST_BROKER_HTTP", "http://127.0.0.1:15672")
+SECRET_NAME = "bench-amqp"
+TODAY = dt.date(2024, 1, 5)  # inside the 2023 reporting window
+SEED = 1
+CALIBRATION_RECIPIENTS = 2000
+
+
+def management(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """RabbitMQ's management API as the test user (queue setup and cleanup only)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(HTTP + "/api" + path, data=data, method=method)
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        raw = response.read()
+    return json.loads(raw) if raw else None
+
+
+def _queue_path(name: str) -> str:
+    return f"/queues/%2F/{urllib.parse.quote(name, safe='')}"
+
+
+def declare_queue(name: str) -> None:
+    management("PUT", _queue_path(name), {"durable": True, "auto_delete": False, "arguments": {}})
+
+
+def purge_queue(name: str) -> None:
+    """Keep the broker's memory flat between rounds (20 MB messages add up)."""
+    management("DELETE", _queue_path(name) + "/contents")
+
+
+def delete_queue(name: str) -> None:
+    management("DELETE", _queue_path(name))
+
+
+def ipl_bytes_per_recipient() -> float:
+    """KPR_IPL payload bytes per generated recipient, from a small in-memory sample.
+
+    Measured with the same hasher the plan uses, so the export for a target part size
+    needs no trial and error.
+    """
+    profile = load_profile(2023)
+    header = synthetic_header(
+        municipality="9999", year=2023, epj_system="DemoEPJ", epj_version="4.2.0"
+    )
+    hasher = PayloadHasher(header, profile.message_parts)
+    for record in synthetic_recipients(recipients=CALIBRATION_RECIPIENTS, seed=SEED):
+        hasher.add(record)
+    sizes = {part: size for part, _digest, size in hasher.finish()}
+    return sizes["KPR_IPL"] / CALIBRATION_RECIPIENTS
+
+
+def apply_manifest_yaml(export: Path, queue: str, pki: Path) -> str:
+    """The test_apply.py manifest shape: local broker, own PKI, raised size limit."""
+    extra = f"""  endpoint:
+    transport: amqp
+    url: {AMQP_URL}
+    username: {USER}
+    credential: {SECRET_NAME}
+    receiverQueue: {queue}
+    timeoutSeconds: 60
+  certificates:
+    signing: {{certificate: {pki}/municipality-signing.pem, key: {pki}/municipality-signing.key}}
+    encryption:
+      certificate: {pki}/municipality-encryption.pem
+      key: {pki}/municipality-encryption.key
+    register:
+      signing: {pki}/register-signing.pem
+      encryption: {pki}/register-encryption.pem
+      trustAnchors: {pki}/ca.pem
+"""
+    return manifest_yaml(
+        name="bench-apply", export=export, environment="test", extra=extra, size_limit=10**9
+    )
+
+
+@dataclass
+class Round:
+    """One submission applied, and the baseline sending the same bodies."""
+
+    sizes: list[int] = field(default_factory=list)
+    apply_seconds: float = 0.0
+    build_seconds: float = 0.0  # building → sending, summed over parts
+    send_seconds: float = 0.0  # sending → sent, summed over parts
+    prepare_seconds: float = 0.0  # call → first "building": re-plan, extraction, journal
+    baseline_seconds: float = 0.0
+
+
+def apply_round(manifest_path: Path) -> Round:
+    """One real apply_submission with a fresh lockfile, timed through its progress steps."""
+    manifest = load_manifest(manifest_path)
+    manifest.lockfile_path.unlink(missing_ok=True)  # a new submission each round
+    marks: list[tuple[str, str, float]] = []
+    started = time.perf_counter()
+    result = apply_submission(
+        manifest,
+        today=TODAY,
+        progress=lambda part, step: marks.append((part, step, time.perf_counter())),
+    )
+    if len(result.sent) < 2:
+        raise SystemExit(f"apply sent {len(result.sent)} parts ({result.action}): expected 2")
+    at = {(part, step): moment for part, step, moment in marks}
+    parts = [p.type for p in result.sent]
+    r = Round(sizes=[p.size_bytes for p in result.sent])
+    r.prepare_seconds = at[(parts[0], "building")] - started
+    r.apply_seconds = at[(parts[-1], "sent")] - at[(parts[0], "building")]
+    r.build_seconds = sum(at[(p, "sending")] - at[(p, "building")] for p in parts)
+    r.send_seconds = sum(at[(p, "sent")] - at[(p, "sending")] for p in parts)
+    return r
+
+
+def baseline_round(queue: str, bodies: list[bytes]) -> float:
+    """Plain proton: connect, attach, send each body durable and wait for ACCEPTED."""
+    started = time.perf_counter()
+    conn = BlockingConnection(
+        AMQP_URL, timeout=60, user=USER, password=PASSWORD, allowed_mechs="PLAIN"
+    )
+    try:
+        sender = conn.create_sender(f"/amq/queue/{queue}")
+        for body in bodies:
+            message = Message(body=body, inferred=True, durable=True, id=str(uuid.uuid4()))
+            delivery = sender.send(message)
+            if delivery.remote_state != Delivery.ACCEPTED:
+                raise SystemExit(f"baseline send not accepted: {delivery.remote_state}")
+        elapsed = time.perf_counter() - started
+    finally:
+        conn.close()
+    return elapsed
+
+
+def bench_size(
+    part_mb: float, parts: int, work: Path, pki: Path, bench_root: Path
+) -> dict[str, Any]:
+    """K rounds of apply + baseline for one part size; prints details, returns the JSON."""
+    recipients = max(1, math.ceil(part_mb * MB / ipl_bytes_per_recipient()))
+    export = cached_export(recipients, SEED, root=bench_root)
+    tag = f"iplosctl-bench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    apply_queue, baseline_queue = f"{tag}-apply", f"{tag}-baseline"
+    manifest = work / f"mb{part_mb:g}" / "manifests" / "bench-apply.yaml"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(apply_manifest_yaml(export, apply_queue, pki), encoding="utf-8")
+    rounds: list[Round] = []
+    declare_queue(apply_queue)
+    declare_queue(baseline_queue)
+    try:
+        for i in range(parts + 1):  # round 0 warms up imports, TLS-free connects, caches
+            r = apply_round(manifest)
+            r.baseline_seconds = baseline_round(baseline_queue, [os.urandom(n) for n in r.sizes])
+            purge_queue(apply_queue)
+            purge_queue(baseline_queue)
+            if i > 0:
+                rounds.append(r)
+    finally:
+        delete_queue(apply_queue)
+        delete_queue(baseline_queue)
+
+    total_bytes = sum(sum(r.sizes) for r in rounds)
+    apply_s = sum(r.apply_seconds for r in rounds)
+    baseline_s = sum(r.baseline_seconds for r in rounds)
+    ipl_mb = statistics.fmean(r.sizes[0] for r in rounds) / MB
+    ide_mb = statistics.fmean(r.sizes[1] for r in rounds) / MB
+    print(
+        f"part {part_mb:g} MB: {recipients} recipients, messages KPR_IPL {ipl_mb:.2f} MB + "
+        f"KPR_IDE {ide_mb:.2f} MB (CMS bodies), {parts} submissions, "
+        f"{total_bytes / MB:.1f} MB per side"
+    )
+    print(
+        f"  apply per submission: build+sign+encrypt {_mean(rounds, 'build_seconds'):.3f} s, "
+        f"send+journal {_mean(rounds, 'send_seconds'):.3f} s, timed window "
+        f"{_mean(rounds, 'apply_seconds'):.3f} s; untimed re-plan+extract+journal before it "
+        f"{_mean(rounds, 'prepare_seconds'):.3f} s"
+    )
+    print(f"  baseline per submission: {_mean(rounds, 'baseline_seconds'):.3f} s")
+    apply_mb_s = total_bytes / MB / apply_s
+    baseline_mb_s = total_bytes / MB / baseline_s
+    return {
+        "part_mb": part_mb,
+        "parts": parts,
+        "apply_mb_s": round(apply_mb_s, 2),
+        "baseline_mb_s": round(baseline_mb_s, 2),
+        "ratio": round(apply_mb_s / baseline_mb_s, 3),
+    }
+
+
+def _mean(rounds: list[Round], attr: str) -> float:
+    return statistics.fmean(getattr(r, attr) for r in rounds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part-mb", type=float, nargs="+", default=[1.0, 20.0])
+    parser.add_argument("--parts", type=int, default=5, help="submissions per part size")
+    args = parser.parse_args(argv)
+    if args.parts < 1:
+        parser.error("--parts must be at least 1")
+
+    bench_root = cache_root()  # resolved before XDG_CACHE_HOME points into the run
+    with tempfile.TemporaryDirectory(prefix="iplosctl-bench-apply-") as tmp:
+        work = Path(tmp)
+        # apply's plan cache, state and secret stay inside this run
+        os.environ["XDG_CACHE_HOME"] = str(work / "xdg-cache")
+        os.environ[f"IPLOSCTL_SECRET_{SECRET_NAME.upper().replace('-', '_')}"] = PASSWORD
+        os.environ["IPLOSCTL_STATE_DIR"] = str(work / "state")
+        pki = work / "pki"
+        generate_pki(pki)
+        results = [bench_size(mb, args.parts, work, pki, bench_root) for mb in args.part_mb]
+    for result in results:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""How `iplosctl plan` scales with the export, against xmllint validating the same file.
+
+Issue 3's target for 100,000 recipients: plan at most 1.5 times as slow as
+`xmllint --noout --schema` on the same export, and a peak RSS of at most 300 MB whatever
+the export's size (plan must stream). xmllint is the yardstick because it does the
+minimum any plan must do (parse and schema-check every byte) in C.
+
+The plan runs as a subprocess, exactly as a municipality runs it, with a fresh
+XDG_CACHE_HOME so its digest cache is cold; a second run in the same cache shows the
+cache hit. The manifest is the demo's (municipality 9999, sandbox, so deadlines do not
+block) with a raised message size limit, so large exports plan as `submit` rather than
+`blocked`: the work is the same, and exit code 0 then means success.
+
+    .venv/bin/python benchmarks/plan_scale.py --recipients 100000 [--seed 1]
+
+Each command runs `--repeat` times (default 3; xmllint's time varies by a factor of up to
+two between runs here) and the JSON reports the fastest run and the highest peak RSS.
+The last line printed is one JSON object; earlier lines are context. Times are printed,
+never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from common import MB, REPO, Measured, cached_export, manifest_yaml, run_measured
+
+XSD = REPO / "iplosctl" / "formats" / "iplos-export-v1.xsd"
+TODAY = "2024-01-05"
+
+
+def iplosctl_command() -> list[str]:
+    """The installed console script beside this interpreter (the venv's), else on PATH."""
+    beside = Path(sys.executable).with_name("iplosctl")
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which("iplosctl")
+    if found is None:
+        sys.exit("iplosctl is not installed: run `make test` or `pip install -e .` first")
+    return [found]
+
+
+def run_plan(manifest: Path, cache: Path, workdir: Path) -> tuple[Measured, dict[str, object]]:
+    """One `iplosctl plan --format json` with XDG_CACHE_HOME=`cache`; exits on failure."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    cmd = [*iplosctl_command(), "plan", "--format", "json", "--today", TODAY, str(manifest)]
+    measured = run_measured(cmd, env=env, cwd=workdir)
+    try:
+        plan = json.loads(measured.stdout)
+    except ValueError:
+        plan = None
+    if measured.returncode != 0 or not isinstance(plan, dict):
+        print(f"iplosctl plan failed (exit {measured.returncode}):", file=sys.stderr)
+        print(measured.stderr[-4000:], file=sys.stderr)
+        sys.exit(1)
+    return measured, plan
+
+
+def describe_plan(plan: dict[str, object]) -> str:
+    """Action, part sizes and findings: proof the plan did the whole job."""
+    (sub,) = plan["submissions"]  # type: ignore[misc]
+    parts = ", ".join(f"{p['type']} {p['sizeBytes'] / MB:.1f} MB" for p in sub.get("parts", []))
+    findings = ", ".join(f"{f['rule']}:{f['severity']}×{f['count']}" for f in sub["findings"])
+    return f"action {sub['action']}; parts {parts or '-'}; findings {findings or 'none'}"
+
+
+def find_xmllint() -> str:
+    """Checked before anything runs, so a missing yardstick costs no waiting."""
+    xmllint = shutil.which("xmllint")
+    if xmllint is None:
+        print("xmllint is missing: apt-get install -y libxml2-utils")
+        sys.exit(1)
+    return xmllint
+
+
+def run_xmllint(xmllint: str, export: Path, workdir: Path) -> Measured:
+    """xmllint's schema validation of the same file, as issue 3 names it."""
+    measured = run_measured([xmllint, "--noout", "--schema", XSD, export], cwd=workdir)
+    if measured.returncode != 0:
+        print(f"xmllint rejected {export} (exit {measured.returncode}):", file=sys.stderr)
+        print(measured.stderr[-2000:], file=sys.stderr)
+        sys.exit(1)
+    return measured
+
+
+def _runs(runs: list[Measured]) -> str:
+    times = ", ".join(f"{m.seconds:.2f}" for m in runs)
+    return f"{times} s, peak RSS {max(m.peak_rss_mb for m in runs):.0f} MB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipients", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each command; the JSON takes the fastest (noise only adds time)",
+    )
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    xmllint = find_xmllint()
+
+    export = cached_export(args.recipients, args.seed)
+    export_mb = export.stat().st_size / MB
+    with tempfile.TemporaryDirectory(prefix="iplosctl-bench-plan-") as tmp:
+        workdir = Path(tmp)
+        manifest = workdir / "manifests" / "bench.yaml"
+        manifest.parent.mkdir()
+        manifest.write_text(
+            manifest_yaml(
+                name=f"bench-{args.recipients}",
+                export=export,
+                environment="sandbox",
+                size_limit=10**10,
+            ),
+            encoding="utf-8",
+        )
+        colds: list[Measured] = []
+        for i in range(args.repeat):  # each cold run gets its own, empty cache
+            cold, plan = run_plan(manifest, workdir / f"xdg-cache-{i}", workdir)
+            colds.append(cold)
+        print(f"plan (cold cache): {_runs(colds)}; {describe_plan(plan)}")
+        warm, _ = run_plan(manifest, workdir / "xdg-cache-0", workdir)
+        print(f"plan (warm cache, same export): {_runs([warm])}")
+        lints = [run_xmllint(xmllint, export, workdir) for _ in range(args.repeat)]
+        print(f"xmllint --noout --schema: {_runs(lints)}")
+
+    plan_seconds = min(m.seconds for m in colds)
+    xmllint_seconds = min(m.seconds for m in lints)
+    print(
+        json.dumps(
+            {
+                "recipients": args.recipients,
+                "export_mb": round(export_mb, 2),
+                "plan_seconds": round(plan_seconds, 3),
+                "plan_peak_rss_mb": round(max(m.peak_rss_mb for m in colds), 1),
+                "xmllint_seconds": round(xmllint_seconds, 3),
+                "ratio": round(plan_seconds / xmllint_seconds, 3),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
