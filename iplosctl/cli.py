@@ -37,6 +37,7 @@ from iplosctl.errors import (
 from iplosctl.manifest import DEFAULT_PATH, Manifest, manifest_schema, validate_paths
 from iplosctl.profiles import load_profile
 from iplosctl.sandbox.pki import LEAVES, generate_pki
+from iplosctl.sandbox.register import BEHAVIOUR_HELP
 
 app = typer.Typer(
     name="iplosctl",
@@ -221,6 +222,10 @@ def apply(
     late: Annotated[
         bool, typer.Option("--late", help="Allow a submission after the last deadline.")
     ] = False,
+    wait: Annotated[
+        str | None,
+        typer.Option("--wait", metavar="DURATION", help="Then wait for the receipts (30s, 10m)."),
+    ] = None,
 ) -> int:
     """Send exactly the reviewed plan: MsgHead, CMS sign+encrypt, AMQP 1.0."""
     from iplosctl.apply import apply_submission
@@ -229,6 +234,7 @@ def apply(
     from iplosctl.savedplan import read_saved_plan
 
     day = _parse_day(today)
+    wait_seconds = _parse_wait(wait)
     saved_by_manifest: dict[str, dict[str, Any]] = {}
     if _is_saved_plan(paths):
         assert paths is not None
@@ -276,8 +282,24 @@ def apply(
                 f"{result.name}: sent {part.type} msgId {part.msg_id} "
                 f"({part.size_bytes:,} bytes, attempt {result.attempt})"
             )
-        output.note(f"next: iplosctl receipts {manifest.path} --wait 10m")
-    return EXIT_ERROR if failures else EXIT_OK
+        if wait_seconds is None:
+            output.note(f"next: iplosctl receipts {manifest.path} --wait 10m")
+    if failures:
+        return EXIT_ERROR
+    if wait_seconds is not None:
+        return _collect_receipts(manifests, wait_seconds)
+    return EXIT_OK
+
+
+def _parse_wait(wait: str | None) -> float | None:
+    from iplosctl.durations import parse_duration
+
+    if wait is None:
+        return None
+    try:
+        return parse_duration(wait)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--wait") from None
 
 
 lock_app = typer.Typer(help="Inspect or clear a submission's apply lock.", no_args_is_help=True)
@@ -294,6 +316,43 @@ def lock_force_unlock(
 
     force_unlock(lockfile_path, lock_id)
     output.note(f"removed lock {lock_id} of {lockfile_path}")
+    return EXIT_OK
+
+
+def _collect_receipts(
+    manifests: list[Manifest], wait_seconds: float | None, lockfile_path: Path | None = None
+) -> int:
+    """Collect receipts for each manifest; with a wait, exit 1 while any is outstanding."""
+    from iplosctl.receipts import collect_receipts, detail_lines, summary_line
+
+    progress = output.note if output.is_terminal() else None
+    deadline = time.monotonic() + (wait_seconds or 0.0)  # one budget for all submissions
+    failures = waiting = 0
+    for manifest in manifests:
+        try:
+            result = collect_receipts(
+                manifest,
+                wait_seconds=max(0.0, deadline - time.monotonic()) if wait_seconds else 0,
+                lockfile_path=lockfile_path,
+                progress=progress,
+            )
+        except IplosctlError as exc:
+            failures += 1
+            for line in exc.lines():
+                output.error(f"error: {manifest.name}: {line}")
+            continue
+        output.out(summary_line(result))
+        for line in detail_lines(result):
+            output.out(line)
+        waiting += result.outstanding
+    if failures:
+        return EXIT_ERROR
+    if wait_seconds is not None and waiting:
+        output.error(
+            f"error: still waiting for {waiting} receipt(s): run `iplosctl receipts --wait` "
+            "again later; never resend before they are checked"
+        )
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -317,45 +376,39 @@ def receipts(
     ] = None,
 ) -> int:
     """Collect the register's receipts (AppRec) and transport errors into the lockfiles."""
-    from iplosctl.durations import parse_duration
-    from iplosctl.receipts import collect_receipts, detail_lines, summary_line
-
-    try:
-        wait_seconds = parse_duration(wait) if wait is not None else 0.0
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--wait") from None
+    wait_seconds = _parse_wait(wait)
     manifests = _valid_manifests(paths, only)
     if lockfile_path is not None and len(manifests) != 1:
         raise UsageError("--lockfile needs exactly one manifest")
-    progress = output.note if output.is_terminal() else None
-    deadline = time.monotonic() + wait_seconds  # one budget for all submissions
-    failures = waiting = 0
-    for manifest in manifests:
-        try:
-            result = collect_receipts(
-                manifest,
-                wait_seconds=max(0.0, deadline - time.monotonic()) if wait is not None else 0,
-                lockfile_path=lockfile_path,
-                progress=progress,
+    return _collect_receipts(manifests, wait_seconds, lockfile_path)
+
+
+@app.command()
+def status(
+    paths: PathsArg = None,
+    fmt: Annotated[Format, typer.Option("--format", help="text or json.")] = Format.text,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Only submissions whose name matches (glob); repeatable."),
+    ] = None,
+    today: Annotated[
+        str | None, typer.Option("--today", help="Pretend today is YYYY-MM-DD.")
+    ] = None,
+) -> int:
+    """Per submission: deadline window, last attempt, receipts, quarantine, what to do next."""
+    from iplosctl.status import render_status, submission_status
+
+    day = _parse_day(today)
+    statuses = [submission_status(m, today=day) for m in _valid_manifests(paths, only)]
+    if fmt is Format.json:
+        output.raw(
+            json.dumps(
+                {"formatVersion": "1", "submissions": [s.as_dict() for s in statuses]}, indent=2
             )
-        except IplosctlError as exc:
-            failures += 1
-            for line in exc.lines():
-                output.error(f"error: {manifest.name}: {line}")
-            continue
-        output.out(summary_line(result))
-        for line in detail_lines(result):
-            output.out(line)
-        waiting += result.outstanding
-    if failures:
-        return EXIT_ERROR
-    if wait is not None and waiting:
-        output.error(
-            f"error: still waiting for {waiting} receipt(s): run `iplosctl receipts --wait` "
-            "again later; never resend before they are checked"
         )
-        return EXIT_ERROR
-    return EXIT_OK
+    else:
+        output.out(render_status(statuses).rstrip("\n"))
+    return EXIT_ERROR if any(s.action == "error" for s in statuses) else EXIT_OK
 
 
 @app.command("plugins")
@@ -462,6 +515,133 @@ def sandbox_generate(
     output.note(
         f"wrote {written.recipients} synthetic recipients ({written.size:,} bytes) to {out}"
     )
+    return EXIT_OK
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1; 0 picks a free one.")
+    ] = 0,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            help="Folder for the PKI, queues and answered ids (default: the embedded one).",
+        ),
+    ] = None,
+    her_id: Annotated[
+        int | None,
+        typer.Option(
+            "--her-id", help="The register's HER-id (default: the profiles' sandbox one)."
+        ),
+    ] = None,
+    behaviour: Annotated[
+        str | None,
+        typer.Option(
+            "--behaviour", help=f"{BEHAVIOUR_HELP} (default: $IPLOSCTL_SANDBOX_BEHAVIOUR)."
+        ),
+    ] = None,
+    schema_dir: Annotated[
+        Path | None,
+        typer.Option("--schema-dir", help="Folder with MsgHead-v1_2.xsd: validate MsgHeads fully."),
+    ] = None,
+) -> int:
+    """Run the KPR sandbox register as an AMQP 1.0 peer on 127.0.0.1 until ^C."""
+    from iplosctl import profiles
+    from iplosctl.endpoint import state_dir
+    from iplosctl.sandbox.embedded import behaviour_from_env, ensure_pki, prepare_state_dir
+    from iplosctl.sandbox.peer import SandboxPeer
+    from iplosctl.sandbox.register import SandboxRegister, parse_behaviour
+
+    folder = prepare_state_dir(state or state_dir() / "sandbox")
+    if her_id is None:
+        newest = profiles.load_profile(profiles.available_years()[-1])
+        her_id = next(e.receiver_her_id for e in newest.environments.values() if e.sandbox)
+    chosen = parse_behaviour(behaviour) if behaviour is not None else behaviour_from_env()
+    pki = ensure_pki(folder / "pki")
+    register = SandboxRegister.from_pki(
+        pki, her_id=her_id, behaviour=chosen, schema_dir=schema_dir, state_dir=folder
+    )
+
+    def ready(bound: int) -> None:
+        output.out(f"amqp://127.0.0.1:{bound}")
+        output.note(
+            f"sandbox register {her_id} reads queue {register.queue} on amqp://127.0.0.1:{bound} "
+            f"(behaviour {chosen.describe()}; certificates in {pki.directory}); ^C stops it"
+        )
+
+    peer = SandboxPeer(
+        folder, register, port=port, on_answer=lambda mid, a: output.note(f"{mid}: {a.outcome}")
+    )
+    try:
+        peer.serve(on_ready=ready)
+    except KeyboardInterrupt:
+        output.note("stopped")
+    return EXIT_OK
+
+
+@sandbox_app.command("attach")
+def sandbox_attach(
+    url: Annotated[
+        str, typer.Option("--url", help="Broker, amqp(s)://host:port (no credentials).")
+    ],
+    pki: Annotated[Path, typer.Option("--pki", help="Folder written by `iplosctl sandbox pki`.")],
+    her_id: Annotated[
+        int, typer.Option("--her-id", help="The register's HER-id: reads {HER-id}_async.")
+    ],
+    username: Annotated[str | None, typer.Option("--username", help="Broker user.")] = None,
+    credential: Annotated[
+        str | None,
+        typer.Option(
+            "--credential", help="Secret holding the broker password (iplosctl secrets set)."
+        ),
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", help="Send replies via /exchange/NAMESPACE/QUEUE.")
+    ] = None,
+    behaviour: Annotated[
+        str | None,
+        typer.Option(
+            "--behaviour", help=f"{BEHAVIOUR_HELP} (default: $IPLOSCTL_SANDBOX_BEHAVIOUR)."
+        ),
+    ] = None,
+    stop_after: Annotated[
+        float | None, typer.Option("--stop-after", min=0, help="Stop after this many seconds.")
+    ] = None,
+    schema_dir: Annotated[
+        Path | None,
+        typer.Option("--schema-dir", help="Folder with MsgHead-v1_2.xsd: validate MsgHeads fully."),
+    ] = None,
+    state: Annotated[
+        Path | None, typer.Option("--state", help="Folder that keeps the answered-message list.")
+    ] = None,
+) -> int:
+    """Answer as the KPR sandbox register from a queue on a real broker, until ^C."""
+    from iplosctl.sandbox.attach import attach
+    from iplosctl.sandbox.embedded import behaviour_from_env
+    from iplosctl.sandbox.register import parse_behaviour
+
+    chosen = parse_behaviour(behaviour) if behaviour is not None else behaviour_from_env()
+    output.note(f"sandbox register {her_id} reads {her_id}_async at {url} ({chosen.describe()})")
+    try:
+        stats = attach(
+            url,
+            username=username,
+            password=secret_store.get_secret(credential) if credential else None,
+            pki_dir=pki,
+            register_her_id=her_id,
+            behaviour=chosen,
+            namespace=namespace,
+            stop_after=stop_after,
+            schema_dir=schema_dir,
+            state_dir=state,
+            on_answer=lambda mid, a: output.note(f"{mid}: {a.outcome}"),
+        )
+    except KeyboardInterrupt:
+        output.note("stopped")
+        return EXIT_OK
+    output.note(f"answered {stats.handled} message(s), {stats.duplicates} duplicate(s)")
     return EXIT_OK
 
 

@@ -1,1 +1,2 @@
-"""The KPR simulator: test PKI, synthetic exports, and (later) the answering register."""
+"""The KPR simulator: a test PKI, synthetic exports, and the answering register
+(serve, attach, and embedded in apply/receipts for the sandbox environment)."""

@@ -1,0 +1,147 @@
+"""The zero-setup register: `apply` and `receipts` in the `sandbox` environment start it here.
+
+`embedded_register` generates a test PKI once under `STATE/pki`, starts the peer on an
+ephemeral loopback port with a `SandboxRegister` for the manifest's register HER-id, and
+hands back what `iplosctl.endpoint.connect` needs: transport settings for the real AMQP
+transport and the municipality's keys. Queues and the register's answered-message list
+live under the same state folder, so a receipt produced while `apply` runs is still
+there when `receipts` runs later in another process.
+
+`IPLOSCTL_SANDBOX_BEHAVIOUR` makes the embedded register misbehave on purpose, e.g.
+`IPLOSCTL_SANDBOX_BEHAVIOUR=reject-all` or `answer-twice,delay=5`; the words are those of
+`iplosctl sandbox serve --behaviour` (`register.parse_behaviour`): normal, reject-all,
+never-answer, answer-twice, error-queue, delay=SECONDS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from iplosctl.endpoint import Addressing, Keys
+from iplosctl.errors import IplosctlError, PayloadError, UsageError
+from iplosctl.payload.cms import (
+    check_encryption_certificate,
+    check_signing_certificate,
+    load_certificate,
+    load_private_key,
+)
+from iplosctl.plugins import TransportSettings
+from iplosctl.sandbox.peer import SandboxPeer
+from iplosctl.sandbox.pki import LEAVES, PkiFiles, generate_pki
+from iplosctl.sandbox.register import Behaviour, SandboxRegister, parse_behaviour
+
+log = logging.getLogger(__name__)
+
+BEHAVIOUR_ENV = "IPLOSCTL_SANDBOX_BEHAVIOUR"
+#: a PKI that expires sooner than this is made anew rather than failing mid-rehearsal
+RENEW_BEFORE = dt.timedelta(days=7)
+
+
+@dataclass
+class EmbeddedRegister:
+    """A running embedded register: where to connect and with which keys."""
+
+    transport_settings: TransportSettings
+    pki: PkiFiles
+    register: SandboxRegister
+    peer: SandboxPeer
+
+    def municipality_keys(self) -> Keys:
+        """The municipality's side of the test PKI, trusting the test CA."""
+        return municipality_keys(self.pki)
+
+
+def municipality_keys(pki: PkiFiles) -> Keys:
+    """Keys for a municipality talking to the sandbox register of `pki`."""
+    return Keys(
+        signing_cert=load_certificate(pki.certificate("municipality-signing")),
+        signing_key=load_private_key(pki.key("municipality-signing"), None),
+        encryption_cert=load_certificate(pki.certificate("municipality-encryption")),
+        encryption_key=load_private_key(pki.key("municipality-encryption"), None),
+        register_signing_cert=load_certificate(pki.certificate("register-signing")),
+        register_encryption_cert=load_certificate(pki.certificate("register-encryption")),
+        trust_anchors=(load_certificate(pki.ca),),
+    )
+
+
+def behaviour_from_env() -> Behaviour:
+    """`IPLOSCTL_SANDBOX_BEHAVIOUR`, or normal behaviour when unset."""
+    try:
+        return parse_behaviour(os.environ.get(BEHAVIOUR_ENV))
+    except UsageError as exc:
+        raise UsageError(f"{BEHAVIOUR_ENV}: {exc.message}") from None
+
+
+def ensure_pki(directory: Path, *, now: dt.datetime | None = None) -> PkiFiles:
+    """The test PKI in `directory`, generated the first time and when unusable or expiring."""
+    now = now or dt.datetime.now(dt.UTC)
+    files = PkiFiles(directory)
+    problem = _pki_problem(files, now)
+    if problem is None:
+        return files
+    log.info("generating the sandbox test PKI in %s (%s)", directory, problem)
+    return generate_pki(directory, now=now)
+
+
+def _pki_problem(files: PkiFiles, now: dt.datetime) -> str | None:
+    """Why the PKI in `files` cannot be used, or None when it can."""
+    if not files.ca.is_file():
+        return "none yet"
+    try:
+        ca = load_certificate(files.ca)
+        for stem, (_cn, role) in LEAVES.items():
+            cert = load_certificate(files.certificate(stem))
+            load_private_key(files.key(stem), None)
+            check = check_signing_certificate if role == "signing" else check_encryption_certificate
+            check(cert, now + RENEW_BEFORE)
+            if cert.issuer != ca.subject:
+                return f"{stem} was not issued by the CA beside it"
+    except PayloadError as exc:
+        return exc.message
+    return None
+
+
+def prepare_state_dir(state_dir: Path) -> Path:
+    """Create the sandbox state folder, marked git-ignored: certificates and queues never
+    belong in a repository, whatever the repository's own .gitignore says."""
+    state_dir = Path(state_dir)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        ignore = state_dir / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("# written by iplosctl: local sandbox state\n*\n", encoding="utf-8")
+    except OSError as exc:
+        raise IplosctlError(
+            f"cannot create the sandbox state folder {state_dir}: {exc.strerror or exc}; "
+            "set IPLOSCTL_STATE_DIR to a writable folder"
+        ) from None
+    return state_dir
+
+
+@contextlib.contextmanager
+def embedded_register(state_dir: Path, address: Addressing) -> Iterator[EmbeddedRegister]:
+    """Run the sandbox register on an ephemeral loopback port for the `with` block."""
+    state_dir = prepare_state_dir(state_dir)
+    behaviour = behaviour_from_env()
+    pki = ensure_pki(state_dir / "pki")
+    register = SandboxRegister.from_pki(
+        pki,
+        her_id=address.receiver_her_id,
+        name=address.receiver_name,
+        behaviour=behaviour,
+        state_dir=state_dir,
+    )
+    if behaviour != Behaviour():
+        log.warning("sandbox register behaviour: %s", behaviour.describe())
+    peer = SandboxPeer(state_dir, register).start()
+    try:
+        settings = TransportSettings(url=peer.url, namespace=None, username=None)
+        yield EmbeddedRegister(settings, pki, register, peer)
+    finally:
+        peer.stop()

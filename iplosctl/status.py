@@ -1,0 +1,102 @@
+"""status: where each submission stands, and the one command to run next.
+
+Reads the lockfile and the quarantine, and asks the plan (cached, so cheap
+when the export is unchanged) for the action. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from iplosctl import lockfile
+from iplosctl.errors import IplosctlError
+from iplosctl.manifest import Manifest
+from iplosctl.plan import plan_submission
+from iplosctl.receipts import list_quarantine
+from iplosctl.render.common import next_command
+
+
+@dataclass
+class SubmissionStatus:
+    name: str
+    manifest: str
+    year: int
+    environment: str
+    deadline: dict[str, Any] = field(default_factory=dict)
+    action: str = ""
+    reason: str = ""
+    attempt: dict[str, Any] | None = None
+    quarantined: list[dict[str, str]] = field(default_factory=list)
+    next: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def submission_status(manifest: Manifest, *, today: dt.date | None = None) -> SubmissionStatus:
+    status = SubmissionStatus(
+        manifest.name, str(manifest.path), manifest.reporting_year, manifest.environment
+    )
+    try:
+        plan = plan_submission(manifest, today=today)
+    except IplosctlError as exc:
+        status.action, status.reason = "error", exc.lines()[0]
+        status.next = f"fix the input, then: iplosctl plan {manifest.path}"
+    else:
+        status.deadline, status.action, status.reason = plan.deadline, plan.action, plan.reason
+        status.next = next_command(plan)
+    lock = lockfile.load(manifest.lockfile_path)
+    last = lock.last_attempt if lock else None
+    if last is not None:
+        status.attempt = {
+            "number": last.number,
+            "createdAt": last.created_at,
+            "parts": [
+                {
+                    "type": p.type,
+                    "msgId": p.msg_id,
+                    "state": p.state,
+                    "receiptStatus": p.receipt.status if p.receipt else None,
+                    "codes": [e.code for e in p.receipt.errors] if p.receipt else [],
+                    "transportError": (p.transport_error or {}).get("condition"),
+                }
+                for p in last.parts
+            ],
+        }
+    status.quarantined = [
+        {"kind": q.kind, "reason": q.reason, "at": q.quarantined_at}
+        for q in list_quarantine(manifest)
+    ]
+    return status
+
+
+def render_status(statuses: list[SubmissionStatus]) -> str:
+    lines: list[str] = []
+    for s in statuses:
+        d = s.deadline
+        window = (
+            f"{d['window']}, next deadline {d['next']} ({d['daysLeft']} days left)"
+            if d.get("next")
+            else d.get("window", "unknown")
+        )
+        lines += [
+            f"{s.name}  ({s.year}, {s.environment})",
+            f"  deadline:   {window}",
+            f"  state:      {s.action}: {s.reason}",
+        ]
+        if s.attempt:
+            lines.append(f"  attempt {s.attempt['number']} ({s.attempt['createdAt']}):")
+            for p in s.attempt["parts"]:
+                receipt = f"receipt {p['receiptStatus']}" if p["receiptStatus"] else "no receipt"
+                codes = f" [{', '.join(p['codes'])}]" if p["codes"] else ""
+                error = f" transport error {p['transportError']}" if p["transportError"] else ""
+                lines.append(f"    {p['type']:<8} {p['state']:<21} {receipt}{codes}{error}")
+        else:
+            lines.append("  attempt:    none yet")
+        if s.quarantined:
+            lines.append(f"  quarantined receipts: {len(s.quarantined)}")
+            lines += [f"    {q['at']} {q['kind']}: {q['reason']}" for q in s.quarantined]
+        lines += [f"  next:       {s.next}", ""]
+    return "\n".join(lines).rstrip() + "\n"
