@@ -71,3 +71,26 @@ def test_plan_outputs_hold_no_personal_data(
 
 def test_validate_and_status_like_outputs_hold_no_personal_data(cli, planted: Path) -> None:
     _assert_clean(cli("validate", planted).all, "validate")
+
+
+def test_apply_receipts_status_and_lockfile_hold_no_personal_data(
+    cli, planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the embedded sandbox register: the lockfile, receipts and status stay clean."""
+    monkeypatch.setenv("IPLOSCTL_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # let the bad id through the pre-flight so the register's E31 comes back
+    planted.write_text(planted.read_text() + '  rules: {person-id: "off"}\n')
+    outputs = [
+        cli("apply", "--auto-approve", planted),
+        cli("receipts", "--wait", "20s", planted),
+        cli("status", planted),
+        cli("status", "--format", "json", planted),
+        cli("plan", "--format", "json", planted),
+    ]
+    assert outputs[0].code == 0, outputs[0].all
+    for i, result in enumerate(outputs):
+        _assert_clean(result.all, f"command {i}")
+    lock_text = planted.with_name("demo-2023.lock.yaml").read_text()
+    _assert_clean(lock_text, "the lockfile")
+    assert "E31" in lock_text  # the register did see the bad id, and said so without it
