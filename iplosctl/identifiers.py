@@ -6,6 +6,7 @@ pre-flight rules (person ids) and by the synthetic export generator.
 
 from __future__ import annotations
 
+import operator
 from enum import Enum
 
 _ORG_WEIGHTS = (3, 2, 7, 6, 5, 4, 3, 2)
@@ -15,7 +16,9 @@ _K2_WEIGHTS = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
 
 def _mod11(digits: str, weights: tuple[int, ...]) -> int | None:
     """The mod-11 control digit, or None where the remainder makes the number invalid."""
-    remainder = sum(int(d) * w for d, w in zip(digits, weights, strict=True)) % 11
+    if len(digits) != len(weights):
+        raise ValueError(f"expected {len(weights)} digits")
+    remainder = sum(map(operator.mul, map(int, digits), weights)) % 11  # hot: every person id
     control = 0 if remainder == 0 else 11 - remainder
     return None if control == 10 else control
 

@@ -124,16 +124,19 @@ class FindingCollector:
         self._refs: dict[tuple[str, str, str], list[RecordRef]] = {}
 
     def add(self, rule: Rule, hits: Iterable[Hit]) -> None:
+        for hit in hits:
+            self.add_hit(rule, hit)
+
+    def add_hit(self, rule: Rule, hit: Hit) -> None:
         override = self._overrides.get(rule.id)
         if override == "off":
             return
-        for hit in hits:
-            severity = override or hit.severity or rule.default_severity
-            key = (rule.id, hit.message, severity)
-            self._counts[key] = self._counts.get(key, 0) + 1
-            refs = self._refs.setdefault(key, [])
-            if hit.record is not None and len(refs) < MAX_REFS:
-                refs.append(hit.record)
+        severity = override or hit.severity or rule.default_severity
+        key = (rule.id, hit.message, severity)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        refs = self._refs.setdefault(key, [])
+        if hit.record is not None and len(refs) < MAX_REFS:
+            refs.append(hit.record)
 
     def findings(self) -> list[Finding]:
         order = {s: i for i, s in enumerate(SEVERITIES)}
@@ -157,6 +160,12 @@ class RuleRun:
         self.ctx = ctx
         self._rules = list(rules)
         self._excluders = [r for r in self._rules if hasattr(r, "excludes")]
+        # Rules that inherit BaseRule's empty check_record are not called per record.
+        self._record_rules = [
+            r
+            for r in self._rules
+            if getattr(type(r), "check_record", None) is not BaseRule.check_record
+        ]
         self._collector = FindingCollector(ctx.manifest.rule_severities)
         for rule in self._rules:
             self._collector.add(rule, rule.check_header(ctx))
@@ -168,8 +177,11 @@ class RuleRun:
             if hit is not None:
                 self._collector.add(rule, (hit,))
                 return False
-        for rule in self._rules:
-            self._collector.add(rule, rule.check_record(self.ctx, record))
+        # Hot path: one call per rule and record, the collector only when a rule hits.
+        ctx, add_hit = self.ctx, self._collector.add_hit
+        for rule in self._record_rules:
+            for hit in rule.check_record(ctx, record):
+                add_hit(rule, hit)
         return True
 
     def finish(self) -> list[Finding]:
