@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import os
@@ -17,8 +18,11 @@ from lxml import etree
 
 from iplosctl import lockfile as lf
 from iplosctl import plugins
+from iplosctl.apply import apply_submission
+from iplosctl.errors import TransportError
 from iplosctl.formats import EXPORT_V1_XSD
 from iplosctl.locking import submission_lock
+from iplosctl.manifest import load_manifest
 from iplosctl.payload.msghead import load_schemas, parse_msghead, validate_msghead
 from iplosctl.plugins import TransportSettings
 from iplosctl.sandbox.pki import generate_pki
@@ -297,3 +301,46 @@ def test_apply_through_the_directory_transport(cli, setup: Setup) -> None:
         assert meta["subject"] == part.type
         body = (setup.root / "outbox" / "outbox" / setup.queue / f"{part.msg_id}.p7m").read_bytes()
         assert len(body) > 1000
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+def test_broker_stopped_mid_apply_then_rerun_sends_each_msgid_once(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stop RabbitMQ right after the first part is accepted; the rerun recovers the rest."""
+    real_load = plugins.load
+
+    def no_sleep(kind: str, name: str):  # type: ignore[no-untyped-def]
+        found = real_load(kind, name)
+        return functools.partial(found, sleep=lambda s: None) if kind == "transport" else found
+
+    monkeypatch.setattr(plugins, "load", no_sleep)
+    manifest = load_manifest(setup.manifest)
+    stopped = False
+
+    def stop_after_first(part: str, step: str) -> None:
+        nonlocal stopped
+        if step == "sent" and not stopped:
+            stopped = True
+            _rabbitmqctl("stop_app")
+
+    try:
+        with pytest.raises(TransportError):
+            apply_submission(manifest, today=dt.date(2024, 1, 5), progress=stop_after_first)
+    finally:
+        _rabbitmqctl("start_app")
+        _rabbitmqctl("await_startup")
+    lock = lf.load(setup.lockfile)
+    assert lock is not None
+    assert [p.state for p in lock.attempts[0].parts] == ["sent", "journaled"]
+    result = apply_submission(load_manifest(setup.manifest), today=dt.date(2024, 1, 5))
+    assert [p.type for p in result.sent] == ["KPR_IDE"]  # the sent part is never resent
+    lock = lf.load(setup.lockfile)
+    assert lock is not None and len(lock.attempts) == 1
+    received = receive_all(setup.queue, 2)
+    assert sorted(m.message_id for m in received) == sorted(
+        p.msg_id for p in lock.attempts[0].parts
+    )
