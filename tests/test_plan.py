@@ -220,3 +220,34 @@ def test_bad_export_is_one_error_and_nothing_written(
     assert errors[0].startswith(f"error: {export}:"), errors[0]
     assert not out.exists()
     assert not demo_copy.with_name("demo-2023.lock.yaml").exists()
+
+
+def test_plan_from_a_csv_export(cli, demo_copy: Path) -> None:
+    """The csv source through the whole plan: the same rules, summary and parts."""
+    export = demo_copy.parent.parent / "examples" / "exports" / "demo-2023.csv"
+    export.write_text(
+        "journalnr;fnr;navn;tjeneste;fra;til;timer;orgnr\n"
+        "r1;05903813050;;15;01.02.2023;;3,5;310000027\n"
+        "r1;05903813050;;6;01.02.2023;;;\n"
+        "r2;04888724112;Donald Duck;21;10.05.2022;;;310000035\n"
+        "r3;21875604802;;12;01.03.2023;;;\n",
+        encoding="utf-8",
+    )
+    text = demo_copy.read_text()
+    text = text.replace(
+        "    plugin: xml\n    path: ../examples/exports/demo-2023.xml\n"
+        "    format: iplos-export-v1\n",
+        "    plugin: csv\n    path: ../examples/exports/demo-2023.csv\n    options:\n"
+        '      municipality: "9999"\n      reportingYear: 2023\n      epjSystem: DemoEPJ\n'
+        "      epjVersion: 4.2.0\n      dateFormat: '%d.%m.%Y'\n"
+        "      columns: {localId: journalnr, personId: fnr, name: navn, code: tjeneste,"
+        " from: fra, to: til, hoursPerWeek: timer, orgNumber: orgnr}\n",
+    )
+    demo_copy.write_text(text)
+    result = cli("plan", "--format", "json", demo_copy)
+    (s,) = json.loads(result.out)["submissions"]
+    assert s["action"] == "blocked"  # code 12 is obsolete
+    rules = {f["rule"]: f for f in s["findings"]}
+    assert rules["housing-code"]["records"] == [{"index": 2, "line": 5}]
+    assert rules["test-person"]["count"] == 1
+    assert s["summary"]["recipients"] == "<5"
