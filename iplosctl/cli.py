@@ -61,6 +61,24 @@ PathsArg = Annotated[
     typer.Argument(help="Manifest files or folders (default: manifests/).", show_default=False),
 ]
 
+# Options several commands share, defined once so they read and behave the same.
+OnlyOpt = Annotated[
+    list[str] | None,
+    typer.Option("--only", help="Only submissions whose name matches (glob); repeatable."),
+]
+TodayOpt = Annotated[
+    str | None, typer.Option("--today", help="Pretend today is YYYY-MM-DD (rehearsals, tests).")
+]
+LateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--late", help="Allow a submission after the last deadline (agree with KPR first)."
+    ),
+]
+LockfileOpt = Annotated[
+    Path | None, typer.Option("--lockfile", help="Lockfile to use (only with one manifest).")
+]
+
 
 def _version(value: bool) -> None:
     if value:
@@ -144,22 +162,10 @@ def plan(
     detailed_exitcode: Annotated[
         bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes to apply.")
     ] = False,
-    only: Annotated[
-        list[str] | None,
-        typer.Option("--only", help="Only submissions whose name matches (glob); repeatable."),
-    ] = None,
-    today: Annotated[
-        str | None, typer.Option("--today", help="Pretend today is YYYY-MM-DD (rehearsals, tests).")
-    ] = None,
-    late: Annotated[
-        bool,
-        typer.Option(
-            "--late", help="Allow a submission after the last deadline (agree with KPR first)."
-        ),
-    ] = False,
-    lockfile_path: Annotated[
-        Path | None, typer.Option("--lockfile", help="Lockfile to use (only with one manifest).")
-    ] = None,
+    only: OnlyOpt = None,
+    today: TodayOpt = None,
+    late: LateOpt = False,
+    lockfile_path: LockfileOpt = None,
 ) -> int:
     """Check the export against every pre-flight rule and show what apply would send."""
     from iplosctl.plan import Plan, plan_submission
@@ -212,16 +218,9 @@ def apply(
     auto_approve: Annotated[
         bool, typer.Option("--auto-approve", help="Do not ask for confirmation (CI).")
     ] = False,
-    only: Annotated[
-        list[str] | None,
-        typer.Option("--only", help="Only submissions whose name matches (glob); repeatable."),
-    ] = None,
-    today: Annotated[
-        str | None, typer.Option("--today", help="Pretend today is YYYY-MM-DD (rehearsals, tests).")
-    ] = None,
-    late: Annotated[
-        bool, typer.Option("--late", help="Allow a submission after the last deadline.")
-    ] = False,
+    only: OnlyOpt = None,
+    today: TodayOpt = None,
+    late: LateOpt = False,
     wait: Annotated[
         str | None,
         typer.Option("--wait", metavar="DURATION", help="Then wait for the receipts (30s, 10m)."),
@@ -367,13 +366,8 @@ def receipts(
             help="Poll until every sent part is answered, at most this long (30s, 10m, 1h).",
         ),
     ] = None,
-    only: Annotated[
-        list[str] | None,
-        typer.Option("--only", help="Only submissions whose name matches (glob); repeatable."),
-    ] = None,
-    lockfile_path: Annotated[
-        Path | None, typer.Option("--lockfile", help="Lockfile to use (only with one manifest).")
-    ] = None,
+    only: OnlyOpt = None,
+    lockfile_path: LockfileOpt = None,
 ) -> int:
     """Collect the register's receipts (AppRec) and transport errors into the lockfiles."""
     wait_seconds = _parse_wait(wait)
@@ -387,13 +381,8 @@ def receipts(
 def status(
     paths: PathsArg = None,
     fmt: Annotated[Format, typer.Option("--format", help="text or json.")] = Format.text,
-    only: Annotated[
-        list[str] | None,
-        typer.Option("--only", help="Only submissions whose name matches (glob); repeatable."),
-    ] = None,
-    today: Annotated[
-        str | None, typer.Option("--today", help="Pretend today is YYYY-MM-DD.")
-    ] = None,
+    only: OnlyOpt = None,
+    today: TodayOpt = None,
 ) -> int:
     """Per submission: deadline window, last attempt, receipts, quarantine, what to do next."""
     from iplosctl.status import render_status, submission_status
