@@ -400,6 +400,28 @@ def status(
     return EXIT_ERROR if any(s.action == "error" for s in statuses) else EXIT_OK
 
 
+@app.command("support-bundle")
+def support_bundle(
+    out: Annotated[
+        Path, typer.Option("--out", dir_okay=False, help="Zip file to write (attach it).")
+    ],
+    paths: PathsArg = None,
+    only: OnlyOpt = None,
+    today: TodayOpt = None,
+) -> int:
+    """Zip what to attach when reporting a problem to the register: no personal data or secrets."""
+    from iplosctl.support_bundle import build_support_bundle
+
+    day = _parse_day(today)
+    written = build_support_bundle(_valid_manifests(paths, only), out, today=day)
+    output.out(str(written))
+    output.note(
+        f"wrote {written}: versions, digests, MsgIds, states and receipt codes, without "
+        "personal data or secrets; attach it to your report (addresses in its README.txt)"
+    )
+    return EXIT_OK
+
+
 @app.command("plugins")
 def list_plugins(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list.")] = False,
