@@ -194,3 +194,11 @@ def test_test_person_ids_are_not_echoed(cli, demo_copy: Path) -> None:
     assert result.code == 1
     assert "0590381305" not in result.all
     assert "spec.testPersons.ids[0]" in result.err
+
+
+def test_no_files_skips_existence_checks_only(cli, demo_copy: Path) -> None:
+    demo_copy.write_bytes(GOOD.replace(b"demo-2023.xml", b"not-committed.xml"))
+    assert cli("validate", demo_copy).code == 1
+    assert cli("validate", "--no-files", demo_copy).code == 0
+    demo_copy.write_bytes(GOOD.replace(b'"310000019"', b'"310000018"'))
+    assert cli("validate", "--no-files", demo_copy).code == 1  # everything else still checked
