@@ -374,3 +374,42 @@ def test_an_existing_manifest_is_not_overwritten_unless_forced(workdir: Path) ->
     write_manifest(answers, out, force=True)
     assert out.read_text(encoding="utf-8").startswith("# yaml-language-server: $schema=")
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_init_command_without_a_terminal(
+    cli,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    missing = cli("init", "--municipality-number", "9997")
+    assert missing.code == 64 and "missing --" in missing.err
+    generate_export(tmp_path / "export.xml", recipients=8, seed=3, municipality="9997")
+    flags = [
+        "--municipality-number",
+        "9997",
+        "--municipality-name",
+        "Testvik kommune",
+        "--org-number",
+        "310000019",
+        "--her-id",
+        "900300",
+        "--service-her-id",
+        "900301",
+        "--epj-system",
+        "DemoEPJ",
+        "--epj-version",
+        "4.2.0",
+        "--service-unit",
+        "310000027=Hjemmetjeneste",
+        "--service-unit",
+        "310000035=Sykehjem",
+        "--service-unit",
+        "310000043=Bofellesskap",
+        "--source",
+        "export.xml",
+    ]
+    made = cli("init", *flags)
+    assert made.code == 0, made.all
+    assert cli("validate", "manifests/testvik-2023.yaml").code == 0
+    assert cli("init", *flags).code == 1  # never overwrites without --force
