@@ -170,3 +170,10 @@ def test_the_example_exports_are_generator_output(path: str, arguments: dict[str
     assert data == generated(**arguments)
     numbers = re.findall(rb"(?<!\d)\d{11}(?!\d)", data)
     assert numbers and all(int(n[2:3]) >= 8 for n in numbers)
+
+
+def test_cli_creates_the_folder(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "new" / "folder" / "export.xml"
+    result = cli("sandbox", "generate", "--recipients", "3", "--seed", "1", "--out", out)
+    assert result.code == 0, result.all
+    assert out.read_bytes() == generated(recipients=3, seed=1)

@@ -115,6 +115,7 @@ def generate_export(
     if not isinstance(out, Path):
         return write_export(header, records, out, include_names=True)
     # Temp file + os.replace: an interrupted run never leaves half an export behind.
+    out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
