@@ -212,6 +212,7 @@ def dumps(lock: Lockfile) -> str:
     """The lockfile's text: sorted keys, block style, stable across runs."""
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
+    yaml.width = 4096  # digests on one line: a wrapped value makes a noisy diff
     yaml.sort_base_mapping_type_on_output = True  # type: ignore[attr-defined]
     out = io.StringIO()
     out.write(
