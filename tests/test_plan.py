@@ -15,6 +15,7 @@ from iplosctl.manifest import load_manifest
 from iplosctl.plan import Plan, lineage_for, make_plan
 from iplosctl.render import render_markdown
 from iplosctl.sandbox.generate import generate_export
+from tests.conftest import REPO
 
 
 @pytest.fixture(autouse=True)
@@ -251,3 +252,15 @@ def test_plan_from_a_csv_export(cli, demo_copy: Path) -> None:
     assert rules["housing-code"]["records"] == [{"index": 2, "line": 5}]
     assert rules["test-person"]["count"] == 1
     assert s["summary"]["recipients"] == "<5"
+
+
+def test_the_rendered_example_in_examples_is_current(
+    cli, demo_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/plan-comment.md shows a new user the PR comment; regenerate it when this fails
+    (on a checkout without the demo's lockfile):
+    iplosctl plan --format markdown manifests/ > examples/plan-comment.md"""
+    monkeypatch.chdir(demo_copy.parent.parent)  # a fresh copy: no lockfile, same paths
+    result = cli("plan", "--format", "markdown", "manifests/")
+    expected = (REPO / "examples" / "plan-comment.md").read_text()
+    assert result.out == expected
