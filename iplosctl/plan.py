@@ -376,6 +376,44 @@ def decide(
     )
 
 
+#: what MsgHead and CMS add to a payload, with room to spare (measured: about 3 KB)
+ENVELOPE_OVERHEAD_BYTES = 8_192
+
+
+def size_findings(manifest: Manifest, profile: Profile, analysis: Analysis) -> list[Finding]:
+    """`message-size`: NHN wants messages under about 1 MB unless agreed; the bus has a limit.
+
+    The manifest's `messageSizeLimitBytes` raises the limit (an agreement with NHN).
+    """
+    limit = manifest.message_size_limit_bytes or profile.message_limit_bytes
+    warn = min(profile.message_warn_bytes, limit)
+    out = []
+    for part_type, _digest, size in analysis.part_digests:
+        sent = size + ENVELOPE_OVERHEAD_BYTES
+        if sent > limit:
+            out.append(
+                Finding(
+                    "message-size",
+                    "error",
+                    f"{part_type} would be about {sent:,} "
+                    f"bytes, over the {limit:,} byte limit: agree a larger limit with "
+                    "NHN and set spec.messageSizeLimitBytes",
+                    1,
+                )
+            )
+        elif sent > warn and manifest.message_size_limit_bytes is None:
+            out.append(
+                Finding(
+                    "message-size",
+                    "warning",
+                    f"{part_type} would be about {sent:,} "
+                    f"bytes: NHN wants messages over {warn:,} bytes agreed first",
+                    1,
+                )
+            )
+    return out
+
+
 def plan_submission(
     manifest: Manifest,
     *,
@@ -396,7 +434,8 @@ def plan_submission(
     accepted = lock.last_accepted if lock else None
     previous = dict(accepted.summary) if accepted else None
     analysis = analyse(manifest, profile, previous=previous, today=today, late=late)
-    errors = [f for f in analysis.findings if f.severity == "error"]
+    findings = analysis.findings + tuple(size_findings(manifest, profile, analysis))
+    errors = [f for f in findings if f.severity == "error"]
     action, reason, attempt = decide(lock, analysis, errors)
     lineage = lock.lineage if lock else lineage_for(manifest)
     if action == "recover" and lock and lock.last_attempt:
@@ -437,7 +476,7 @@ def plan_submission(
         municipality=f"{manifest.municipality.number} {manifest.municipality.name}",
         action=action,
         reason=reason,
-        findings=analysis.findings,
+        findings=findings,
         summary=analysis.summary,
         previous_summary=previous,
         deadline=deadline_window(profile, today, environment.sandbox),

@@ -264,3 +264,24 @@ def test_the_rendered_example_in_examples_is_current(
     result = cli("plan", "--format", "markdown", "manifests/")
     expected = (REPO / "examples" / "plan-comment.md").read_text()
     assert result.out == expected
+
+
+def test_message_size_warns_then_blocks_and_the_manifest_raises_the_limit(
+    cli, demo_copy: Path
+) -> None:
+    export = demo_copy.parent.parent / "examples" / "exports" / "demo-2023.xml"
+    generate_export(export, recipients=2500, seed=5)  # KPR_IPL over 1 MB
+    (s,) = json.loads(cli("plan", "--format", "json", demo_copy).out)["submissions"]
+    sizes = [f for f in s["findings"] if f["rule"] == "message-size"]
+    assert [f["severity"] for f in sizes] == ["warning"] and "KPR_IPL" in sizes[0]["message"]
+    text = demo_copy.read_text()
+    demo_copy.write_text(text + "  messageSizeLimitBytes: 500000\n")
+    (s,) = json.loads(cli("plan", "--format", "json", demo_copy).out)["submissions"]
+    assert s["action"] == "blocked"
+    assert "over the 500,000 byte limit" in s["reason"] or any(
+        "over the 500,000 byte limit" in f["message"] for f in s["findings"]
+    )
+    demo_copy.write_text(text + "  messageSizeLimitBytes: 5000000\n")
+    (s,) = json.loads(cli("plan", "--format", "json", demo_copy).out)["submissions"]
+    assert s["action"] == "submit"
+    assert not [f for f in s["findings"] if f["rule"] == "message-size"]
