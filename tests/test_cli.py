@@ -52,7 +52,7 @@ def test_internal_error_is_3_with_a_log_without_input_data(
 ) -> None:
     import iplosctl.cli as cli_module
 
-    def explode(paths):  # type: ignore[no-untyped-def]
+    def explode(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("05903813050 Donald Duck")
 
     monkeypatch.setattr(cli_module, "validate_paths", explode)
