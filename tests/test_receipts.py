@@ -39,7 +39,7 @@ from tests.conftest import DEMO_EXPORT, DEMO_MANIFEST
 REGISTER_HER_ID = "8133973"  # KPR test, the `test` environment's receiver
 SECRET_NAME = "test-broker"
 #: an 11-digit number where a register might quote a person id
-PERSON_ID = "13097248022"
+PERSON_ID = "05903813050"  # synthetic (Test-Norge), never a real person
 GEN_DATE = dt.datetime(2024, 1, 20, 9, 30, tzinfo=dt.UTC)
 #: the clock of every run here; inside the generated certificates' validity
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)

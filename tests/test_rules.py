@@ -7,6 +7,7 @@ import datetime as dt
 
 import pytest
 
+from iplosctl.identifiers import person_control_digits
 from iplosctl.manifest import load_manifest
 from iplosctl.profiles import load_profile
 from iplosctl.records import Assessment, ExportHeader, Recipient, Service
@@ -15,6 +16,8 @@ from tests.conftest import DEMO_MANIFEST
 
 TNR = "05903813050"  # Test-Norge (month + 80), valid check digits
 FNR_BAD = "05903813051"
+# an H-number (month + 40) with right check digits, built here: no real-looking literal
+H_NUMBER = "055038100" + "".join(map(str, person_control_digits("055038100") or ()))
 
 
 @pytest.fixture
@@ -119,7 +122,7 @@ def test_person_id(manifest) -> None:  # type: ignore[no-untyped-def]
         person(0, pid=FNR_BAD),
         person(1, pid="123"),
         person(2, pid=""),
-        person(3, pid="05503810001"),
+        person(3, pid=H_NUMBER),
     )
     messages = {f.message: f for f in by_rule(found, "person-id")}
     assert messages["fødselsnummer/D-number with wrong check digits"].records[0].index == 0

