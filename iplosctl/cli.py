@@ -75,6 +75,14 @@ LateOpt = Annotated[
         "--late", help="Allow a submission after the last deadline (agree with KPR first)."
     ),
 ]
+BehaviourOpt = Annotated[
+    str | None,
+    typer.Option("--behaviour", help=f"{BEHAVIOUR_HELP} (default: $IPLOSCTL_SANDBOX_BEHAVIOUR)."),
+]
+SchemaDirOpt = Annotated[
+    Path | None,
+    typer.Option("--schema-dir", help="Folder with MsgHead-v1_2.xsd: validate MsgHeads fully."),
+]
 LockfileOpt = Annotated[
     Path | None, typer.Option("--lockfile", help="Lockfile to use (only with one manifest).")
 ]
@@ -680,16 +688,8 @@ def sandbox_serve(
             "--her-id", help="The register's HER-id (default: the profiles' sandbox one)."
         ),
     ] = None,
-    behaviour: Annotated[
-        str | None,
-        typer.Option(
-            "--behaviour", help=f"{BEHAVIOUR_HELP} (default: $IPLOSCTL_SANDBOX_BEHAVIOUR)."
-        ),
-    ] = None,
-    schema_dir: Annotated[
-        Path | None,
-        typer.Option("--schema-dir", help="Folder with MsgHead-v1_2.xsd: validate MsgHeads fully."),
-    ] = None,
+    behaviour: BehaviourOpt = None,
+    schema_dir: SchemaDirOpt = None,
 ) -> int:
     """Run the KPR sandbox register as an AMQP 1.0 peer on 127.0.0.1 until ^C."""
     from iplosctl import profiles
@@ -744,19 +744,11 @@ def sandbox_attach(
     namespace: Annotated[
         str | None, typer.Option("--namespace", help="Send replies via /exchange/NAMESPACE/QUEUE.")
     ] = None,
-    behaviour: Annotated[
-        str | None,
-        typer.Option(
-            "--behaviour", help=f"{BEHAVIOUR_HELP} (default: $IPLOSCTL_SANDBOX_BEHAVIOUR)."
-        ),
-    ] = None,
+    behaviour: BehaviourOpt = None,
     stop_after: Annotated[
         float | None, typer.Option("--stop-after", min=0, help="Stop after this many seconds.")
     ] = None,
-    schema_dir: Annotated[
-        Path | None,
-        typer.Option("--schema-dir", help="Folder with MsgHead-v1_2.xsd: validate MsgHeads fully."),
-    ] = None,
+    schema_dir: SchemaDirOpt = None,
     state: Annotated[
         Path | None, typer.Option("--state", help="Folder that keeps the answered-message list.")
     ] = None,
