@@ -54,6 +54,15 @@ class PartPlan:
     size_bytes: int
     msg_id: str
 
+    def as_dict(self) -> dict[str, Any]:
+        """The form saved plans and the JSON plan share."""
+        return {
+            "type": self.type,
+            "payloadDigest": self.payload_digest,
+            "sizeBytes": self.size_bytes,
+            "msgId": self.msg_id,
+        }
+
 
 @dataclass(frozen=True)
 class Analysis:
@@ -527,15 +536,7 @@ def saved_form(plan: Plan) -> dict[str, Any]:
                 "lineage": s.lineage,
                 "serial": s.serial,
                 "attempt": s.attempt,
-                "parts": [
-                    {
-                        "type": p.type,
-                        "payloadDigest": p.payload_digest,
-                        "sizeBytes": p.size_bytes,
-                        "msgId": p.msg_id,
-                    }
-                    for p in s.parts
-                ],
+                "parts": [p.as_dict() for p in s.parts],
             }
             for s in plan.submissions
         ],

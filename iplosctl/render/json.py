@@ -33,15 +33,7 @@ def submission_dict(s: SubmissionPlan) -> dict[str, Any]:
         "lineage": s.lineage,
         "serial": s.serial,
         "attempt": s.attempt,
-        "parts": [
-            {
-                "type": p.type,
-                "payloadDigest": p.payload_digest,
-                "sizeBytes": p.size_bytes,
-                "msgId": p.msg_id,
-            }
-            for p in s.parts
-        ],
+        "parts": [p.as_dict() for p in s.parts],
         "next": next_command(s),
     }
 
