@@ -119,6 +119,8 @@ class IncomingMessage:
     subject: str | None
     body: bytes
     application_properties: Mapping[str, str]
+    #: where the sender wants answers (AMQP reply-to); the register's AppRecs go there
+    reply_to: str | None = None
 
 
 class Delivery(Protocol):

@@ -7,6 +7,7 @@ attach tests.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import uuid
@@ -248,10 +249,9 @@ def test_full_msghead_schema_validation_accepts_what_apply_sends(
 
 
 def test_the_reply_to_of_the_message_wins(pki: PkiFiles, municipality: Municipality) -> None:
-    from iplosctl.sandbox.register import RegisterMessage
 
     base = municipality.incoming()
-    message = RegisterMessage(**vars(base), reply_to="/amq/queue/7654321_async")
+    message = dataclasses.replace(base, reply_to="/amq/queue/7654321_async")
     reply, _xml, _apprec = only_apprec(register(pki).handle(message, NOW), pki)
     assert reply.queue == "7654321_async"
 

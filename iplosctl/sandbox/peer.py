@@ -47,8 +47,8 @@ from proton.handlers import MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from iplosctl.errors import IplosctlError
-from iplosctl.plugins import OutgoingMessage
-from iplosctl.sandbox.register import Answer, RegisterMessage, SandboxRegister
+from iplosctl.plugins import IncomingMessage, OutgoingMessage
+from iplosctl.sandbox.register import Answer, SandboxRegister
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def _to_proton(message: OutgoingMessage) -> Message:
     )
 
 
-def _incoming(queue: str, message: Message) -> RegisterMessage:
+def _incoming(queue: str, message: Message) -> IncomingMessage:
     body = message.body
     if body is None:
         data = b""
@@ -208,7 +208,7 @@ def _incoming(queue: str, message: Message) -> RegisterMessage:
         data = body.encode("utf-8")
     else:
         data = repr(body).encode("utf-8")  # not an NHN message: the register will refuse it
-    return RegisterMessage(
+    return IncomingMessage(
         queue=queue,
         message_id=None if message.id is None else str(message.id),
         correlation_id=None if message.correlation_id is None else str(message.correlation_id),

@@ -219,17 +219,6 @@ class Answer:
 
 
 @dataclass(frozen=True)
-class RegisterMessage(IncomingMessage):
-    """An IncomingMessage with its AMQP reply-to, which the plugin API does not carry.
-
-    AppRecs go to the reply-to queue; without one, to `{fromHerId}_async` (HNM does the
-    same, DOMAIN.md §5.2).
-    """
-
-    reply_to: str | None = None
-
-
-@dataclass(frozen=True)
 class _Original:
     """The message being answered, as far as it could be read."""
 
@@ -677,8 +666,8 @@ class SandboxRegister:
 
 
 def _reply_to(message: IncomingMessage) -> str:
-    """The message's reply-to, when the transport passed one on (see `RegisterMessage`)."""
-    return str(getattr(message, "reply_to", None) or "")
+    """The message's reply-to; AppRecs go there, else to `{fromHerId}_async` (DOMAIN.md §5.2)."""
+    return message.reply_to or ""
 
 
 def _last_segment(address: str) -> str:

@@ -155,6 +155,7 @@ def incoming_message(queue: str, message: Message) -> IncomingMessage:
         subject=_text(message.subject),
         body=_body_bytes(message, queue),
         application_properties=properties,
+        reply_to=_text(message.reply_to),
     )
 
 
