@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -27,6 +26,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from iplosctl import output, plugins, profiles, yamlio
+from iplosctl.atomic import write_atomic
 from iplosctl.errors import IplosctlError, PluginError, ProfileError, UsageError
 from iplosctl.identifiers import is_valid_org_number
 from iplosctl.manifest.loader import SCHEMA_PATH
@@ -371,17 +371,8 @@ def write_manifest(answers: InitAnswers, out: Path, *, force: bool = False) -> P
     """Render and write the manifest atomically; an existing file needs `force`."""
     refuse_existing(out, force=force)
     text = render_manifest(answers, out=out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Temp file + os.replace: ^C never leaves half a manifest for validate to trip over.
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # a manifest is shared in git; mkstemp makes it 0600
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # all or nothing: ^C never leaves half a manifest for validate to trip over
+    write_atomic(out, text.encode("utf-8"))
     return out
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from iplosctl import yamlio
+from iplosctl.atomic import write_atomic
 from iplosctl.errors import InputError, IplosctlError, Location, Problem
 
 LOCKFILE_VERSION = 1
@@ -306,20 +305,8 @@ def save(path: Path, lock: Lockfile) -> None:
     """Bump the serial and write atomically: temp file, fsync, rename, fsync the folder."""
     lock.serial += 1
     text = dumps(lock)
-    directory = path.resolve().parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, text.encode("utf-8"))
     except BaseException:
         lock.serial -= 1
-        Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

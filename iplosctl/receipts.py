@@ -34,7 +34,6 @@ import logging
 import os
 import re
 import signal
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -44,6 +43,7 @@ from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from iplosctl import endpoint, lockfile
+from iplosctl.atomic import write_atomic
 from iplosctl.errors import IplosctlError, TransportError
 from iplosctl.locking import submission_lock
 from iplosctl.manifest import Manifest
@@ -603,28 +603,6 @@ def _seconds_text(seconds: float) -> str:
 # --- the quarantine folder ----------------------------------------------------------
 
 
-def _write_durably(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename: after `accept` this is the only copy of the message."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_quarantine(
     folder: Path, submission: str, item: _Quarantine, moment: dt.datetime
 ) -> Path:
@@ -665,10 +643,12 @@ def _write_quarantine(
             "applicationProperties": dict(message.application_properties),
         },
     }
-    _write_durably(body_path, message.body)
+    # After `accept` this is the only copy of the message, and it may quote a person: 0600.
+    write_atomic(body_path, message.body, mode=0o600)
     # the .json is written last: it is what marks a complete entry
-    _write_durably(meta_path, (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode())
-    _fsync_dir(folder)
+    write_atomic(
+        meta_path, (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode(), mode=0o600
+    )
     return body_path
 
 

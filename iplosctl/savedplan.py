@@ -8,11 +8,10 @@ ids, and the tool version. No personal data: it is a CI artifact.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from iplosctl.atomic import write_atomic
 from iplosctl.errors import InputError, Location, Problem
 from iplosctl.plan import PLAN_FORMAT_VERSION, Plan, saved_form
 
@@ -20,14 +19,7 @@ from iplosctl.plan import PLAN_FORMAT_VERSION, Plan, saved_form
 def write_saved_plan(path: Path, plan: Plan) -> None:
     """Write atomically, so a CI artifact is never half a plan."""
     text = json.dumps(saved_form(plan), indent=2, sort_keys=True) + "\n"
-    directory = path.resolve().parent
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, text.encode("utf-8"))
 
 
 def read_saved_plan(path: Path) -> dict[str, Any]:

@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import re
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 from cryptography.x509.oid import NameOID
 
 from iplosctl import __version__, endpoint, lockfile, plugins, profiles
+from iplosctl.atomic import write_atomic
 from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
 from iplosctl.plan import deadline_window, file_digest, plan_submission
@@ -510,22 +510,6 @@ def _zip_bytes(members: dict[str, str], created: dt.datetime) -> bytes:
     return buffer.getvalue()
 
 
-def _write_atomically(out: Path, data: bytes) -> None:
-    """Temp file beside `out`, fsync, rename: a ^C never leaves half a zip to attach."""
-    directory = out.resolve().parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # meant to be shared: it holds nothing private
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_support_bundle(
     manifests: Sequence[Manifest],
     out: Path,
@@ -545,5 +529,5 @@ def build_support_bundle(
         README_TXT: render_readme(data),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(out, _zip_bytes(members, created))
+    write_atomic(out, _zip_bytes(members, created))  # a ^C never leaves half a zip
     return out

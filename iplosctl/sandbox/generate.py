@@ -15,13 +15,12 @@ set or dict iteration order, `ExtractedAt` derived from the year.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from iplosctl.atomic import atomic_file
 from iplosctl.errors import UsageError
 from iplosctl.identifiers import is_valid_org_number, person_control_digits
 from iplosctl.payload.export_writer import Written, write_export
@@ -114,17 +113,8 @@ def generate_export(
     )
     if not isinstance(out, Path):
         return write_export(header, records, out, include_names=True)
-    # Temp file + os.replace: an interrupted run never leaves half an export behind.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            written = write_export(header, records, fh, include_names=True)
-        os.chmod(tmp, 0o644)  # synthetic data, meant to be shared (mkstemp makes it 0600)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(out) as fh:  # an interrupted run never leaves half an export
+        written = write_export(header, records, fh, include_names=True)
     return written
 
 

@@ -18,16 +18,15 @@ messages into the inbox in the same format, `.json` last.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from iplosctl.atomic import fsync_dir, write_atomic
 from iplosctl.errors import TransportError
 from iplosctl.plugins import IncomingMessage, OutgoingMessage, TransportSettings
 
@@ -54,31 +53,6 @@ def _safe_name(value: str, what: str) -> str:
     ):
         raise TransportError(f"{what} {value!r} cannot be used as a file name")
     return value
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable: the directory entry lives in the directory's own blocks."""
-    with contextlib.suppress(OSError):  # some filesystems (e.g. SMB mounts) refuse this
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, `os.replace`: readers see all or nothing."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def message_metadata(message: OutgoingMessage) -> dict[str, Any]:
@@ -128,8 +102,8 @@ class DirectoryDelivery:
                 f"cannot move {self._meta} to {done}: {exc.strerror}; check the folder's "
                 "permissions"
             ) from exc
-        _fsync_dir(self._meta.parent)
-        _fsync_dir(done)
+        fsync_dir(self._meta.parent)
+        fsync_dir(done)
         self._settled = "accepted"
 
     def release(self) -> None:
@@ -189,14 +163,14 @@ class DirectoryTransport:
             )
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            _write_atomic(body_path, message.body)
-            _write_atomic(meta_path, _dump(message_metadata(message)))
+            write_atomic(body_path, message.body, mode=0o600)
+            write_atomic(meta_path, _dump(message_metadata(message)), mode=0o600)
         except OSError as exc:
             raise TransportError(
                 f"cannot write message {message_id} to {folder}: {exc.strerror}; check free "
                 "space and the folder's permissions"
             ) from exc
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
     def receive(self, queue: str, *, timeout: float) -> Iterator[DirectoryDelivery]:
         """Yield what is in the inbox now, in name order; a folder does not wait for more.
