@@ -111,7 +111,8 @@ def apply_submission(
             check_saved(plan, saved)
         if plan.action not in CHANGING:
             if plan.blocked:
-                raise IplosctlError(f"{plan.name} is {plan.action}: {plan.reason}")
+                state = "is waiting for its receipts" if plan.action == "wait" else "is blocked"
+                raise IplosctlError(f"{plan.name} {state}, nothing was sent: {plan.reason}")
             return ApplyResult(plan.name, plan.action, plan.attempt, skipped_reason=plan.reason)
         if not approve(plan):
             raise IplosctlError(f"{plan.name}: apply cancelled; nothing was sent")

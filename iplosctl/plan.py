@@ -9,6 +9,7 @@ unchanged export is near-instant.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from iplosctl import __version__, lockfile, plugins, profiles
+from iplosctl.atomic import write_atomic
 from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
 from iplosctl.payload.msghead import message_id
@@ -228,14 +230,8 @@ def _store_cached(key: str, analysis: Analysis) -> None:
         "summary": analysis.summary,
         "parts": [list(p) for p in analysis.part_digests],
     }
-    try:
-        directory = _cache_dir()
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{key}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, directory / f"{key}.json")
-    except OSError:
-        pass  # a cache that cannot be written only costs time
+    with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
+        write_atomic(_cache_dir() / f"{key}.json", json.dumps(data).encode("utf-8"))
 
 
 def analyse(
