@@ -233,6 +233,37 @@ def test_bad_payload_is_refused(payload: bytes) -> None:
     assert "\n" not in info.value.message
 
 
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        (b"<IplosExport xmlns='urn:x'><Header/>", "not closed at the end"),
+        (b"<IplosExport xmlns='urn:x'><Header/></IplosExportX>", "not closed at the end"),
+        (b"<x:Root xmlns:x='urn:x'><Child/></x:Root>", "no default namespace"),
+        (b"<Root><Child/></Root>", "no default namespace"),
+        (b"<?xml version='1.0' encoding='ISO-8859-1'?>\n<R xmlns='urn:x'/>", "not UTF-8"),
+        (b"<R xmlns='urn:x'>\xe6\xff</R>", "not valid UTF-8 at byte 17"),
+        (b"  text before <R xmlns='urn:x'/>", "does not start with an element"),
+    ],
+)
+def test_payload_checks_name_the_problem(payload: bytes, fragment: str) -> None:
+    with pytest.raises(PayloadError, match=fragment):
+        build_msghead(**_args(payload=payload))
+
+
+def test_payload_root_is_spliced_byte_for_byte() -> None:
+    """What the writer produced is what is signed: no re-serialisation on the way."""
+    root = "<IplosExport xmlns='urn:iplosctl:export:v1' version='1'>\n  <Header>Ø</Header>\n"
+    root += "</IplosExport >"
+    payload = b"\xef\xbb\xbf<?xml version='1.0' encoding='utf-8'?>\n<!-- before -->\n"
+    payload += root.encode() + b"\n<!-- after -->\n<?pi after?>\n"
+    xml = build_msghead(**_args(payload=payload))
+    assert xml.count(root.encode()) == 1
+    assert b"before" not in xml and b"after" not in xml
+    assert b"<Content>" + root.encode() + b"</Content>" in xml
+    empty = build_msghead(**_args(payload=b"<R xmlns='urn:x' />"))
+    assert b"<Content><R xmlns='urn:x' /></Content>" in empty
+
+
 def test_not_well_formed_msghead(schema: etree.XMLSchema) -> None:
     with pytest.raises(PayloadError, match="not well-formed XML: line 3: Premature end"):
         validate_msghead(b"<?xml version='1.0'?>\n<MsgHead>\n", schema)

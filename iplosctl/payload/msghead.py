@@ -188,10 +188,12 @@ def build_msghead(
     """A MsgHead v1.2 document (UTF-8, with XML declaration) carrying `payload`'s root.
 
     Equal inputs give equal bytes, so a plan can show the digest of what will be sent.
-    The payload's root element goes into `Content` unchanged; anything around it in
-    `payload` (declaration, comments) is dropped.
+    The payload's root element goes into `Content` byte for byte; anything around it in
+    `payload` (declaration, comments) is dropped. The envelope is built as a tree, the
+    payload is spliced in unparsed: parsing and re-serialising a 20 MB payload cost 0.7 s
+    of every send, five times the CMS work (benchmarks/apply_throughput.py).
     """
-    content_root = parse_document(payload, "payload")
+    root_bytes = payload_root(payload)
     root = etree.Element(_M + "MsgHead", nsmap={None: MSGHEAD_NS})
     info = _sub(root, "MsgInfo")
     _sub(info, "Type", V=msg_type, DN=msg_type_dn)
@@ -212,11 +214,79 @@ def build_msghead(
     _ident(receiver_org, receiver_her_id, "HER")
     refdoc = _sub(_sub(root, "Document"), "RefDoc")
     _sub(refdoc, "MsgType", V="XML", DN="XML-instans")
-    content = _sub(refdoc, "Content")
+    _sub(refdoc, "Content")
     etree.indent(root, space="  ")
-    content.append(content_root)
-    content_root.tail = None
-    return _XML_DECLARATION + etree.tostring(root, encoding="UTF-8") + b"\n"
+    # Text is escaped by lxml, so the one empty Content element is the only match.
+    head, tail = etree.tostring(root, encoding="UTF-8").split(_EMPTY_CONTENT)
+    return b"".join((_XML_DECLARATION, head, b"<Content>", root_bytes, b"</Content>", tail, b"\n"))
+
+
+_EMPTY_CONTENT = b"<Content/>"
+#: XML declaration, then comments, PIs and white space (DOCTYPE deliberately absent)
+_PROLOG = re.compile(rb"(?:<\?xml\s[^>]*\?>)?(?:\s+|<!--(?:[^-]|-[^-])*-->|<\?[^>]*\?>)*")
+_ENCODING = re.compile(rb"""\sencoding\s*=\s*["']([^"']*)["']""")
+_ROOT_START = re.compile(rb"<([A-Za-z_][\w.-]*(?::[A-Za-z_][\w.-]*)?)[\s/>]")
+_DEFAULT_NAMESPACE = re.compile(rb"""\sxmlns\s*=\s*(?:"[^"]+"|'[^']+')""")
+_WHITE = b" \t\r\n"
+
+
+def payload_root(payload: bytes) -> bytes:
+    """The bytes of `payload`'s root element, found without parsing the document.
+
+    The payload is one that iplosctl's export writer produced: every value escaped, every
+    element closed. So the checks here are the cheap ones that catch a wrong file rather
+    than a broken writer: UTF-8, no DOCTYPE (no entity tricks), a root element in a default
+    namespace of its own (so it keeps its namespace inside `Content`), closed at the end.
+    With `spec.schemas` set, apply validates the whole MsgHead before sending anyway.
+    """
+    start = 3 if payload.startswith(b"\xef\xbb\xbf") else 0
+    prolog = _PROLOG.match(payload, start)
+    assert prolog is not None  # every part of the pattern is optional
+    declared = _ENCODING.search(payload, start, prolog.end()) if prolog.end() > start else None
+    if declared and declared[1].decode("ascii", "replace").lower() not in ("utf-8", "utf8"):
+        raise PayloadError("payload is not UTF-8: only UTF-8 payloads can go into a MsgHead")
+    pos = prolog.end()
+    if payload.startswith(b"<!DOCTYPE", pos):
+        raise PayloadError("payload has a DOCTYPE declaration; DTDs and entities are not accepted")
+    root = _ROOT_START.match(payload, pos)
+    if root is None:
+        raise PayloadError("payload is not well-formed XML: it does not start with an element")
+    end = _end_of_root(payload)
+    closing = b"</" + root[1]
+    tag_end = payload.find(b">", root.end() - 1)
+    if payload.rfind(closing, pos, end) != -1:
+        closed = payload[payload.rfind(closing, pos, end) + len(closing) : end].strip(_WHITE)
+        closed_ok = closed == b">"
+    else:
+        closed_ok = tag_end == end - 1 and payload[tag_end - 1 : tag_end] == b"/"
+    if not closed_ok:
+        raise PayloadError(
+            "payload is not well-formed XML: its root element is not closed at the end"
+        )
+    if not _DEFAULT_NAMESPACE.search(payload, root.end() - 1, tag_end):
+        raise PayloadError(
+            "payload root element declares no default namespace (xmlns=...); "
+            "Content takes namespaced XML only"
+        )
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"payload is not valid UTF-8 at byte {exc.start}") from None
+    return payload[pos:end]
+
+
+def _end_of_root(payload: bytes) -> int:
+    """Where the root element ends: trailing white space, comments and PIs stripped."""
+    end = len(payload)
+    while True:
+        while end and payload[end - 1] in _WHITE:
+            end -= 1
+        if payload.endswith(b"-->", 0, end):
+            end = max(payload.rfind(b"<!--", 0, end), 0)
+        elif payload.endswith(b"?>", 0, end):
+            end = max(payload.rfind(b"<?", 0, end), 0)
+        else:
+            return end
 
 
 # --- schemas --------------------------------------------------------------------------------
