@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -46,6 +47,36 @@ def test_text_is_deterministic_and_sorted(tmp_path: Path) -> None:
     text = lf.dumps(a)
     assert text.index("attempts:") < text.index("lineage:") < text.index("submission:")
     assert "'15': 22" in text and "'6': <5" in text
+
+
+def test_awkward_receipt_text_round_trips(tmp_path: Path) -> None:
+    """AppRec texts are copied verbatim: line breaks, quotes, '#', non-ASCII and long
+    lines survive a save with the lockfile's emitter (libyaml's, via ruamel.yaml.clib)
+    and read back equal to what the pure-Python emitter's text reads back as."""
+    from ruamel.yaml import YAML
+
+    lock = sample()
+    part = lock.attempts[0].parts[0]
+    part.state = "rejected"
+    part.receipt = lf.Receipt(
+        status="rejected",
+        receipt_id="r-1",
+        received_at="2024-01-04T10:00:00Z",
+        errors=[
+            lf.ReceiptError("E31", "2.16.578.1.12.4.1.1.8221", "Feil i «Tjenestetype»: æøå"),
+            lf.ReceiptError("T02", "", "line one\nline two: 'quoted' # not a comment", "x" * 300),
+        ],
+    )
+    path = tmp_path / "demo-2023.lock.yaml"
+    lf.save(path, lock)
+    assert lf.load(path) == lock
+    pure = YAML(typ="safe", pure=True)
+    pure.default_flow_style = False
+    pure.width = 4096
+    out = io.StringIO()
+    pure.dump(lf._sorted(lf._to_data(lock)), out)
+    safe = YAML(typ="safe", pure=True)
+    assert safe.load(path.read_text(encoding="utf-8")) == safe.load(out.getvalue())
 
 
 def test_missing_lockfile_is_none(tmp_path: Path) -> None:
