@@ -16,9 +16,10 @@ _K2_WEIGHTS = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
 
 def _mod11(digits: str, weights: tuple[int, ...]) -> int | None:
     """The mod-11 control digit, or None where the remainder makes the number invalid."""
-    if len(digits) != len(weights):
+    if len(digits) != len(weights) or not digits.isascii() or not digits.isdigit():
         raise ValueError(f"expected {len(weights)} digits")
-    remainder = sum(map(operator.mul, map(int, digits), weights)) % 11  # hot: every person id
+    # Hot (every person id): multiply the ASCII codes, then take off 48 ('0') per weight.
+    remainder = (sum(map(operator.mul, digits.encode(), weights)) - 48 * sum(weights)) % 11
     control = 0 if remainder == 0 else 11 - remainder
     return None if control == 10 else control
 

@@ -322,9 +322,16 @@ def _attr(value: str) -> str:
 
 
 def _code(value: str, what: str) -> str:
+    if value in _GOOD_CODES:  # a few dozen codes, each written a hundred thousand times
+        return value
     if not _CODE.fullmatch(value):
         raise _Bad(f"{what} must be 1 to 20 letters, digits, '.', '_' or '-'")
+    if len(_GOOD_CODES) < 4096:
+        _GOOD_CODES.add(value)
     return value
+
+
+_GOOD_CODES: set[str] = set()
 
 
 def _hours(value: float) -> str:
