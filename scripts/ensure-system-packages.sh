@@ -3,6 +3,7 @@
 # silently drops TLS when pkg-config or the OpenSSL headers are missing
 # (STACK.md §1), so they must be there before pip runs.
 # Installs what is missing when run as root; otherwise stops with one line.
+# `--bench` adds xmllint (libxml2-utils), the yardstick of benchmarks/plan_scale.py.
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
@@ -23,6 +24,9 @@ pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   || missing+=(python3-dev)
 command -v openssl >/dev/null || missing+=(openssl)
+if [ "${1:-}" = "--bench" ]; then
+  command -v xmllint >/dev/null || missing+=(libxml2-utils)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
