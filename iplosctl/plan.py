@@ -25,7 +25,7 @@ from iplosctl.atomic import write_atomic
 from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
 from iplosctl.payload.msghead import message_id
-from iplosctl.payload.parts import PayloadHasher, PayloadWriter
+from iplosctl.payload.parts import PayloadHasher
 from iplosctl.plugins import SourceSpec
 from iplosctl.profiles import Profile
 from iplosctl.records import ExportHeader
@@ -269,22 +269,13 @@ def analyse(
     )
     run = RuleRun(rules, ctx)
     summary = SummaryBuilder(profile, manifest.reporting_year)
-    hasher = PayloadHasher(export.header, profile.message_parts)
-    writer = (
-        PayloadWriter(export.header, profile.message_parts, payload_outputs)
-        if payload_outputs is not None
-        else None
-    )
+    hasher = PayloadHasher(export.header, profile.message_parts, payload_outputs)
     for record in export.recipients:
         if run.record(record):
             summary.add(record)
             hasher.add(record)
-            if writer is not None:
-                writer.add(record)
         else:
             summary.exclude()
-    if writer is not None:
-        writer.finish()
     analysis = Analysis(
         header=export.header,
         source_digest=source_digest,

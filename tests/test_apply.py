@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import json
 import os
 import random
@@ -164,6 +165,10 @@ def test_apply_sends_both_parts_with_nhn_properties(cli, setup: Setup) -> None:
         validate_msghead(msghead, schema)
         info = parse_msghead(msghead)
         assert info.msg_id == part.msg_id and info.msg_type == part.type
+        # What was signed is, byte for byte, the payload whose digest the plan showed.
+        content = msghead[msghead.index(b"<Content>") + 9 : msghead.rindex(b"</Content>")]
+        planned = b'<?xml version="1.0" encoding="UTF-8"?>\n' + content + b"\n"
+        assert f"sha256:{hashlib.sha256(planned).hexdigest()}" == part.payload_digest
         payload = etree.fromstring(info.payload)
         ids = payload.findall(".//{urn:iplosctl:export:v1}PersonId")
         assert (len(ids) > 0) == (part.type == "KPR_IDE")

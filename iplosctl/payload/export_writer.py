@@ -142,7 +142,11 @@ class ExportWriter:
 
 
 class ExportHasher:
-    """sha256 and size of what ExportWriter would write, without keeping the bytes."""
+    """sha256 and size of what ExportWriter writes; with `out`, the bytes go there too.
+
+    Without `out` nothing is kept (the plan); with it (apply) each record is formatted
+    once for both the digest and the file.
+    """
 
     def __init__(
         self,
@@ -150,8 +154,9 @@ class ExportHasher:
         *,
         include_person_ids: bool = True,
         include_services: bool = True,
+        out: BinaryIO | None = None,
     ) -> None:
-        self._sink = Sha256Sink()
+        self._sink = Sha256Sink(out)
         self._writer = ExportWriter(
             self._sink,
             header,
@@ -216,13 +221,17 @@ def export_digest(
 
 
 class Sha256Sink:
-    """A write-only file object that feeds sha256 and forgets the bytes."""
+    """A write-only file object that feeds sha256, then passes the bytes on to `out` or
+    forgets them."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: BinaryIO | None = None) -> None:
         self.hash = hashlib.sha256()
+        self._out = out
 
     def write(self, data: bytes, /) -> int:
         self.hash.update(data)
+        if self._out is not None:
+            self._out.write(data)
         return len(data)
 
 

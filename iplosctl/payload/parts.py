@@ -2,7 +2,8 @@
 
 The profile says what each part carries (`messageParts[].content`). The plan
 needs every part's digest and size while the export streams past once, so
-each part gets its own push-style hasher; apply uses writers into files.
+each part gets its own push-style hasher; apply passes a file per part and
+gets the bytes written in the same pass, each record formatted once.
 """
 
 from __future__ import annotations
@@ -10,44 +11,37 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import BinaryIO
 
-from iplosctl.payload.export_writer import CONTENT_FLAGS, ExportHasher, ExportWriter
+from iplosctl.payload.export_writer import CONTENT_FLAGS, ExportHasher
 from iplosctl.profiles import MessagePart
 from iplosctl.records import ExportHeader, Recipient
 
 
 class PayloadHasher:
-    """sha256 and size of every part's payload, without keeping the bytes."""
+    """sha256 and size of every part's payload; with `outputs`, the bytes written too."""
 
-    def __init__(self, header: ExportHeader, parts: Sequence[MessagePart]) -> None:
-        self._hashers = {p.type: ExportHasher(header, **CONTENT_FLAGS[p.content]) for p in parts}
+    def __init__(
+        self,
+        header: ExportHeader,
+        parts: Sequence[MessagePart],
+        outputs: Mapping[str, BinaryIO] | None = None,
+    ) -> None:
+        self._hashers = {
+            p.type: ExportHasher(
+                header,
+                **CONTENT_FLAGS[p.content],
+                out=None if outputs is None else outputs[p.type],
+            )
+            for p in parts
+        }
 
     def add(self, record: Recipient) -> None:
         for hasher in self._hashers.values():
             hasher.add(record)
 
     def finish(self) -> list[tuple[str, str, int]]:
-        """(part type, `sha256:…`, size in bytes) in profile order."""
+        """(part type, `sha256:…`, size in bytes) in profile order; flushes every output."""
         out = []
         for part_type, hasher in self._hashers.items():
             digest = hasher.finish()
             out.append((part_type, digest.digest, digest.size))
         return out
-
-
-class PayloadWriter:
-    """Every part's payload written to its own binary file, fed one record at a time."""
-
-    def __init__(
-        self, header: ExportHeader, parts: Sequence[MessagePart], outputs: Mapping[str, BinaryIO]
-    ) -> None:
-        self._writers = {
-            p.type: ExportWriter(outputs[p.type], header, **CONTENT_FLAGS[p.content]) for p in parts
-        }
-
-    def add(self, record: Recipient) -> None:
-        for writer in self._writers.values():
-            writer.add(record)
-
-    def finish(self) -> None:
-        for writer in self._writers.values():
-            writer.finish()
