@@ -272,13 +272,17 @@ class Period(BaseRule):
         self._first = self._last = dt.date.min
 
     def check_header(self, ctx: RuleContext) -> Iterable[Hit]:
+        # Not a generator, so the year's bounds are set even if nobody iterates the hits.
         self._first = dt.date(ctx.manifest.reporting_year, 1, 1)
         self._last = dt.date(ctx.manifest.reporting_year, 12, 31)
-        if ctx.header.reporting_year != ctx.manifest.reporting_year:
-            yield Hit(
+        if ctx.header.reporting_year == ctx.manifest.reporting_year:
+            return ()
+        return (
+            Hit(
                 f"the export is for {ctx.header.reporting_year} but the manifest reports "
                 f"{ctx.manifest.reporting_year}"
-            )
+            ),
+        )
 
     def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
         first, last = self._first, self._last
