@@ -31,7 +31,6 @@ printed per size. MB are 10^6 bytes. Times are printed, never asserted.
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
 import json
 import math
@@ -39,8 +38,6 @@ import os
 import statistics
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +45,6 @@ from typing import Any
 
 from common import MB, cache_root, cached_export, manifest_yaml
 from proton import Delivery, Message
-from proton.utils import BlockingConnection
 
 from iplosctl.apply import apply_submission
 from iplosctl.manifest.loader import load_manifest
@@ -56,45 +52,20 @@ from iplosctl.payload.parts import PayloadHasher
 from iplosctl.profiles import load_profile
 from iplosctl.sandbox.generate import synthetic_header, synthetic_recipients
 from iplosctl.sandbox.pki import generate_pki
+from tests.broker import (
+    AMQP_URL,
+    PASSWORD,
+    USER,
+    connect,
+    declare_queue,
+    delete_queue,
+    purge_queue,
+)
 
-# The test broker that scripts/test-broker.sh configures (same variables as tests/broker.py).
-AMQP_URL = os.environ.get("IPLOSCTL_TEST_AMQP_URL", "amqp://127.0.0.1:5672")
-USER = os.environ.get("IPLOSCTL_TEST_AMQP_USER", "iplosctl-test")
-PASSWORD = os.environ.get("IPLOSCTL_TEST_AMQP_PASSWORD", "iplosctl-test-password")
-HTTP = os.environ.get("IPLOSCTL_TEST_BROKER_HTTP", "http://127.0.0.1:15672")
 SECRET_NAME = "bench-amqp"
 TODAY = dt.date(2024, 1, 5)  # inside the 2023 reporting window
 SEED = 1
 CALIBRATION_RECIPIENTS = 2000
-
-
-def management(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """RabbitMQ's management API as the test user (queue setup and cleanup only)."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(HTTP + "/api" + path, data=data, method=method)
-    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    request.add_header("Authorization", f"Basic {token}")
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        raw = response.read()
-    return json.loads(raw) if raw else None
-
-
-def _queue_path(name: str) -> str:
-    return f"/queues/%2F/{urllib.parse.quote(name, safe='')}"
-
-
-def declare_queue(name: str) -> None:
-    management("PUT", _queue_path(name), {"durable": True, "auto_delete": False, "arguments": {}})
-
-
-def purge_queue(name: str) -> None:
-    """Keep the broker's memory flat between rounds (20 MB messages add up)."""
-    management("DELETE", _queue_path(name) + "/contents")
-
-
-def delete_queue(name: str) -> None:
-    management("DELETE", _queue_path(name))
 
 
 def ipl_bytes_per_recipient() -> float:
@@ -176,9 +147,7 @@ def apply_round(manifest_path: Path) -> Round:
 def baseline_round(queue: str, bodies: list[bytes]) -> float:
     """Plain proton: connect, attach, send each body durable and wait for ACCEPTED."""
     started = time.perf_counter()
-    conn = BlockingConnection(
-        AMQP_URL, timeout=60, user=USER, password=PASSWORD, allowed_mechs="PLAIN"
-    )
+    conn = connect(timeout=60)
     try:
         sender = conn.create_sender(f"/amq/queue/{queue}")
         for body in bodies:
@@ -210,6 +179,7 @@ def bench_size(
         for i in range(parts + 1):  # round 0 warms up imports, TLS-free connects, caches
             r = apply_round(manifest)
             r.baseline_seconds = baseline_round(baseline_queue, [os.urandom(n) for n in r.sizes])
+            # keep the broker's memory flat between rounds (20 MB messages add up)
             purge_queue(apply_queue)
             purge_queue(baseline_queue)
             if i > 0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,9 @@ import iplosctl
 from iplosctl.sandbox.generate import DEMO_SERVICE_UNITS, generate_export
 
 REPO = Path(__file__).resolve().parent.parent
+# The benchmarks reuse tests/broker.py, the one description of the test broker.
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))
 MB = 1_000_000
 #: sources whose change alters a generated export (the cache key hashes them)
 _GENERATOR_SOURCES = ("sandbox/generate.py", "payload/export_writer.py", "records.py")

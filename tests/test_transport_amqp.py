@@ -30,7 +30,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from proton import Message
-from proton.utils import BlockingConnection
 
 from iplosctl import plugins
 from iplosctl.errors import TransportError
@@ -91,13 +90,7 @@ def wait_for_depth(queue: str, expected: int) -> int:
 
 def raw_receive(queue: str, count: int) -> list[Message]:
     """Read messages with plain proton, to see the AMQP fields IncomingMessage leaves out."""
-    conn = BlockingConnection(
-        broker.AMQP_URL,
-        user=broker.USER,
-        password=broker.PASSWORD,
-        allowed_mechs="PLAIN",
-        timeout=20,
-    )
+    conn = broker.connect()
     try:
         receiver = conn.create_receiver(receive_address(queue), credit=count)
         out = []
@@ -110,13 +103,7 @@ def raw_receive(queue: str, count: int) -> list[Message]:
 
 
 def raw_send(queue: str, message: Message) -> None:
-    conn = BlockingConnection(
-        broker.AMQP_URL,
-        user=broker.USER,
-        password=broker.PASSWORD,
-        allowed_mechs="PLAIN",
-        timeout=20,
-    )
+    conn = broker.connect()
     try:
         conn.create_sender(f"/amq/queue/{queue}").send(message)
     finally:
