@@ -14,10 +14,22 @@ import pytest
 
 from iplosctl import output
 from iplosctl.cli import main
+from iplosctl.identifiers import person_control_digits
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_MANIFEST = REPO / "manifests" / "demo-2023.yaml"
 DEMO_EXPORT = REPO / "examples" / "exports" / "demo-2023.xml"
+
+
+def planted_person_id(prefix: str) -> str:
+    """A valid 11-digit number starting with the six digits `prefix` (day, month + 80 for
+    Test-Norge, year): built at run time so no source file holds a real-looking number."""
+    for individual in range(100, 999):
+        base = f"{prefix}{individual:03d}"
+        digits = person_control_digits(base)
+        if digits:
+            return base + "".join(map(str, digits))
+    raise AssertionError(prefix)
 
 
 class MemoryKeyring(keyring.backend.KeyringBackend):

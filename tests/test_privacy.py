@@ -6,19 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from iplosctl.identifiers import person_control_digits
+from tests.conftest import planted_person_id
 
-
-def _tnr(prefix: str) -> str:
-    for individual in range(100, 999):
-        base = f"{prefix}{individual:03d}"
-        digits = person_control_digits(base)
-        if digits:
-            return base + "".join(map(str, digits))
-    raise AssertionError(prefix)
-
-
-PLANTED_IDS = [_tnr("178955"), _tnr("239147")]  # valid Test-Norge numbers
+PLANTED_IDS = [planted_person_id("178955"), planted_person_id("239147")]  # valid Test-Norge numbers
 PLANTED_BAD_ID = PLANTED_IDS[1][:10] + str((int(PLANTED_IDS[1][10]) + 1) % 10)  # wrong k2
 PLANTED_NAMES = ["Kari Plantesen", "Donald Duck"]
 

@@ -20,28 +20,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from iplosctl import __version__, endpoint, lockfile, plugins
-from iplosctl.identifiers import person_control_digits
 from iplosctl.manifest import Manifest, load_manifest
 from iplosctl.plan import file_digest
 from iplosctl.receipts import quarantine_dir
 from iplosctl.sandbox.pki import generate_pki
 from iplosctl.support_bundle import BUNDLE_JSON, MEMBERS, README_TXT, build_support_bundle
+from tests.conftest import planted_person_id
 
-
-def _tnr(prefix: str) -> str:
-    """A valid Test-Norge number starting with `prefix` (as tests/test_privacy.py)."""
-    for individual in range(100, 999):
-        base = f"{prefix}{individual:03d}"
-        digits = person_control_digits(base)
-        if digits:
-            return base + "".join(map(str, digits))
-    raise AssertionError(prefix)
-
-
-EXPORT_ID = _tnr("148856")
-TEST_PERSON_ID = _tnr("259248")
+EXPORT_ID = planted_person_id("148856")
+TEST_PERSON_ID = planted_person_id("259248")
 BAD_ID = EXPORT_ID[:10] + str((int(EXPORT_ID[10]) + 1) % 10)  # wrong k2: the register's E31
-OT_ID = _tnr("069951")  # only in the register's OT and a transport error's description
+OT_ID = planted_person_id("069951")  # only in the register's OT and a transport error's description
 EXPORT_NAME = "Kari Bundlesen"
 BAD_NAME = "Ola Lekkasjesen"
 TEST_PERSON_NAME = "Testa Plantedatter"
