@@ -193,7 +193,7 @@ def build_msghead(
     payload is spliced in unparsed: parsing and re-serialising a 20 MB payload cost 0.7 s
     of every send, five times the CMS work (benchmarks/apply_throughput.py).
     """
-    root_bytes = payload_root(payload)
+    root_bytes = _payload_root(payload)
     root = etree.Element(_M + "MsgHead", nsmap={None: MSGHEAD_NS})
     info = _sub(root, "MsgInfo")
     _sub(info, "Type", V=msg_type, DN=msg_type_dn)
@@ -230,7 +230,7 @@ _DEFAULT_NAMESPACE = re.compile(rb"""\sxmlns\s*=\s*(?:"[^"]+"|'[^']+')""")
 _WHITE = b" \t\r\n"
 
 
-def payload_root(payload: bytes) -> bytes:
+def _payload_root(payload: bytes) -> bytes:
     """The bytes of `payload`'s root element, found without parsing the document.
 
     The payload is one that iplosctl's export writer produced: every value escaped, every
@@ -242,7 +242,7 @@ def payload_root(payload: bytes) -> bytes:
     start = 3 if payload.startswith(b"\xef\xbb\xbf") else 0
     prolog = _PROLOG.match(payload, start)
     assert prolog is not None  # every part of the pattern is optional
-    declared = _ENCODING.search(payload, start, prolog.end()) if prolog.end() > start else None
+    declared = _ENCODING.search(payload, start, prolog.end())
     if declared and declared[1].decode("ascii", "replace").lower() not in ("utf-8", "utf8"):
         raise PayloadError("payload is not UTF-8: only UTF-8 payloads can go into a MsgHead")
     pos = prolog.end()
@@ -253,11 +253,11 @@ def payload_root(payload: bytes) -> bytes:
         raise PayloadError("payload is not well-formed XML: it does not start with an element")
     end = _end_of_root(payload)
     closing = b"</" + root[1]
+    closing_at = payload.rfind(closing, pos, end)
     tag_end = payload.find(b">", root.end() - 1)
-    if payload.rfind(closing, pos, end) != -1:
-        closed = payload[payload.rfind(closing, pos, end) + len(closing) : end].strip(_WHITE)
-        closed_ok = closed == b">"
-    else:
+    if closing_at != -1:
+        closed_ok = payload[closing_at + len(closing) : end].strip(_WHITE) == b">"
+    else:  # an empty root element, <Root .../>
         closed_ok = tag_end == end - 1 and payload[tag_end - 1 : tag_end] == b"/"
     if not closed_ok:
         raise PayloadError(
@@ -265,8 +265,8 @@ def payload_root(payload: bytes) -> bytes:
         )
     if not _DEFAULT_NAMESPACE.search(payload, root.end() - 1, tag_end):
         raise PayloadError(
-            "payload root element declares no default namespace (xmlns=...); "
-            "Content takes namespaced XML only"
+            "the payload's root element declares no default namespace (xmlns=\"...\"); "
+            "a MsgHead can only carry namespaced XML"
         )
     try:
         payload.decode("utf-8")

@@ -175,8 +175,14 @@ class OrgNumber(BaseRule):
         self._units = frozenset(u.org_number for u in ctx.manifest.service_units)
         return ()
 
+    def _check_digit_ok(self, org: str) -> bool:
+        ok = self._valid.get(org)
+        if ok is None:
+            ok = self._valid[org] = is_valid_org_number(org)
+        return ok
+
     def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
-        units, valid = self._units, self._valid
+        units = self._units
         for service in record.services:
             code = ctx.profile.service_codes.get(service.code)
             if code is None or service.code in ctx.profile.housing_current:
@@ -193,7 +199,7 @@ class OrgNumber(BaseRule):
                 yield Hit(
                     f"code {service.code} ({code.name}) must not carry an org number", ref(record)
                 )
-            elif not (valid.get(org) or valid.setdefault(org, is_valid_org_number(org))):
+            elif not self._check_digit_ok(org):
                 yield Hit(f"org number {org} has a bad check digit", ref(record))
             elif org not in units:
                 yield Hit(
