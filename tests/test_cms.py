@@ -15,7 +15,7 @@ import pytest
 from asn1crypto import cms as asn1_cms
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509.oid import NameOID
@@ -381,6 +381,46 @@ def test_certificate_without_key_usage_extension(pki: Pki) -> None:
     )
     _refusal(Failure.KEY_USAGE, cms.check_signing_certificate, cert, NOW)
     _refusal(Failure.KEY_USAGE, cms.check_encryption_certificate, cert, NOW)
+
+
+def test_encryption_certificate_must_hold_an_rsa_key(pki: Pki) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "EC receiver")]))
+        .issuer_name(pki.ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW)
+        .not_valid_after(NOW + dt.timedelta(days=9))
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(pki.ca_key, hashes.SHA256())
+    )
+    message = _refusal(Failure.UNSUPPORTED, cms.check_encryption_certificate, cert, NOW)
+    assert "'EC receiver'" in message and "RSA only" in message
+    for now in (NOW, None):
+        _refusal(
+            Failure.UNSUPPORTED,
+            cms.sign_then_encrypt,
+            CONTENT,
+            signer_cert=pki.muni_sign.cert,
+            signer_key=pki.muni_sign.key,
+            recipient_cert=cert,
+            now=now,
+        )
 
 
 def test_validity_window_is_checked_against_now(pki: Pki) -> None:

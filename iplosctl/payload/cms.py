@@ -307,6 +307,10 @@ def check_encryption_certificate(cert: x509.Certificate, now: dt.datetime) -> No
             f"encryption certificate {describe(cert)} lacks the keyEncipherment key usage "
             "NHN requires; use the receiver's encryption certificate, not its signing one",
         )
+    _require_rsa(cert)
+
+
+def _require_rsa(cert: x509.Certificate) -> None:
     if not isinstance(cert.public_key(), rsa.RSAPublicKey):
         raise CmsError(
             Failure.UNSUPPORTED,
@@ -377,12 +381,7 @@ def sign_then_encrypt(
             f"the signing key does not belong to signing certificate {describe(signer_cert)}; "
             "check that the manifest's certificate and key files are a pair",
         )
-    if not isinstance(recipient_cert.public_key(), rsa.RSAPublicKey):
-        raise CmsError(
-            Failure.UNSUPPORTED,
-            f"encryption certificate {describe(recipient_cert)} has no RSA key; "
-            "NHN encrypts to RSA only",
-        )
+    _require_rsa(recipient_cert)  # also without `now`: cryptography needs RSA here
     builder = pkcs7.PKCS7SignatureBuilder().set_data(content)
     if isinstance(signer_key, rsa.RSAPrivateKey):
         builder = builder.add_signer(

@@ -265,7 +265,7 @@ def _payload_root(payload: bytes) -> bytes:
         )
     if not _DEFAULT_NAMESPACE.search(payload, root.end() - 1, tag_end):
         raise PayloadError(
-            "the payload's root element declares no default namespace (xmlns=\"...\"); "
+            'the payload\'s root element declares no default namespace (xmlns="..."); '
             "a MsgHead can only carry namespaced XML"
         )
     try:
