@@ -38,7 +38,7 @@ from iplosctl.formats.profile import (
 from iplosctl.plugins import Export, SourceSpec
 from iplosctl.records import Assessment, ExportHeader, Recipient, Service
 
-from ._diagnose import check_prolog, diagnose
+from ._diagnose import HARDENED_PARSING, check_prolog, diagnose
 
 #: bytes handed to libxml2 per read; larger chunks did not measure faster
 CHUNK_SIZE = 1 << 16
@@ -131,14 +131,9 @@ class _Stream:
                 events=("end",),
                 tag=(root_tag, header_tag, recipient_tag),
                 schema=profile.xml_schema(),
-                load_dtd=False,
-                no_network=True,
-                resolve_entities=False,
-                huge_tree=False,
-                remove_comments=True,
-                remove_pis=True,
                 remove_blank_text=True,
                 chunk_size=CHUNK_SIZE,
+                **HARDENED_PARSING,
             )
             try:
                 for _event, elem in events:

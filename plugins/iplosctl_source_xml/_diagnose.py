@@ -26,6 +26,18 @@ from lxml import etree
 from iplosctl.errors import Location, Problem, SourceError
 from iplosctl.formats.profile import FormatProfile, local_name
 
+#: The parser settings for an export, shared by the streaming read and this diagnosis so
+#: both see the same document: no DTD (so no entity bombs or external entities), no
+#: network, libxml2's default size limits; comments and PIs are not data.
+HARDENED_PARSING: dict[str, bool] = {
+    "load_dtd": False,
+    "no_network": True,
+    "resolve_entities": False,
+    "huge_tree": False,
+    "remove_comments": True,
+    "remove_pis": True,
+}
+
 #: how much of the file may come before the root element (XML declaration, comments)
 PROLOG_LIMIT = 1 << 20
 _CHUNK = 1 << 16
@@ -176,16 +188,7 @@ def _first_problem(path: Path, profile: FormatProfile, encoding: str | None) -> 
     root: etree._Element | None = None
     header: etree._Element | None = None
     depth = 0
-    events = etree.iterparse(
-        str(path),
-        events=("start", "end"),
-        load_dtd=False,
-        no_network=True,
-        resolve_entities=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-    )
+    events = etree.iterparse(str(path), events=("start", "end"), **HARDENED_PARSING)
     try:
         for event, elem in events:
             if event == "start":
