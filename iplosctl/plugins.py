@@ -146,6 +146,14 @@ class TransportPlugin(Protocol):
         """Return only once the broker has ACCEPTED the message; raise TransportError."""
         ...
 
+    def prepare(self, to_queue: str) -> None:
+        """Optional: get ready to send to `to_queue` (connect, check the queue) now.
+
+        apply calls it, when a plugin has it, while the first message is being signed
+        and encrypted, so the two overlap; a plugin without it connects on first send.
+        """
+        ...
+
     def receive(self, queue: str, *, timeout: float) -> Iterator[Delivery]:
         """Yield deliveries from `queue` until it is empty for `timeout` seconds."""
         ...

@@ -20,10 +20,14 @@ PASSWORD = os.environ.get("IPLOSCTL_TEST_AMQP_PASSWORD", "iplosctl-test-password
 HTTP = os.environ.get("IPLOSCTL_TEST_BROKER_HTTP", "http://127.0.0.1:15672")
 
 
-def connect(timeout: float = 20) -> BlockingConnection:
-    """A plain proton connection as the test user (PLAIN, no TLS), as the plugin logs in."""
+def connect(timeout: float = 20, max_frame_size: int | None = None) -> BlockingConnection:
+    """A plain proton connection as the test user (PLAIN, no TLS), as the plugin logs in.
+
+    `max_frame_size` None keeps proton's default.
+    """
+    options = {} if max_frame_size is None else {"max_frame_size": max_frame_size}
     return BlockingConnection(
-        AMQP_URL, user=USER, password=PASSWORD, allowed_mechs="PLAIN", timeout=timeout
+        AMQP_URL, user=USER, password=PASSWORD, allowed_mechs="PLAIN", timeout=timeout, **options
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 import re
 import select
 import socket
@@ -35,7 +36,9 @@ from iplosctl import plugins
 from iplosctl.errors import TransportError
 from iplosctl.plugins import OutgoingMessage, TlsSettings, TransportSettings
 from iplosctl_transport_amqp import AmqpTransport, receive_address, send_address
-from iplosctl_transport_amqp.transport import backoff_delay
+from iplosctl_transport_amqp import transport as transport_module
+from iplosctl_transport_amqp.connection import MAX_FRAME_SIZE
+from iplosctl_transport_amqp.transport import _OnePassMessage, backoff_delay
 from tests import broker
 
 PLANTED = "Planted-Pa55word-9f3e1c"
@@ -406,6 +409,31 @@ def test_number_of_tries_is_configurable() -> None:
     assert sleeps == [0.0]
 
 
+def test_one_pass_encoding_is_what_proton_encodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def counted(msg: object, size: int) -> object:
+        calls.append(size)
+        return encoder(msg, size)
+
+    encoder = transport_module._encode
+    assert encoder is not None
+    monkeypatch.setattr(transport_module, "_encode", counted)
+    fields = {"durable": True, "id": "m-1", "subject": "KPR_IPL", "inferred": True}
+    big = os.urandom(300_000)
+    got = _OnePassMessage(body=big, properties={"fromHerId": "8094867"}, **fields).encode()
+    assert bytes(got) == bytes(
+        Message(body=big, properties={"fromHerId": "8094867"}, **fields).encode()
+    )
+    assert len(calls) == 1  # one pass, not proton's 16-byte start doubled fifteen times
+    # headers bigger than the headroom, and small bodies: proton's own encode, same bytes
+    huge = {"note": "x" * (2 * _OnePassMessage.HEADROOM)}
+    for body, properties in ((big, huge), (b"small", {"fromHerId": "8094867"})):
+        mine = _OnePassMessage(body=body, properties=properties, **fields).encode()
+        theirs = Message(body=body, properties=properties, **fields).encode()
+        assert bytes(mine) == bytes(theirs)
+
+
 # --- against the real broker -------------------------------------------------------------
 
 
@@ -568,7 +596,9 @@ def test_unknown_queue_fails_at_once_not_by_timeout() -> None:
             list(t.receive(missing, timeout=1))
         with pytest.raises(TransportError) as checking:
             t.check_queue(missing)
-    for caught in (sending, receiving, checking):
+        with pytest.raises(TransportError) as preparing:
+            t.prepare(missing)
+    for caught in (sending, receiving, checking, preparing):
         assert f"no queue '{missing}'" in caught.value.message
         assert "Adresseregisteret" in caught.value.message
         assert "no answer" not in caught.value.message
@@ -669,3 +699,16 @@ def test_one_connection_is_reused_for_all_sends(queue: str) -> None:
             t.send(outgoing(queue))
         assert t._conn is first
     assert len(raw_receive(queue, 4)) == 4
+
+
+@pytest.mark.broker
+def test_prepare_opens_the_connection_that_send_then_uses(queue: str) -> None:
+    with AmqpTransport(settings()) as t:
+        t.prepare(queue)
+        prepared = t._conn
+        assert prepared is not None
+        # RabbitMQ agrees to the larger frames: fewer frames per part
+        assert prepared.conn.transport.remote_max_frame_size == MAX_FRAME_SIZE
+        t.send(outgoing(queue, body=os.urandom(3 * MAX_FRAME_SIZE + 17)))
+        assert t._conn is prepared
+    assert len(raw_receive(queue, 1)) == 1

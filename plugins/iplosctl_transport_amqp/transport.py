@@ -37,6 +37,11 @@ from proton import Endpoint, Message, ProtonException, Timeout
 from proton.handlers import MessagingHandler
 from proton.utils import BlockingReceiver, BlockingSender, ConnectionClosed, LinkDetached
 
+try:  # proton's own encoder, used by _OnePassMessage
+    from cproton import pn_message_encode as _encode
+except ImportError:  # pragma: no cover - a proton build without the cffi module
+    _encode = None
+
 from iplosctl.errors import TransportError
 from iplosctl.plugins import IncomingMessage, OutgoingMessage, TransportSettings
 
@@ -86,6 +91,33 @@ def backoff_delay(
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class _OnePassMessage(Message):
+    """A proton Message that encodes a large body in one pass.
+
+    proton's `Message.encode` starts from a 16-byte buffer and doubles it until the
+    message fits: for a 20 MB part that is 22 encodes and about 40 MB of copying
+    (15–40 ms per 22 MB message, measured here). The body's size is known, so the first
+    buffer is made big enough. This leans on proton's private encoder; should a proton
+    release change it, or the headers not fit, proton's own `encode` runs instead.
+    """
+
+    #: room for the header, properties and application properties around the body
+    HEADROOM = 64 * 1024
+
+    def encode(self) -> bytes:
+        body = self.body
+        if _encode is None or not isinstance(body, bytes) or len(body) < self.HEADROOM:
+            return super().encode()
+        try:
+            self._pre_encode()
+            err, data = _encode(self._msg, len(body) + self.HEADROOM)
+        except AttributeError:  # a proton without these internals
+            return super().encode()
+        if err < 0:  # overflow or any other error: proton's encode handles and reports it
+            return super().encode()
+        return data  # a bytearray, as proton's own encode returns
 
 
 class _Inbox(MessagingHandler):
@@ -271,6 +303,21 @@ class AmqpTransport:
                 "the message was not queued; check the queue's limits with the broker's operator"
             )
 
+    def prepare(self, to_queue: str) -> None:
+        """Connect, attach the sender and prove the queue exists, as the first `send` would.
+
+        apply calls this while it protects the first part, so the login and the
+        broker round trips overlap with signing and encrypting.
+        """
+        address = send_address(to_queue, self.settings.namespace)
+
+        def attempt() -> None:
+            if self.settings.namespace is None:
+                self._ensure_queue(to_queue)
+            self._sender(address)
+
+        self._retrying(f"connecting to send to queue {to_queue}", attempt)
+
     def check_queue(self, queue: str) -> None:
         """Prove `queue` exists by attaching a receiver with no credit (takes no message).
 
@@ -397,7 +444,7 @@ class AmqpTransport:
             if not isinstance(value, str):
                 raise TypeError(f"application property {key!r} must be a str, not {type(value)}")
         properties[ENQUEUED_TIME] = self._now().astimezone(UTC).strftime(ENQUEUED_TIME_FORMAT)
-        return Message(
+        return _OnePassMessage(
             body=bytes(message.body),
             inferred=True,  # bytes + inferred = one data section, as HNM sends
             durable=True,

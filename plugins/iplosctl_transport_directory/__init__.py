@@ -141,6 +141,10 @@ class DirectoryTransport:
                 "endpoint URL"
             )
 
+    def prepare(self, to_queue: str) -> None:
+        """Check the folder exists, so a wrong URL fails at once, before any part is written."""
+        self._check_root()
+
     def send(self, message: OutgoingMessage) -> None:
         """Write the body, then the .json; an existing identical message is left alone."""
         self._check_root()
