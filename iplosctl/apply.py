@@ -7,7 +7,8 @@ Per submission, under its lock:
   3. journal the attempt (all parts `journaled`, message ids fixed) — atomically,
      before the first byte leaves;
   4. per part: MsgHead → (optional official-XSD validation) → CMS sign then
-     encrypt → send, which returns once the broker ACCEPTED → write `sent`.
+     encrypt → send, which returns once the broker ACCEPTED → write `sent`
+     (protecting runs one part ahead on a worker thread, see `_send_parts`).
 A crash anywhere leaves `journaled` parts that the next plan shows as
 `recover` and resends with the same MsgIds; a `sent` part is never resent.
 """
@@ -19,6 +20,7 @@ import os
 import signal
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +30,10 @@ from iplosctl.errors import IplosctlError, PayloadError
 from iplosctl.formats import EXPORT_V1_XSD
 from iplosctl.locking import submission_lock
 from iplosctl.manifest import Manifest
-from iplosctl.payload.cms import sign_then_encrypt
+from iplosctl.payload.cms import check_sending_keys, sign_then_encrypt
 from iplosctl.payload.msghead import build_msghead, load_schemas, validate_msghead
 from iplosctl.plan import CHANGING, SubmissionPlan, analyse, plan_submission
-from iplosctl.plugins import OutgoingMessage
+from iplosctl.plugins import OutgoingMessage, TransportPlugin
 
 #: what apply reports per step (for progress bars and logs): part type, step
 Progress = Callable[[str, str], None]
@@ -187,19 +189,34 @@ def _send_parts(
     report: Progress,
     now: Callable[[], dt.datetime],
 ) -> ApplyResult:
+    """Protect and send each `journaled` part, recording `sent` after each ACCEPTED.
+
+    Protecting (MsgHead, sign, encrypt) runs one part ahead on a worker thread, because
+    cryptography and lxml release the GIL: the first part is protected while the
+    transport connects, and each next part while the one before it is on the wire.
+    Only the main thread talks to the transport and the lockfile, so the order of
+    journal writes is that of a plain loop, and a crash leaves the same states.
+    """
     attempt = lock.attempts[-1]
     result = ApplyResult(plan.name, plan.action, attempt.number)
+    pending = [part for part in attempt.parts if part.state == "journaled"]  # sent: never again
+    if not pending:
+        return result
     profile = profiles.load_profile(manifest.reporting_year)
     limit = manifest.message_size_limit_bytes or profile.message_limit_bytes
     schema = load_schemas(manifest.schemas, [EXPORT_V1_XSD]) if manifest.schemas else None
     part_names = {p.type: p.description for p in profile.message_parts}
-    with endpoint.connect(manifest) as conn:
+    with (
+        endpoint.connect(manifest) as conn,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="iplosctl-protect") as worker,
+    ):
         keys, address = conn.keys, conn.addressing
-        for part in attempt.parts:
-            if part.state != "journaled":
-                continue  # sent or answered: never again
-            moment = now()
-            report(part.type, "building")
+        # refused certificates fail here, before the transport's connection retries
+        check_sending_keys(
+            keys.signing_cert, keys.signing_key, keys.register_encryption_cert, now()
+        )
+
+        def protect(part: lockfile.Part, moment: dt.datetime) -> bytes:
             msghead = build_msghead(
                 msg_type=part.type,
                 msg_type_dn=part_names.get(part.type, part.type),
@@ -216,13 +233,28 @@ def _send_parts(
             )
             if schema is not None:
                 validate_msghead(msghead, schema)
-            body = sign_then_encrypt(
+            return sign_then_encrypt(
                 msghead,
                 signer_cert=keys.signing_cert,
                 signer_key=keys.signing_key,
                 recipient_cert=keys.register_encryption_cert,
                 now=moment,
             )
+
+        def start(part: lockfile.Part) -> tuple[dt.datetime, Future[bytes]]:
+            moment = now()
+            return moment, worker.submit(protect, part, moment)
+
+        report(pending[0].type, "building")
+        upcoming = start(pending[0])
+        _prepare(conn.transport, address.to_queue, upcoming[1])
+        for index, part in enumerate(pending):
+            if index:
+                report(part.type, "building")
+            moment, protected = upcoming
+            body = protected.result()
+            if index + 1 < len(pending):
+                upcoming = start(pending[index + 1])
             if len(body) > limit:
                 raise PayloadError(
                     f"{part.type} is {len(body):,} bytes, over the {limit:,} byte limit: agree a "
@@ -254,3 +286,19 @@ def _send_parts(
             report(part.type, "sent")
             result.sent.append(SentPart(part.type, part.msg_id, len(body), part.sent_at))
     return result
+
+
+def _prepare(transport: TransportPlugin, to_queue: str, first: Future[bytes]) -> None:
+    """Let the transport connect while the first part is protected (plugins may skip it).
+
+    When both fail, the part's error is the one reported: it needs fixing first, and
+    a connection error would only hide it until the next run.
+    """
+    prepare = getattr(transport, "prepare", None)
+    if prepare is None:
+        return
+    try:
+        prepare(to_queue)
+    except IplosctlError:
+        first.result()
+        raise

@@ -234,6 +234,32 @@ def test_connection_refused_is_retried_then_one_line(
     assert lf.load(setup.lockfile).attempts[0].states == {"journaled"}  # type: ignore[union-attr]
 
 
+def test_a_key_that_does_not_match_fails_before_connecting(
+    cli, setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Protecting overlaps with connecting, but a refused key still fails first, at once."""
+    sleeps: list[float] = []
+    real_load = plugins.load
+
+    def load_without_sleeping(kind: str, name: str):  # type: ignore[no-untyped-def]
+        found = real_load(kind, name)
+        return functools.partial(found, sleep=sleeps.append) if kind == "transport" else found
+
+    monkeypatch.setattr(plugins, "load", load_without_sleeping)
+    text = manifest_text(setup.queue, setup.service_her_id, url="amqp://127.0.0.1:1")
+    setup.manifest.write_text(
+        text.replace(
+            "key: ../pki/municipality-signing.key", "key: ../pki/municipality-encryption.key"
+        )
+    )
+    result = cli("apply", "--auto-approve", "--today", TODAY, setup.manifest)
+    assert result.code == 1
+    errors = [ln for ln in result.err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "does not belong to signing certificate" in errors[0]
+    assert sleeps == []  # no connection was tried, so none was retried
+    assert lf.load(setup.lockfile).attempts[0].states == {"journaled"}  # type: ignore[union-attr]
+
+
 def test_saved_plan_is_applied_exactly_or_refused_as_stale(cli, setup: Setup) -> None:
     saved = setup.root / "plan.json"
     assert cli("plan", "--out", saved, "--today", TODAY, setup.manifest).code == 0
@@ -306,6 +332,25 @@ def test_apply_through_the_directory_transport(cli, setup: Setup) -> None:
         assert meta["subject"] == part.type
         body = (setup.root / "outbox" / "outbox" / setup.queue / f"{part.msg_id}.p7m").read_bytes()
         assert len(body) > 1000
+
+
+def test_a_transport_plugin_without_prepare_still_sends(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prepare` is optional for third-party transports: the first send connects instead."""
+    from iplosctl_transport_directory import DirectoryTransport
+
+    monkeypatch.delattr(DirectoryTransport, "prepare")
+    text = setup.manifest.read_text()
+    start, end = text.index("  endpoint:"), text.index("  certificates:")
+    setup.manifest.write_text(
+        text[:start] + "  endpoint: {transport: directory, url: ../outbox,"
+        f" receiverQueue: {setup.queue}}}\n" + text[end:]
+    )
+    (setup.root / "outbox").mkdir()
+    result = apply_submission(load_manifest(setup.manifest), today=dt.date(2024, 1, 5))
+    assert [p.type for p in result.sent] == ["KPR_IPL", "KPR_IDE"]
+    assert len(list((setup.root / "outbox" / "outbox" / setup.queue).glob("*.p7m"))) == 2
 
 
 def _rabbitmqctl(*args: str) -> None:

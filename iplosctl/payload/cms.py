@@ -357,6 +357,31 @@ def _same_key(cert: x509.Certificate, key: PrivateKey) -> bool:
 # --- sign, then encrypt ------------------------------------------------------------------
 
 
+def check_sending_keys(
+    signer_cert: x509.Certificate,
+    signer_key: PrivateKey,
+    recipient_cert: x509.Certificate,
+    now: dt.datetime | None,
+) -> None:
+    """Everything `sign_then_encrypt` refuses, checked without touching any content.
+
+    apply calls it once before connecting, so an expired certificate or a key that
+    does not match is reported at once, not after the connection's retries. Given
+    `now`, both certificates are checked as the reference client does before sending
+    (DOMAIN.md §5.4).
+    """
+    if now is not None:
+        check_signing_certificate(signer_cert, now)
+        check_encryption_certificate(recipient_cert, now)
+    if not _same_key(signer_cert, signer_key):
+        raise CmsError(
+            Failure.KEY_MISMATCH,
+            f"the signing key does not belong to signing certificate {describe(signer_cert)}; "
+            "check that the manifest's certificate and key files are a pair",
+        )
+    _require_rsa(recipient_cert)  # also without `now`: cryptography needs RSA here
+
+
 def sign_then_encrypt(
     content: bytes,
     *,
@@ -369,19 +394,9 @@ def sign_then_encrypt(
     SignedData over `content` byte for byte.
 
     `Binary` keeps line endings as they are: without it cryptography turns LF into CRLF
-    inside the signed content (STACK.md §4.2). Given `now`, both certificates are checked
-    first, as the reference client does before sending (DOMAIN.md §5.4).
+    inside the signed content (STACK.md §4.2). `check_sending_keys` runs first.
     """
-    if now is not None:
-        check_signing_certificate(signer_cert, now)
-        check_encryption_certificate(recipient_cert, now)
-    if not _same_key(signer_cert, signer_key):
-        raise CmsError(
-            Failure.KEY_MISMATCH,
-            f"the signing key does not belong to signing certificate {describe(signer_cert)}; "
-            "check that the manifest's certificate and key files are a pair",
-        )
-    _require_rsa(recipient_cert)  # also without `now`: cryptography needs RSA here
+    check_sending_keys(signer_cert, signer_key, recipient_cert, now)
     builder = pkcs7.PKCS7SignatureBuilder().set_data(content)
     if isinstance(signer_key, rsa.RSAPrivateKey):
         builder = builder.add_signer(
