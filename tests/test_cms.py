@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from asn1crypto import cms as asn1_cms
+from asn1crypto import core as asn1_core
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509.oid import NameOID
 
 from iplosctl.errors import PayloadError
-from iplosctl.payload import cms
+from iplosctl.payload import cms, cms_writer
 from iplosctl.payload.cms import CmsError, Failure
 from iplosctl.sandbox.pki import PkiFiles, generate_pki
 
@@ -157,8 +158,13 @@ def _refusal(reason: Failure, call: object, *args: object, **kwargs: object) -> 
 
 @pytest.mark.parametrize(
     "content",
-    [CONTENT, b"\n" * 3 + b"\r\n\r\n", bytes(range(256)) * 40],
-    ids=["xml-mixed-eol", "only-newlines", "all-bytes"],
+    [
+        CONTENT,
+        b"\n" * 3 + b"\r\n\r\n",
+        bytes(range(256)) * 40,
+        bytes(range(256)) * 65_537,  # every DER length in four bytes: a 20 MB part's case
+    ],
+    ids=["xml-mixed-eol", "only-newlines", "all-bytes", "over-16-MiB"],
 )
 def test_openssl_opens_and_verifies_what_we_send(pki: Pki, tmp_path: Path, content: bytes) -> None:
     blob = cms.sign_then_encrypt(
@@ -196,6 +202,92 @@ def test_envelope_matches_the_nhn_profile(pki: Pki) -> None:
     assert signer["digest_algorithm"]["algorithm"].native == "sha256"
     assert signer["sid"].name == "issuer_and_serial_number"
     assert sd["encap_content_info"]["content"].native == CONTENT  # attached, bytes intact
+
+
+def _without_randomness(signed_and_enveloped: bytes, pki: Pki) -> tuple[object, object]:
+    """Envelope and SignedData as native values, minus what differs between two sends."""
+    envelope = asn1_cms.ContentInfo.load(signed_and_enveloped)["content"].native
+    recipient = envelope["recipient_infos"][0]
+    recipient["encrypted_key"] = len(recipient["encrypted_key"])
+    encrypted = envelope["encrypted_content_info"]
+    encrypted["content_encryption_algorithm"]["parameters"] = None  # the IV
+    encrypted["encrypted_content"] = len(encrypted["encrypted_content"])
+    plain = pkcs7.pkcs7_decrypt_der(signed_and_enveloped, pki.reg_enc.cert, pki.reg_enc.key, [])
+    signed = asn1_cms.ContentInfo.load(plain)["content"].native
+    signer = signed["signer_infos"][0]
+    signer["signed_attrs"] = [a for a in signer["signed_attrs"] if a["type"] != "signing_time"]
+    signer["signature"] = len(signer["signature"])
+    return envelope, signed
+
+
+def test_layout_is_what_cryptographys_builders_wrote(pki: Pki) -> None:
+    """cms_writer assembles by hand what cryptography's PKCS7 builders produced before."""
+    content = bytes(range(256)) * 300
+    reference = (
+        pkcs7.PKCS7EnvelopeBuilder()
+        .set_data(
+            pkcs7.PKCS7SignatureBuilder()
+            .set_data(content)
+            .add_signer(pki.muni_sign.cert, pki.muni_sign.key, hashes.SHA256())
+            .sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
+        )
+        .add_recipient(pki.reg_enc.cert)
+        .set_content_encryption_algorithm(algorithms.AES256)
+        .encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
+    )
+    ours = _send(pki, content)
+    assert len(ours) == len(reference)
+    assert _without_randomness(ours, pki) == _without_randomness(reference, pki)
+
+
+def test_der_headers_at_every_length_boundary() -> None:
+    for length in (0, 1, 127, 128, 255, 256, 65_535, 65_536, 2**24 - 1, 2**24):
+        encoded = asn1_core.OctetString(bytes(length)).dump()
+        assert cms_writer._header(0x04, length) == encoded[: len(encoded) - length]
+
+
+def test_openssl_verifies_an_ecdsa_signature(pki: Pki, tmp_path: Path) -> None:
+    """An EC signing key has no fixed signature length: the digest comes first, same bytes."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "EC signer")]))
+        .issuer_name(pki.ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=9))
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(pki.ca_key, hashes.SHA256())
+    )
+    blob = cms.sign_then_encrypt(
+        CONTENT, signer_cert=cert, signer_key=key, recipient_cert=pki.reg_enc.cert, now=NOW
+    )
+    signed = _openssl(
+        "cms", "-decrypt", "-inform", "DER",
+        "-recip", pki.reg_enc.cert_path, "-inkey", pki.reg_enc.key_path,
+        data=blob,
+    )  # fmt: skip
+    out = _openssl(
+        "cms", "-verify", "-inform", "DER", "-binary", "-CAfile", pki.files.ca,
+        "-purpose", "any", "-attime", str(int(NOW.timestamp())),
+        data=signed,
+    )  # fmt: skip
+    assert out == CONTENT
+    assert _open(pki, blob, sender_certs=[cert]) == CONTENT
 
 
 @pytest.mark.parametrize(

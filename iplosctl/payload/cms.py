@@ -2,9 +2,11 @@
 
 NHN's reference client wraps an attached SignedData (SHA-256, the sender's signing
 certificate) in an EnvelopedData (AES-256-CBC, RSA key transport, recipient named by
-issuer and serial number). We build both with `cryptography` and decrypt with it too,
-but `cryptography` cannot verify SignedData (STACK.md §4.2), so verification parses the
-structure with asn1crypto and does the maths and the path check with `cryptography`
+issuer and serial number). `cms_writer` assembles both with asn1crypto and
+`cryptography`'s primitives, so that hashing and encrypting a large part overlap (its
+docstring says why cryptography's PKCS7 builders are not used). We decrypt with
+`cryptography`, but it cannot verify SignedData (STACK.md §4.2), so verification parses
+the structure with asn1crypto and does the maths and the path check with `cryptography`
 (STACK.md §4.3).
 
 Every failure is a `CmsError` (a `PayloadError`) with a stable `reason`, so that the
@@ -30,12 +32,12 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509 import verification as xv
 from cryptography.x509.oid import NameOID
 
 from iplosctl.errors import PayloadError
+from iplosctl.payload.cms_writer import signed_and_enveloped
 
 #: Keys we can sign with. Decryption needs RSA: cryptography only does RSA key transport.
 PrivateKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -393,24 +395,17 @@ def sign_then_encrypt(
     """DER EnvelopedData (AES-256-CBC) to `recipient_cert`, holding an attached SHA-256
     SignedData over `content` byte for byte.
 
-    `Binary` keeps line endings as they are: without it cryptography turns LF into CRLF
-    inside the signed content (STACK.md §4.2). `check_sending_keys` runs first.
+    The content goes in as it is, line endings included (cryptography's builder needed
+    its `Binary` option for that, STACK.md §4.2). `check_sending_keys` runs first; the
+    bytes are assembled by `cms_writer`, which overlaps hashing with encrypting.
     """
     check_sending_keys(signer_cert, signer_key, recipient_cert, now)
-    builder = pkcs7.PKCS7SignatureBuilder().set_data(content)
-    if isinstance(signer_key, rsa.RSAPrivateKey):
-        builder = builder.add_signer(
-            signer_cert, signer_key, hashes.SHA256(), rsa_padding=padding.PKCS1v15()
-        )
-    else:
-        builder = builder.add_signer(signer_cert, signer_key, hashes.SHA256())
-    signed = builder.sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
-    return (
-        pkcs7.PKCS7EnvelopeBuilder()
-        .set_data(signed)
-        .add_recipient(recipient_cert)
-        .set_content_encryption_algorithm(algorithms.AES256)
-        .encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
+    return signed_and_enveloped(
+        content,
+        signer_cert=signer_cert,
+        signer_key=signer_key,
+        recipient_cert=recipient_cert,
+        signing_time=dt.datetime.now(dt.UTC),
     )
 
 
