@@ -22,7 +22,6 @@ import re
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TypeAlias
 
 from asn1crypto import cms as asn1_cms
 from asn1crypto import core as asn1_core
@@ -37,10 +36,7 @@ from cryptography.x509 import verification as xv
 from cryptography.x509.oid import NameOID
 
 from iplosctl.errors import PayloadError
-from iplosctl.payload.cms_writer import signed_and_enveloped
-
-#: Keys we can sign with. Decryption needs RSA: cryptography only does RSA key transport.
-PrivateKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+from iplosctl.payload.cms_writer import PrivateKey, signed_and_enveloped
 
 _PKCS12_SUFFIXES = frozenset({".p12", ".pfx"})
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----\s*", re.DOTALL)

@@ -23,8 +23,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeAlias
 
 from asn1crypto import cms as asn1_cms
@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+#: Keys we can sign with. Decryption needs RSA: cryptography only does RSA key transport.
 PrivateKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 _SIGNED_DATA = asn1_cms.ContentType("signed_data").dump()
@@ -60,20 +61,21 @@ def signed_and_enveloped(
 
     The caller has checked the keys (`cms.check_sending_keys`): the recipient's is RSA.
     """
-    digest = _Digest(content)
     signer = _Signer(signer_cert, signer_key, signing_time)
-    tail: bytes | None = None
-    if signer.signature_length is None:  # ECDSA: the tail's length needs the signature
-        tail = signer.tail(digest.result())
-        tail_length = len(tail)
-    else:
-        tail_length = signer.tail_length()
-    prefix = _signed_data_prefix(len(content), tail_length)
-    key, iv = os.urandom(32), os.urandom(16)
-    aes = Cipher(algorithms.AES256(key), modes.CBC(iv)).encryptor()
-    encrypted = [aes.update(prefix), aes.update(content)]  # RSA: while the digest is computed
-    if tail is None:
-        tail = signer.tail(digest.result())
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cms-sha256") as hashing:
+        digest = hashing.submit(_sha256, content)
+        tail: bytes | None = None
+        if signer.signature_length is None:  # ECDSA: the tail's length needs the signature
+            tail = signer.tail(digest.result())
+            tail_length = len(tail)
+        else:
+            tail_length = signer.tail_length()
+        prefix = _signed_data_prefix(len(content), tail_length)
+        key, iv = os.urandom(32), os.urandom(16)
+        aes = Cipher(algorithms.AES256(key), modes.CBC(iv)).encryptor()
+        encrypted = [aes.update(prefix), aes.update(content)]  # RSA: while hashing runs
+        if tail is None:
+            tail = signer.tail(digest.result())
     if len(tail) != tail_length:  # a bug, never bad input: refuse to send broken DER
         raise RuntimeError(f"CMS signer part is {len(tail)} bytes, laid out for {tail_length}")
     plain_length = len(prefix) + len(content) + len(tail)
@@ -83,26 +85,9 @@ def signed_and_enveloped(
     return b"".join([envelope, *encrypted])
 
 
-class _Digest:
-    """SHA-256 of the content on its own thread (hashlib releases the GIL for big inputs)."""
-
-    def __init__(self, content: bytes) -> None:
-        self._value = b""
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(content,), name="cms-sha256")
-        self._thread.start()
-
-    def _run(self, content: bytes) -> None:
-        try:
-            self._value = hashlib.sha256(content).digest()
-        except BaseException as exc:  # handed to the caller by result()
-            self._error = exc
-
-    def result(self) -> bytes:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
+def _sha256(content: bytes) -> bytes:
+    """hashlib releases the GIL for inputs this large, so this runs beside the AES."""
+    return hashlib.sha256(content).digest()
 
 
 class _Signer:
@@ -110,7 +95,6 @@ class _Signer:
 
     def __init__(self, cert: x509.Certificate, key: PrivateKey, signing_time: dt.datetime) -> None:
         self._cert = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
-        self._key = key
         self._signing_time = signing_time.astimezone(dt.UTC).replace(microsecond=0)
         self._sign: Callable[[bytes], bytes]
         if isinstance(key, rsa.RSAPrivateKey):
