@@ -13,6 +13,10 @@ block) with a raised message size limit, so large exports plan as `submit` rathe
 
     .venv/bin/python benchmarks/plan_scale.py --recipients 100000 [--seed 1]
 
+It also times the floor under any plan built on lxml: the xml source's own streaming
+parse and XSD check, in a fresh Python, reading no field (`lxml_floor_seconds`, context
+for the ratio, not part of it).
+
 Each command runs `--repeat` times (default 3; xmllint's time varies by a factor of up to
 two between runs here) and the JSON reports the fastest run and the highest peak RSS.
 The last line printed is one JSON object; earlier lines are context. Times are printed,
@@ -89,6 +93,43 @@ def run_xmllint(xmllint: str, export: Path, workdir: Path) -> Measured:
     return measured
 
 
+def lxml_floor(export: Path) -> int:
+    """The xml source's streaming parse and XSD check with no per-record work (a child run).
+
+    Same iterparse settings, chunk size and schema as the plugin, each recipient cleared
+    at once: what any plan written in Python on lxml pays before it reads one field.
+    """
+    from lxml import etree
+
+    from iplosctl.formats.profile import load_format
+    from iplosctl_source_xml import CHUNK_SIZE
+    from iplosctl_source_xml._diagnose import HARDENED_PARSING
+
+    profile = load_format("iplos-export-v1")
+    with export.open("rb") as fh:
+        for _event, elem in etree.iterparse(
+            fh,
+            events=("end",),
+            tag=profile.recipient.tag,
+            schema=profile.xml_schema(),
+            remove_blank_text=True,
+            chunk_size=CHUNK_SIZE,
+            **HARDENED_PARSING,
+        ):
+            elem.clear(keep_tail=False)
+            while elem.getprevious() is not None:
+                del elem.getparent()[0]
+    return 0
+
+
+def run_lxml_floor(export: Path, workdir: Path) -> Measured:
+    measured = run_measured([sys.executable, __file__, "--lxml-floor", export], cwd=workdir)
+    if measured.returncode != 0:
+        print(measured.stderr[-2000:], file=sys.stderr)
+        sys.exit(1)
+    return measured
+
+
 def _runs(runs: list[Measured]) -> str:
     times = ", ".join(f"{m.seconds:.2f}" for m in runs)
     return f"{times} s, peak RSS {max(m.peak_rss_mb for m in runs):.0f} MB"
@@ -96,7 +137,8 @@ def _runs(runs: list[Measured]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipients", type=int, required=True)
+    parser.add_argument("--recipients", type=int)
+    parser.add_argument("--lxml-floor", type=Path, help=argparse.SUPPRESS)  # the child run
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--repeat",
@@ -105,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         help="runs of each command; the JSON takes the fastest (noise only adds time)",
     )
     args = parser.parse_args(argv)
+    if args.lxml_floor is not None:
+        return lxml_floor(args.lxml_floor)
+    if args.recipients is None:
+        parser.error("--recipients is required")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     xmllint = find_xmllint()
@@ -133,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plan (warm cache, same export): {_runs([warm])}")
         lints = [run_xmllint(xmllint, export, workdir) for _ in range(args.repeat)]
         print(f"xmllint --noout --schema: {_runs(lints)}")
+        floors = [run_lxml_floor(export, workdir) for _ in range(args.repeat)]
+        print(f"lxml streaming parse + XSD alone, no records (the floor): {_runs(floors)}")
 
     plan_seconds = min(m.seconds for m in colds)
     xmllint_seconds = min(m.seconds for m in lints)
@@ -145,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 "plan_peak_rss_mb": round(max(m.peak_rss_mb for m in colds), 1),
                 "xmllint_seconds": round(xmllint_seconds, 3),
                 "ratio": round(plan_seconds / xmllint_seconds, 3),
+                "lxml_floor_seconds": round(min(m.seconds for m in floors), 3),
             }
         )
     )
