@@ -100,6 +100,20 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-u
     broker.delete_queue(queue)
 
 
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Transports in this test record their backoff sleeps here instead of sleeping."""
+    recorded: list[float] = []
+    real_load = plugins.load
+
+    def load_without_sleeping(kind: str, name: str):  # type: ignore[no-untyped-def]
+        found = real_load(kind, name)
+        return functools.partial(found, sleep=recorded.append) if kind == "transport" else found
+
+    monkeypatch.setattr(plugins, "load", load_without_sleeping)
+    return recorded
+
+
 def receive_all(queue: str, expected: int) -> list:  # type: ignore[type-arg]
     transport = plugins.load("transport", "amqp")(
         TransportSettings(url=broker.AMQP_URL, username=broker.USER, password=broker.PASSWORD)
@@ -213,16 +227,8 @@ def test_unknown_queue_is_a_clear_error(cli, setup: Setup) -> None:
 
 
 def test_connection_refused_is_retried_then_one_line(
-    cli, setup: Setup, monkeypatch: pytest.MonkeyPatch
+    cli, setup: Setup, sleeps: list[float]
 ) -> None:
-    sleeps: list[float] = []
-    real_load = plugins.load
-
-    def load_without_sleeping(kind: str, name: str):  # type: ignore[no-untyped-def]
-        found = real_load(kind, name)
-        return functools.partial(found, sleep=sleeps.append) if kind == "transport" else found
-
-    monkeypatch.setattr(plugins, "load", load_without_sleeping)
     setup.manifest.write_text(
         manifest_text(setup.queue, setup.service_her_id, url="amqp://127.0.0.1:1")
     )
@@ -235,17 +241,9 @@ def test_connection_refused_is_retried_then_one_line(
 
 
 def test_a_key_that_does_not_match_fails_before_connecting(
-    cli, setup: Setup, monkeypatch: pytest.MonkeyPatch
+    cli, setup: Setup, sleeps: list[float]
 ) -> None:
     """Protecting overlaps with connecting, but a refused key still fails first, at once."""
-    sleeps: list[float] = []
-    real_load = plugins.load
-
-    def load_without_sleeping(kind: str, name: str):  # type: ignore[no-untyped-def]
-        found = real_load(kind, name)
-        return functools.partial(found, sleep=sleeps.append) if kind == "transport" else found
-
-    monkeypatch.setattr(plugins, "load", load_without_sleeping)
     text = manifest_text(setup.queue, setup.service_her_id, url="amqp://127.0.0.1:1")
     setup.manifest.write_text(
         text.replace(
@@ -358,16 +356,9 @@ def _rabbitmqctl(*args: str) -> None:
 
 
 def test_broker_stopped_mid_apply_then_rerun_sends_each_msgid_once(
-    setup: Setup, monkeypatch: pytest.MonkeyPatch
+    setup: Setup, sleeps: list[float]
 ) -> None:
     """Stop RabbitMQ right after the first part is accepted; the rerun recovers the rest."""
-    real_load = plugins.load
-
-    def no_sleep(kind: str, name: str):  # type: ignore[no-untyped-def]
-        found = real_load(kind, name)
-        return functools.partial(found, sleep=lambda s: None) if kind == "transport" else found
-
-    monkeypatch.setattr(plugins, "load", no_sleep)
     manifest = load_manifest(setup.manifest)
     stopped = False
 
