@@ -26,7 +26,6 @@ from pathlib import Path
 from asn1crypto import cms as asn1_cms
 from asn1crypto import core as asn1_core
 from asn1crypto import pkcs12 as asn1_pkcs12
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -36,7 +35,7 @@ from cryptography.x509 import verification as xv
 from cryptography.x509.oid import NameOID
 
 from iplosctl.errors import PayloadError
-from iplosctl.payload.cms_writer import PrivateKey, signed_and_enveloped
+from iplosctl.payload.cms_writer import PrivateKey, asn1_certificate, signed_and_enveloped
 
 _PKCS12_SUFFIXES = frozenset({".p12", ".pfx"})
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----\s*", re.DOTALL)
@@ -483,10 +482,6 @@ def _decrypt(blob: bytes, own_cert: x509.Certificate, own_key: PrivateKey) -> by
         ) from None
 
 
-def _asn1_cert(cert: x509.Certificate) -> asn1_x509.Certificate:
-    return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
-
-
 def _ski(cert: x509.Certificate) -> bytes | None:
     try:
         return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
@@ -500,7 +495,7 @@ def _identifier_is(sid: asn1_core.Choice, cert: x509.Certificate) -> bool:
         ias = sid.chosen
         return (
             ias["serial_number"].native == cert.serial_number
-            and ias["issuer"] == _asn1_cert(cert).issuer
+            and ias["issuer"] == asn1_certificate(cert).issuer
         )
     if sid.name == "subject_key_identifier":
         return sid.chosen.native == _ski(cert)

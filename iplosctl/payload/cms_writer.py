@@ -94,7 +94,7 @@ class _Signer:
     """The SignedData's tail: the signer's certificate and its SignerInfo."""
 
     def __init__(self, cert: x509.Certificate, key: PrivateKey, signing_time: dt.datetime) -> None:
-        self._cert = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+        self._cert = asn1_certificate(cert)
         self._signing_time = signing_time.astimezone(dt.UTC).replace(microsecond=0)
         self._sign: Callable[[bytes], bytes]
         if isinstance(key, rsa.RSAPrivateKey):
@@ -146,7 +146,7 @@ class _Signer:
             {
                 "version": "v1",
                 "sid": asn1_cms.SignerIdentifier(
-                    {"issuer_and_serial_number": _issuer_and_serial(self._cert)}
+                    name="issuer_and_serial_number", value=_issuer_and_serial(self._cert)
                 ),
                 "digest_algorithm": {"algorithm": "sha256"},
                 "signed_attrs": attributes,
@@ -169,18 +169,7 @@ def _signed_data_prefix(content_length: int, tail_length: int) -> bytes:
     encap = _header(0x30, encap_length) + _DATA + e_content + octets
     body_length = len(_VERSION_1) + len(_DIGEST_ALGORITHMS) + len(encap) + content_length
     body_length += tail_length
-    signed_data = _header(0x30, body_length)
-    explicit = _header(0xA0, len(signed_data) + body_length)
-    info_length = len(_SIGNED_DATA) + len(explicit) + len(signed_data) + body_length
-    return (
-        _header(0x30, info_length)
-        + _SIGNED_DATA
-        + explicit
-        + signed_data
-        + _VERSION_1
-        + _DIGEST_ALGORITHMS
-        + encap
-    )
+    return _content_info_header(_SIGNED_DATA, body_length) + _VERSION_1 + _DIGEST_ALGORITHMS + encap
 
 
 def _enveloped_data_prefix(
@@ -195,13 +184,8 @@ def _enveloped_data_prefix(
             {
                 "version": "v0",
                 "rid": asn1_cms.RecipientIdentifier(
-                    {
-                        "issuer_and_serial_number": _issuer_and_serial(
-                            asn1_x509.Certificate.load(
-                                recipient.public_bytes(serialization.Encoding.DER)
-                            )
-                        )
-                    }
+                    name="issuer_and_serial_number",
+                    value=_issuer_and_serial(asn1_certificate(recipient)),
                 ),
                 "key_encryption_algorithm": {
                     "algorithm": "rsaes_pkcs1v15",
@@ -218,18 +202,25 @@ def _enveloped_data_prefix(
     encrypted_content_info = _header(0x30, content_info_length) + _DATA + algorithm + ciphertext
     body_length = len(_VERSION_0) + len(recipients) + len(encrypted_content_info)
     body_length += ciphertext_length
-    enveloped = _header(0x30, body_length)
-    explicit = _header(0xA0, len(enveloped) + body_length)
-    info_length = len(_ENVELOPED_DATA) + len(explicit) + len(enveloped) + body_length
     return (
-        _header(0x30, info_length)
-        + _ENVELOPED_DATA
-        + explicit
-        + enveloped
+        _content_info_header(_ENVELOPED_DATA, body_length)
         + _VERSION_0
         + recipients
         + encrypted_content_info
     )
+
+
+def _content_info_header(content_type: bytes, body_length: int) -> bytes:
+    """ContentInfo ::= SEQUENCE { contentType, [0] EXPLICIT SEQUENCE { body } }, up to body."""
+    inner = _header(0x30, body_length)
+    explicit = _header(0xA0, len(inner) + body_length)
+    outer = _header(0x30, len(content_type) + len(explicit) + len(inner) + body_length)
+    return outer + content_type + explicit + inner
+
+
+def asn1_certificate(cert: x509.Certificate) -> asn1_x509.Certificate:
+    """The same certificate as asn1crypto sees it (cms.py matches signers with it too)."""
+    return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
 
 
 def _issuer_and_serial(cert: asn1_x509.Certificate) -> asn1_cms.IssuerAndSerialNumber:
