@@ -284,13 +284,10 @@ class AmqpTransport:
 
     def send(self, message: OutgoingMessage) -> None:
         """Return only once the broker has ACCEPTED the message; raise TransportError."""
-        address = send_address(message.to_queue, self.settings.namespace)
         action = f"sending message {message.message_id} to queue {message.to_queue}"
 
         def attempt() -> tuple[Any, Any]:
-            if self.settings.namespace is None:
-                self._ensure_queue(message.to_queue)
-            sender = self._sender(address)
+            sender = self._ready_sender(message.to_queue)
             delivery = sender.send(self._proton_message(message), error_states=[])
             return delivery.remote_state, delivery.remote.condition
 
@@ -309,14 +306,9 @@ class AmqpTransport:
         apply calls this while it protects the first part, so the login and the
         broker round trips overlap with signing and encrypting.
         """
-        address = send_address(to_queue, self.settings.namespace)
-
-        def attempt() -> None:
-            if self.settings.namespace is None:
-                self._ensure_queue(to_queue)
-            self._sender(address)
-
-        self._retrying(f"connecting to send to queue {to_queue}", attempt)
+        self._retrying(
+            f"connecting to send to queue {to_queue}", lambda: self._ready_sender(to_queue)
+        )
 
     def check_queue(self, queue: str) -> None:
         """Prove `queue` exists by attaching a receiver with no credit (takes no message).
@@ -384,6 +376,12 @@ class AmqpTransport:
             conn.close()
         except (ProtonException, OSError) as exc:  # already broken: nothing left to tell the broker
             log.debug("closing a failed AMQP connection: %s", type(exc).__name__)
+
+    def _ready_sender(self, to_queue: str) -> BlockingSender:
+        """The sender for `to_queue`; without a namespace, the queue is proven to exist first."""
+        if self.settings.namespace is None:
+            self._ensure_queue(to_queue)
+        return self._sender(send_address(to_queue, self.settings.namespace))
 
     def _sender(self, address: str) -> BlockingSender:
         sender = self._senders.get(address)
