@@ -80,9 +80,13 @@ def _leaf(
     not_before: dt.datetime,
     not_after: dt.datetime,
     key_usage: dict[str, bool] | None,
-) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
-    """A leaf from the sandbox CA with the given validity and key usages (None: no extension)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key: cms.PrivateKey | None = None,
+) -> tuple[x509.Certificate, cms.PrivateKey]:
+    """A leaf from the sandbox CA with the given validity and key usages (None: no extension).
+
+    The key is a new RSA key unless one is given.
+    """
+    key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
@@ -246,32 +250,15 @@ def test_der_headers_at_every_length_boundary() -> None:
         assert cms_writer._header(0x04, length) == encoded[: len(encoded) - length]
 
 
-def test_openssl_verifies_an_ecdsa_signature(pki: Pki, tmp_path: Path) -> None:
+def test_openssl_verifies_an_ecdsa_signature(pki: Pki) -> None:
     """An EC signing key has no fixed signature length: the digest comes first, same bytes."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "EC signer")]))
-        .issuer_name(pki.ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=9))
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=True,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(pki.ca_key, hashes.SHA256())
+    cert, key = _leaf(
+        pki,
+        cn="EC signer",
+        not_before=NOW - dt.timedelta(days=1),
+        not_after=NOW + dt.timedelta(days=9),
+        key_usage=SIGNING,
+        key=ec.generate_private_key(ec.SECP256R1()),
     )
     blob = cms.sign_then_encrypt(
         CONTENT, signer_cert=cert, signer_key=key, recipient_cert=pki.reg_enc.cert, now=NOW
@@ -476,30 +463,13 @@ def test_certificate_without_key_usage_extension(pki: Pki) -> None:
 
 
 def test_encryption_certificate_must_hold_an_rsa_key(pki: Pki) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "EC receiver")]))
-        .issuer_name(pki.ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW)
-        .not_valid_after(NOW + dt.timedelta(days=9))
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(pki.ca_key, hashes.SHA256())
+    cert, _key = _leaf(
+        pki,
+        cn="EC receiver",
+        not_before=NOW,
+        not_after=NOW + dt.timedelta(days=9),
+        key_usage={"key_encipherment": True, "key_agreement": True},
+        key=ec.generate_private_key(ec.SECP256R1()),
     )
     message = _refusal(Failure.UNSUPPORTED, cms.check_encryption_certificate, cert, NOW)
     assert "'EC receiver'" in message and "RSA only" in message
