@@ -10,6 +10,7 @@ silently shadowing each other.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -41,15 +42,35 @@ class SourceSpec:
 
 
 @dataclass
+class FieldCoverage:
+    """Which mapped fields a source found values for, filled while recipients stream.
+
+    Keys are `<item>.<field>` in the profile's spelling (`recipient.localId`,
+    `service.hoursPerWeek`, `assessment.score`, `diagnosis.code`). `mapped` says
+    where the profile or column mapping looks for the field (an XPath or a
+    column name: never a value), `present` how many items had a value, `items`
+    how many of each item kind were read. The plan turns a mapped field that
+    matched nothing into a blocking finding that points at the profile.
+    """
+
+    mapped: dict[str, str] = field(default_factory=dict)
+    present: Counter[str] = field(default_factory=Counter)
+    items: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
 class Export:
     """An opened export: its header, then its recipients streamed in file order.
 
     `recipients` is a one-shot iterator; reading it to the end closes the
-    file. Problems raise `SourceError` naming the file and line.
+    file. Problems raise `SourceError` naming the file and line. A source that
+    can say which mapped fields it found sets `coverage`; it is complete once
+    `recipients` is exhausted.
     """
 
     header: ExportHeader
     recipients: Iterator[Recipient]
+    coverage: FieldCoverage | None = None
 
 
 class SourcePlugin(Protocol):

@@ -84,3 +84,15 @@ def test_apply_receipts_status_and_lockfile_hold_no_personal_data(
     lock_text = planted.with_name("demo-2023.lock.yaml").read_text()
     _assert_clean(lock_text, "the lockfile")
     assert "E31" in lock_text  # the register did see the bad id, and said so without it
+
+
+def test_the_one_scrubber_hides_person_ids_in_every_separator_form() -> None:
+    from iplosctl.privacy import scrub
+
+    pid = planted_person_id("150591")
+    for sep in ("", " ", ".", "-", "/"):
+        written = pid[:6] + sep + pid[6:]
+        assert scrub(f"E31: id {written} unknown") == "E31: id [id] unknown"
+    # Longer numbers (an account, a msg id fragment) and short codes stay.
+    assert scrub("ref 123456789012 code 9151") == "ref 123456789012 code 9151"
+    assert scrub("a\x00b\x1bc") == "a b c"
