@@ -49,13 +49,16 @@ class FieldCoverage:
     `service.hoursPerWeek`, `assessment.score`, `diagnosis.code`). `mapped` says
     where the profile or column mapping looks for the field (an XPath or a
     column name: never a value), `present` how many items had a value, `items`
-    how many of each item kind were read. The plan turns a mapped field that
-    matched nothing into a blocking finding that points at the profile.
+    how many of each item kind were read, and `unread` names the columns or
+    elements the export has that no mapping reads (names only, each once). The
+    plan turns a mapped field that matched nothing into a blocking finding that
+    points at the profile, and `unread` into one warning.
     """
 
     mapped: dict[str, str] = field(default_factory=dict)
     present: Counter[str] = field(default_factory=Counter)
     items: Counter[str] = field(default_factory=Counter)
+    unread: list[str] = field(default_factory=list)
 
 
 @dataclass
