@@ -227,6 +227,8 @@ def plan(
         if fmt is Format.json:
             output.raw(rendered)
             output.note(summary_line(result))
+        elif fmt is Format.text:
+            output.out_highlighted(rendered.rstrip("\n"))
         else:
             output.out(rendered.rstrip("\n"))
     for line in failures:
@@ -437,7 +439,7 @@ def status(
             )
         )
     else:
-        output.out(render_status(statuses).rstrip("\n"))
+        output.out_highlighted(render_status(statuses).rstrip("\n"))
     return EXIT_ERROR if any(s.action == "error" for s in statuses) else EXIT_OK
 
 

@@ -26,6 +26,7 @@ from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
 from iplosctl.payload.msghead import message_id
 from iplosctl.payload.parts import PayloadHasher
+from iplosctl.plausibility import plausibility_findings, previous_year_summary
 from iplosctl.plugins import SourceSpec
 from iplosctl.profiles import Profile
 from iplosctl.records import ExportHeader
@@ -445,6 +446,11 @@ def plan_submission(
     previous = dict(accepted.summary) if accepted else None
     analysis = analyse(manifest, profile, previous=previous, today=today, late=late)
     findings = analysis.findings + tuple(size_findings(manifest, profile, analysis))
+    if accepted is not None:
+        since = f"the accepted attempt {accepted.number}"
+        findings += tuple(plausibility_findings(analysis.summary, previous, since))
+    if (last_year := previous_year_summary(manifest)) is not None:
+        findings += tuple(plausibility_findings(analysis.summary, last_year[1], last_year[0]))
     errors = [f for f in findings if f.severity == "error"]
     action, reason, attempt = decide(lock, analysis, errors)
     lineage = lock.lineage if lock else lineage_for(manifest)

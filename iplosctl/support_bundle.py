@@ -406,8 +406,14 @@ def _contacts_text(data: dict[str, Any]) -> list[str]:
 def _attempt_text(attempt: dict[str, Any]) -> list[str]:
     lines = [f"  attempt {attempt['number']} ({attempt['createdAt']}):"]
     for p in attempt["parts"]:
-        when = p["sentAt"] or p["journaledAt"]
-        lines.append(f"    {p['type']:<8} msgId {p['msgId']}  {p['state']}  sent {when or '-'}")
+        when = (
+            f"sent {p['sentAt']}"
+            if p["sentAt"]
+            else f"journaled {p['journaledAt']}, not known to be sent"
+            if p["journaledAt"]
+            else "not sent"
+        )
+        lines.append(f"    {p['type']:<8} msgId {p['msgId']}  {p['state']}  {when}")
         receipt = p["receipt"]
         if receipt:
             lines.append(

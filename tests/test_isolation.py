@@ -164,3 +164,66 @@ def test_validate_reports_schema_and_environment_problems_in_one_run(cli, tmp_pa
     assert result.code == 1
     assert "spec.municipality.orgNumber" in result.err
     assert "environment 'prod' does not exist in the 2023 profile" in result.err
+
+
+# --- smaller things of issue 13, item 12 --------------------------------------------
+
+
+def _plan_text(env: dict[str, str]) -> str:
+    import os
+    import subprocess
+    import sys
+
+    iplosctl = Path(sys.executable).with_name("iplosctl")
+    return subprocess.run(
+        [str(iplosctl), "plan", str(DEMO_MANIFEST)],
+        env={
+            **{k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")},
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def test_plan_text_is_coloured_on_request_and_never_with_no_color(tmp_path: Path) -> None:
+    base = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "IPLOSCTL_STATE_DIR": str(tmp_path)}
+    coloured = _plan_text({**base, "FORCE_COLOR": "1"})
+    assert "\x1b[32mSUBMIT\x1b[0m" in coloured  # green: a change to send
+    assert "\x1b[32m" not in _plan_text({**base, "FORCE_COLOR": "1", "NO_COLOR": "1"})
+    assert "\x1b[" not in _plan_text(base)  # not a terminal: plain text
+
+
+def test_support_bundle_does_not_call_a_journaled_part_sent() -> None:
+    from iplosctl.support_bundle import _attempt_text
+
+    part = {"type": "KPR_IPL", "msgId": "m", "state": "journaled", "receipt": None}
+    part["transportError"] = None
+    lines = _attempt_text(
+        {
+            "number": 1,
+            "createdAt": "2024-01-03T08:00:00Z",
+            "parts": [{**part, "sentAt": None, "journaledAt": "2024-01-03T08:00:01Z"}],
+        }
+    )
+    assert "journaled 2024-01-03T08:00:01Z, not known to be sent" in lines[1]
+    assert " sent 2024" not in lines[1]
+
+
+def test_secrets_set_on_a_server_without_a_usable_keyring_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import keyring
+    import keyring.errors
+
+    from iplosctl import secrets
+    from iplosctl.errors import SecretError
+
+    def locked(*_args: object) -> None:
+        raise keyring.errors.KeyringLocked("no unlocked collection")
+
+    monkeypatch.setattr(keyring, "set_password", locked)
+    with pytest.raises(SecretError) as caught:
+        secrets.set_secret("fjordvik-amqp", "value")
+    assert "set the environment variable IPLOSCTL_SECRET_FJORDVIK_AMQP" in caught.value.message
