@@ -125,6 +125,8 @@ def validate(
         )
     for problem in result.problems:
         output.error(str(problem))
+    for warning in result.warnings:
+        output.note(f"warning: {warning}")
     for m in result.manifests:
         output.out(
             f"ok  {m.path}  ({m.name}: {m.municipality.number} {m.municipality.name}, "
@@ -151,6 +153,9 @@ def _valid_manifests(paths: list[Path] | None, only: list[str] | None) -> list[M
     result = validate_paths(paths or [DEFAULT_PATH])
     if result.problems:
         raise ManifestError(result.problems)
+    for warning in result.warnings:  # e.g. tls.verifyPeerName: false outside production
+        if not only or any(fnmatch.fnmatchcase(_name_of(warning, result), p) for p in only):
+            output.note(f"warning: {warning}")
     if result.files == 0:
         shown = ", ".join(str(p) for p in paths or [DEFAULT_PATH])
         raise IplosctlError(f"no manifests found in {shown}")
@@ -160,6 +165,14 @@ def _valid_manifests(paths: list[Path] | None, only: list[str] | None) -> list[M
         if not manifests:
             raise IplosctlError(f"--only {' '.join(only)} matches no submission")
     return manifests
+
+
+def _name_of(warning: Any, result: Any) -> str:
+    """The submission a validation warning is about (for `--only`)."""
+    for m in result.manifests:
+        if str(m.path) == warning.location.file:
+            return str(m.name)
+    return ""
 
 
 def _parse_day(value: str | None) -> dt.date | None:

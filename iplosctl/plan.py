@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from iplosctl import __version__, lockfile, plugins, profiles
+from iplosctl import __version__, endpoint, lockfile, plugins, profiles, transport_policy
 from iplosctl.atomic import write_atomic
 from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
@@ -106,6 +106,9 @@ class SubmissionPlan:
     attempt: int
     parts: tuple[PartPlan, ...]
     receipt_errors: tuple[dict[str, str], ...] = ()
+    #: where it goes: receiver HER-id, queues, broker (no credentials), namespace
+    #: (`endpoint.Route.as_dict`); None only for plans built by hand in tests
+    route: dict[str, Any] | None = None
 
     @property
     def blocked(self) -> bool:
@@ -410,6 +413,17 @@ def size_findings(manifest: Manifest, profile: Profile, analysis: Analysis) -> l
     return out
 
 
+def transport_findings(manifest: Manifest) -> list[Finding]:
+    """`transport-security` warnings (e.g. `tls.verifyPeerName: false` in test), so the
+    reviewer of the pull request sees them; the refusals already stopped validation."""
+    from iplosctl.manifest.checks import transport_concerns
+
+    return [
+        Finding(transport_policy.RULE_ID, c.severity, c.message, 1)
+        for c in transport_concerns(manifest)
+    ]
+
+
 def plan_submission(
     manifest: Manifest,
     *,
@@ -430,7 +444,11 @@ def plan_submission(
     accepted = lock.last_accepted if lock else None
     previous = dict(accepted.summary) if accepted else None
     analysis = analyse(manifest, profile, previous=previous, today=today, late=late)
-    findings = analysis.findings + tuple(size_findings(manifest, profile, analysis))
+    findings = (
+        analysis.findings
+        + tuple(size_findings(manifest, profile, analysis))
+        + tuple(transport_findings(manifest))
+    )
     errors = [f for f in findings if f.severity == "error"]
     action, reason, attempt = decide(lock, analysis, errors)
     lineage = lock.lineage if lock else lineage_for(manifest)
@@ -484,6 +502,7 @@ def plan_submission(
         attempt=attempt,
         parts=parts,
         receipt_errors=receipt_errors,
+        route=endpoint.route(manifest).as_dict(),
     )
 
 

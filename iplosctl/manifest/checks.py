@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iplosctl import plugins, profiles
+from iplosctl import plugins, profiles, transport_policy
 from iplosctl.errors import ManifestError, PluginError, Problem, ProfileError
 from iplosctl.manifest.loader import discover, load_manifest
 from iplosctl.manifest.model import Manifest
@@ -20,6 +20,8 @@ class Validation:
     manifests: list[Manifest] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     files: int = 0
+    #: things that do not stop a command but must be seen (printed as `warning:` lines)
+    warnings: list[Problem] = field(default_factory=list)
 
 
 def validate_paths(paths: Iterable[Path], *, check_files: bool = True) -> Validation:
@@ -41,6 +43,11 @@ def validate_paths(paths: Iterable[Path], *, check_files: bool = True) -> Valida
             continue
         problems = check_manifest(manifest, check_files=check_files)
         result.problems.extend(problems)
+        result.warnings.extend(
+            Problem(manifest.locate(*c.path), c.message, ".".join(c.path))
+            for c in transport_concerns(manifest)
+            if c.severity == transport_policy.WARNING
+        )
         if not problems:
             loaded.append(manifest)
     duplicates = _duplicate_names(loaded)
@@ -85,6 +92,10 @@ def check_manifest(m: Manifest, *, check_files: bool = True) -> list[Problem]:
                     "spec",
                 )
 
+    for concern in transport_concerns(m):
+        if concern.severity == transport_policy.ERROR:
+            add(concern.message, *concern.path)
+
     _check_plugin(add, "source", m.source.plugin, "spec", "source", "plugin")
     if m.endpoint is not None:
         _check_plugin(add, "transport", m.endpoint.transport, "spec", "endpoint", "transport")
@@ -110,6 +121,31 @@ def check_manifest(m: Manifest, *, check_files: bool = True) -> list[Problem]:
             )
         seen.setdefault(unit.org_number, index)
     return problems
+
+
+def transport_concerns(m: Manifest) -> list[transport_policy.Concern]:
+    """`amqp://` and `verifyPeerName` refusals and warnings (transport_policy) for one manifest.
+
+    The URL is the manifest's or, without one, the profile's broker; nothing for a
+    manifest without an endpoint (the sandbox's built-in register) or an unknown
+    year or environment (reported on their own).
+    """
+    if m.endpoint is None:
+        return []
+    try:
+        env = profiles.load_profile(m.reporting_year).environments.get(m.environment)
+    except ProfileError:
+        return []
+    if env is None:
+        return []
+    return transport_policy.endpoint_concerns(
+        m.endpoint.url or env.broker_url,
+        environment=m.environment,
+        sandbox=env.sandbox,
+        production=env.production,
+        verify_peer_name=m.endpoint.tls.verify_peer_name,
+        url_from_manifest=m.endpoint.url is not None,
+    )
 
 
 def _check_plugin(add, kind: str, name: str, *where: str) -> None:  # type: ignore[no-untyped-def]

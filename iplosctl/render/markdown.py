@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from iplosctl.plan import Plan, SubmissionPlan
 from iplosctl.profiles import load_profile
-from iplosctl.render.common import deadline_text, next_command, refs_text, summary_line
+from iplosctl.render.common import (
+    deadline_text,
+    next_command,
+    refs_text,
+    route_text,
+    summary_line,
+)
 from iplosctl.summary import summary_rows
 
 LIMIT = 60_000
@@ -35,6 +41,7 @@ def _details(s: SubmissionPlan, *, with_refs: bool) -> str:
         "",
         f"**Why:** {_cell(s.reason)}  ",
         f"**Deadline:** {deadline_text(s)}  ",
+        f"**Route:** {_cell(route_text(s))}  ",
         f"**Next:** `{next_command(s)}`",
         "",
     ]

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from iplosctl.plan import Plan, SubmissionPlan
 from iplosctl.profiles import load_profile
-from iplosctl.render.common import deadline_text, next_command, refs_text, summary_line
+from iplosctl.render.common import (
+    deadline_text,
+    next_command,
+    refs_text,
+    route_text,
+    summary_line,
+)
 from iplosctl.summary import summary_rows
 
 
@@ -13,6 +19,7 @@ def _submission(s: SubmissionPlan) -> list[str]:
         f"{s.name}  ({s.municipality}, {s.year}, {s.environment}): {s.action.upper()}",
         f"  why: {s.reason}",
         f"  deadline: {deadline_text(s)}",
+        f"  route: {route_text(s)}",
     ]
     if s.findings:
         lines.append("  findings:")

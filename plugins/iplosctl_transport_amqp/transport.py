@@ -48,6 +48,7 @@ from iplosctl.plugins import IncomingMessage, OutgoingMessage, TransportSettings
 from .connection import (
     BrokerEndpoint,
     StrictBlockingConnection,
+    check_plaintext,
     explain,
     open_connection,
     parse_endpoint,
@@ -252,6 +253,7 @@ class AmqpTransport:
             raise ValueError("max_attempts must be at least 1")
         self.settings = settings
         self.endpoint: BrokerEndpoint = parse_endpoint(settings)
+        check_plaintext(self.endpoint, settings)
         if settings.username is None and settings.password is not None:
             raise TransportError(
                 "a password is configured but no username: set the endpoint's username"
