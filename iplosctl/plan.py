@@ -359,6 +359,17 @@ def decide(
         )
     if last is None:
         return ("submit", "nothing has been sent for this submission yet", next_attempt)
+    if "transport-error" in last.states and "rejected" not in last.states:
+        conditions = sorted(
+            {p.transport_error.get("condition", "") for p in last.parts if p.transport_error}
+        )
+        return (
+            "resubmit",
+            f"attempt {last.number} got a transport error ({', '.join(conditions)}): an "
+            "unauthenticated error from the bus (NHN does not sign error-queue messages; "
+            "its HER-ids, subject and message id matched this part): send a new attempt",
+            next_attempt,
+        )
     if last.states & {"rejected", "transport-error"}:
         return ("resubmit", f"attempt {last.number} was rejected: send a new attempt", next_attempt)
     accepted = lock.last_accepted if lock else None

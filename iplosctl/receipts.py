@@ -69,6 +69,9 @@ UNVERIFIED = "unverified"  #: decryption or signature check failed
 MALFORMED = "malformed"  #: not an AppRec we can read
 CONFLICT = "conflict"  #: contradicts what the lockfile already records
 UNEXPECTED = "unexpected"  #: readable, but not something a register sends
+#: an error-queue message whose fromHerId, toHerId or subject is not the register's, ours
+#: and the part's: unsigned by NHN's design, so this is all that tells it came from KPR
+MISMATCHED = "mismatched"
 
 # Error-queue application properties (DOMAIN.md §5.7).
 ORIGINAL_MESSAGE_ID = "originalMessageId"
@@ -539,6 +542,16 @@ class _Run:
                 original,
             )
         _, part = found
+        mismatch = self._error_origin_mismatch(message, part)
+        if mismatch:
+            return self.quarantine(
+                message,
+                MISMATCHED,
+                f"transport error {condition} for {part.type} {original} is not from the "
+                f"register to us about that part ({mismatch}): error-queue messages are "
+                "unsigned, so it was not recorded",
+                original,
+            )
         # The condition is the bus's code; description and data are free text from the
         # receiver and may quote data, so 11-digit numbers are scrubbed before the lockfile.
         error = {"condition": condition}
@@ -567,8 +580,40 @@ class _Run:
             transport_error=True,
         )
 
+    def _error_origin_mismatch(self, message: IncomingMessage, part: lockfile.Part) -> str:
+        """What about an error-queue message does not fit the part it names ("" if all does).
+
+        NHN's receivers answer a transport problem with an unsigned, empty message on the
+        sender's error queue, `fromHerId`/`toHerId` swapped and the original subject kept
+        (DOMAIN.md §5.7). Anyone on the bus can write such a message, so it is recorded
+        only when it claims to come from the register's HER-id, to the HER-id we sent
+        from, about a message of the part's type; everything else is quarantined.
+        """
+        address = self.conn.addressing
+        props = message.application_properties
+        wanted = {
+            "fromHerId": str(address.receiver_her_id),
+            "toHerId": str(address.service_her_id),
+        }
+        problems = [
+            f"{key} {_short(props.get(key))} is not {value}"
+            for key, value in wanted.items()
+            if (props.get(key) or "").strip() != value
+        ]
+        if (message.subject or "").strip() != part.type:
+            problems.append(f"subject {_short(message.subject)} is not {part.type}")
+        return "; ".join(problems)
+
 
 # --- helpers ----------------------------------------------------------------------
+
+
+def _short(value: str | None) -> str:
+    """An outside value for a reason line: quoted, at most 40 characters."""
+    if value is None or not value.strip():
+        return "(missing)"
+    text = value.strip()
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def _find_part(
