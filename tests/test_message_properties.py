@@ -12,6 +12,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from lxml import etree
 
 from iplosctl import lockfile as lf
@@ -64,10 +65,10 @@ def hnm_metadata(msghead: bytes) -> dict[str, str]:
     return out
 
 
+@pytest.mark.usefixtures("env")
 def test_sent_messages_carry_hnm_metadata_that_matches_their_msghead(
     cli,
     tmp_path: Path,
-    env: None,  # noqa: F811
 ) -> None:
     outbox = tmp_path / "outbox"
     outbox.mkdir()

@@ -24,7 +24,7 @@ from tests.test_receipts import (  # noqa: F401  (offline, pki: fixtures)
     offline,
     pki,
 )
-from tests.test_transport_security import TODAY, _manifest, env
+from tests.test_transport_security import TODAY, _manifest, env  # noqa: F401
 
 ORG_ASYNC, ORG_ERROR = "900100_async", "900100_error"
 
@@ -51,13 +51,14 @@ def test_receipts_read_the_overridden_queues(
     bus.put(ORG_ASYNC, apprec_body(sub, ipl))
     props = error_properties(ide, to_her_id=sub.manifest.sender.service_her_id)
     bus.put(ORG_ERROR, b"", props, subject="KPR_IDE")
-    collect(env)
+    collect(sub)
     assert (sub.part("KPR_IPL").state, sub.part("KPR_IDE").state) == ("accepted", "transport-error")
     assert len(bus.queues[sub.reply_queue]) == 1  # untouched
     assert bus.queues[ORG_ASYNC] == bus.queues[ORG_ERROR] == []
 
 
-def test_apply_names_the_overridden_reply_queue(cli, tmp_path: Path, env: None) -> None:
+@pytest.mark.usefixtures("env")
+def test_apply_names_the_overridden_reply_queue(cli, tmp_path: Path) -> None:
     (tmp_path / "outbox").mkdir()
     manifest = _manifest(tmp_path, environment="test", url="../outbox")
     _with_queues(manifest)
@@ -68,10 +69,10 @@ def test_apply_names_the_overridden_reply_queue(cli, tmp_path: Path, env: None) 
     assert {m["reply_to"] for m in metas} == {ORG_ASYNC}
 
 
+@pytest.mark.usefixtures("env")
 def test_plan_and_status_show_receiver_queues_broker_and_namespace(
     cli,
     tmp_path: Path,
-    env: None,
 ) -> None:
     manifest = _manifest(tmp_path, environment="test", url="amqps://sb.test.nhn.no:5671")
     text = manifest.read_text().replace("    url: amqps://sb.test.nhn.no:5671\n", "")
@@ -111,11 +112,11 @@ def test_plan_and_status_show_receiver_queues_broker_and_namespace(
     assert st["route"] == expected
 
 
+@pytest.mark.usefixtures("env")
 @pytest.mark.parametrize("key", ["replyQueue", "errorQueue"])
 def test_a_queue_override_must_be_a_bare_queue_name(
     cli,
     tmp_path: Path,
-    env: None,
     key: str,
 ) -> None:
     manifest = _manifest(tmp_path, environment="test", url="../outbox")
