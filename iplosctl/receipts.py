@@ -153,6 +153,8 @@ class ReceiptsResult:
     outstanding: int = 0
     #: set when there was nothing to read for (no lockfile, nothing sent)
     nothing_to_do: str = ""
+    #: `unverified` quarantine entries that verified this time and were recorded
+    reexamined: int = 0
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,8 @@ def summary_line(result: ReceiptsResult) -> str:
     parts = [f"{len(done)} recorded" + (f" ({', '.join(done)})" if done else "")]
     if result.duplicates:
         parts.append(f"{result.duplicates} duplicate(s) ignored")
+    if result.reexamined:
+        parts.append(f"{result.reexamined} from quarantine now verified")
     if result.quarantined:
         parts.append(f"{len(result.quarantined)} quarantined")
     waiting = (
@@ -391,6 +395,9 @@ class _Run:
         folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         for folder in folders:
             for entry in _read_quarantine(folder):
+                if entry.kind == UNVERIFIED and entry.queue == address.reply_queue:
+                    self.reexamine_unverified(entry)
+                    continue
                 decide = decide_by_queue.get(entry.queue)
                 if entry.kind != UNMATCHED or decide is None or not entry.original_msg_id:
                     continue
@@ -403,6 +410,27 @@ class _Run:
                 if isinstance(effect, _Quarantine):
                     continue  # still not recordable: leave it where it is
                 self.process(_StoredDelivery(entry, message), lambda _m, e=effect: e)
+
+    def reexamine_unverified(self, entry: QuarantinedReceipt) -> None:
+        """Try an `unverified` receipt again with today's keys and trust anchors.
+
+        A receipt fails verification when the manifest names the wrong register
+        certificate or trust anchor; once that is fixed, the next run records it. The
+        certificates are checked as of when it was quarantined (it arrived then), so a
+        certificate that expired since does not lose it. Still unverifiable: it stays.
+        Now readable but for another submission or otherwise unrecordable: its entry
+        says so from now on (kind and reason rewritten), so the right run adopts it.
+        """
+        message = _stored_message(entry)
+        if message is None:
+            return  # damaged files: listed by status, never guessed at
+        effect = self.decide_receipt(message, at=_parse_iso(entry.quarantined_at))
+        if isinstance(effect, _Quarantine):
+            if effect.kind != UNVERIFIED:
+                _rewrite_quarantine(entry, effect.kind, effect.reason, effect.original_msg_id)
+            return
+        self.result.reexamined += 1
+        self.process(_StoredDelivery(entry, message), lambda _m, e=effect: e)
 
     def process(self, delivery: Delivery, decide: Callable[[IncomingMessage], _Effect]) -> None:
         """Decide, make it durable, and only then accept; release if it never became durable."""
@@ -430,7 +458,8 @@ class _Run:
     ) -> _Quarantine:
         return _Quarantine(message, kind, scrub(reason), original)
 
-    def decide_receipt(self, message: IncomingMessage) -> _Effect:
+    def decide_receipt(self, message: IncomingMessage, *, at: dt.datetime | None = None) -> _Effect:
+        """What an AppRec means; certificates are checked as of `at` (default: now)."""
         keys = self.conn.keys
         try:
             content = decrypt_then_verify(
@@ -439,7 +468,7 @@ class _Run:
                 own_key=keys.encryption_key,
                 sender_certs=[keys.register_signing_cert],
                 trust_anchors=keys.trust_anchors,
-                now=self.now(),
+                now=at or self.now(),
             )
         except IplosctlError as exc:
             return self.quarantine(message, UNVERIFIED, f"not accepted as the register's: {exc}")
@@ -723,6 +752,29 @@ def _read_quarantine(folder: Path) -> Iterable[QuarantinedReceipt]:
             message_id=amqp.get("messageId"),
             original_msg_id=meta.get("originalMsgId"),
         )
+
+
+def _parse_iso(text: str) -> dt.datetime | None:
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _rewrite_quarantine(
+    entry: QuarantinedReceipt, kind: str, reason: str, original_msg_id: str | None
+) -> None:
+    """Give an entry a new kind and reason (the body is untouched); skip it if damaged."""
+    meta = _load_json(entry.metadata_path)
+    if meta is None:
+        return
+    meta.update(kind=kind, reason=reason, originalMsgId=original_msg_id)
+    write_atomic(
+        entry.metadata_path,
+        (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(),
+        mode=0o600,
+    )
 
 
 def _stored_message(entry: QuarantinedReceipt) -> IncomingMessage | None:
