@@ -215,7 +215,18 @@ def transport_settings(manifest: Manifest) -> TransportSettings:
         tls=TlsSettings(tls.ca_file, tls.verify_peer_name, tls.client_certificate, tls.client_key),
         timeout_seconds=endpoint.timeout_seconds,
         allow_plaintext=env.sandbox,  # amqp:// beyond loopback: sandbox only (transport_policy)
+        max_message_size=receive_limit(manifest),
     )
+
+
+def receive_limit(manifest: Manifest) -> int:
+    """The largest message receipts reads: `endpoint.maxMessageSizeBytes`, else twice the
+    message size limit (the manifest's agreed one, else the profile's)."""
+    endpoint = manifest.endpoint
+    if endpoint is not None and endpoint.max_message_size_bytes:
+        return endpoint.max_message_size_bytes
+    profile = profiles.load_profile(manifest.reporting_year)
+    return 2 * (manifest.message_size_limit_bytes or profile.message_limit_bytes)
 
 
 @dataclass

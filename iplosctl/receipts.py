@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from iplosctl import endpoint, lockfile
+from iplosctl import endpoint, lockfile, privacy
 from iplosctl.atomic import write_atomic
 from iplosctl.errors import IplosctlError, TransportError
 from iplosctl.locking import submission_lock
@@ -155,6 +155,8 @@ class ReceiptsResult:
     nothing_to_do: str = ""
     #: `unverified` quarantine entries that verified this time and were recorded
     reexamined: int = 0
+    #: one line per message the transport refused without reading it (too large)
+    refused: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,8 @@ def summary_line(result: ReceiptsResult) -> str:
         parts.append(f"{result.reexamined} from quarantine now verified")
     if result.quarantined:
         parts.append(f"{len(result.quarantined)} quarantined")
+    if result.refused:
+        parts.append(f"{len(result.refused)} refused as too large")
     waiting = (
         f"still waiting for {result.outstanding} receipt(s)"
         if result.outstanding
@@ -266,6 +270,7 @@ def detail_lines(result: ReceiptsResult) -> list[str]:
         lines.append(scrub(f"  {p.type} {p.msg_id}: transport-error {', '.join(p.codes)}"))
     for q in result.quarantined:
         lines.append(f"  quarantined: {q}")
+    lines.extend(f"  {line}" for line in result.refused)
     return lines
 
 
@@ -383,6 +388,10 @@ class _Run:
         ):
             for delivery in self.conn.transport.receive(queue, timeout=timeout):
                 self.process(delivery, decide)
+        # messages the transport refused itself (too large), one line each; optional API
+        take_refusals = getattr(self.conn.transport, "take_refusals", None)
+        if take_refusals is not None:
+            self.result.refused.extend(privacy.scrub(line) for line in take_refusals())
 
     def adopt_quarantined(self) -> None:
         """Record quarantined messages (of any submission) that match this lockfile now."""
