@@ -435,3 +435,20 @@ def test_verify_peer_name_off_is_warned_in_validate_plan_and_apply(
     applied = cli("apply", "--auto-approve", "--today", TODAY, manifest)
     assert applied.code == 0, applied.all
     assert warning in applied.err
+
+
+@pytest.mark.usefixtures("env")
+def test_the_receive_limit_is_twice_the_message_limit_unless_the_manifest_says(
+    tmp_path: Path,
+) -> None:
+    from iplosctl import endpoint
+    from iplosctl.manifest import load_manifest
+
+    path = _manifest(tmp_path, environment="test", url="amqps://sb.test.nhn.no:5671")
+    settings = endpoint.transport_settings(load_manifest(path))
+    assert settings.max_message_size == 2 * 20_000_000
+    assert not settings.allow_plaintext
+    path.write_text(
+        path.read_text().replace("  endpoint:\n", "  endpoint:\n    maxMessageSizeBytes: 5000\n")
+    )
+    assert endpoint.transport_settings(load_manifest(path)).max_message_size == 5000
