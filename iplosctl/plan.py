@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from iplosctl import __version__, lockfile, plugins, profiles
+from iplosctl import __version__, endpoint, lockfile, plugins, profiles, transport_policy
 from iplosctl.atomic import write_atomic
 from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
@@ -107,6 +107,9 @@ class SubmissionPlan:
     attempt: int
     parts: tuple[PartPlan, ...]
     receipt_errors: tuple[dict[str, str], ...] = ()
+    #: where it goes: receiver HER-id, queues, broker (no credentials), namespace
+    #: (`endpoint.Route.as_dict`); None only for plans built by hand in tests
+    route: dict[str, Any] | None = None
 
     @property
     def blocked(self) -> bool:
@@ -371,6 +374,17 @@ def decide(
         )
     if last is None:
         return ("submit", "nothing has been sent for this submission yet", next_attempt)
+    if "transport-error" in last.states and "rejected" not in last.states:
+        conditions = sorted(
+            {p.transport_error.get("condition", "") for p in last.parts if p.transport_error}
+        )
+        return (
+            "resubmit",
+            f"attempt {last.number} got a transport error ({', '.join(conditions)}): an "
+            "unauthenticated error from the bus (NHN does not sign error-queue messages; "
+            "its HER-ids, subject and message id matched this part): send a new attempt",
+            next_attempt,
+        )
     if last.states & {"rejected", "transport-error"}:
         return ("resubmit", f"attempt {last.number} was rejected: send a new attempt", next_attempt)
     accepted = lock.last_accepted if lock else None
@@ -425,6 +439,17 @@ def size_findings(manifest: Manifest, profile: Profile, analysis: Analysis) -> l
     return out
 
 
+def transport_findings(manifest: Manifest) -> list[Finding]:
+    """`transport-security` warnings (e.g. `tls.verifyPeerName: false` in test), so the
+    reviewer of the pull request sees them; the refusals already stopped validation."""
+    from iplosctl.manifest.checks import transport_concerns
+
+    return [
+        Finding(transport_policy.RULE_ID, c.severity, c.message, 1)
+        for c in transport_concerns(manifest)
+    ]
+
+
 def plan_submission(
     manifest: Manifest,
     *,
@@ -445,7 +470,11 @@ def plan_submission(
     accepted = lock.last_accepted if lock else None
     previous = dict(accepted.summary) if accepted else None
     analysis = analyse(manifest, profile, previous=previous, today=today, late=late)
-    findings = analysis.findings + tuple(size_findings(manifest, profile, analysis))
+    findings = (
+        analysis.findings
+        + tuple(size_findings(manifest, profile, analysis))
+        + tuple(transport_findings(manifest))
+    )
     if accepted is not None:
         since = f"the accepted attempt {accepted.number}"
         findings += tuple(plausibility_findings(analysis.summary, previous, since))
@@ -504,6 +533,7 @@ def plan_submission(
         attempt=attempt,
         parts=parts,
         receipt_errors=receipt_errors,
+        route=endpoint.route(manifest).as_dict(),
     )
 
 
