@@ -107,9 +107,11 @@ class Route:
     transport: str
     broker: str
     namespace: str | None
+    #: the `edi` transport (issue 14): addresses and mail servers, else None
+    edi: EdiRoute | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "receiverHerId": self.receiver_her_id,
             "toQueue": self.to_queue,
             "replyQueue": self.reply_queue,
@@ -118,13 +120,73 @@ class Route:
             "broker": self.broker,
             "namespace": self.namespace,
         }
+        if self.edi is not None:
+            out["edi"] = self.edi.as_dict()
+        return out
 
     def text(self) -> str:
+        if self.edi is not None:
+            return self.edi.text(self.receiver_her_id)
         ns = f", namespace {self.namespace}" if self.namespace else ""
         return (
             f"to HER-id {self.receiver_her_id} queue {self.to_queue} via {self.transport} "
             f"{self.broker}{ns}; receipts from {self.reply_queue}, errors from {self.error_queue}"
         )
+
+
+@dataclass(frozen=True)
+class EdiRoute:
+    """The EDI channel's addresses and servers (no credentials: the URLs cannot hold any)."""
+
+    to_address: str
+    from_address: str
+    smtp: str
+    imap: str
+    folder: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "toAddress": self.to_address,
+            "fromAddress": self.from_address,
+            "smtp": self.smtp,
+            "imap": self.imap,
+            "folder": self.folder,
+        }
+
+    def text(self, receiver_her_id: int) -> str:
+        return edi_route_text(receiver_her_id, self.as_dict())
+
+
+def edi_route_text(receiver_her_id: int, edi: dict[str, Any]) -> str:
+    """One line for plan and status: `to kpr@edi.nhn.no (HER-id …) via edi smtp://…`."""
+    return (
+        f"to {edi['toAddress']} (HER-id {receiver_her_id}) via edi {edi['smtp']} from "
+        f"{edi['fromAddress']}; receipts from {edi['imap']} folder {edi['folder']}"
+    )
+
+
+EDI_DEFAULT_FOLDER = "INBOX"
+EDI_PROCESSED_FOLDER = "iplosctl-processed"
+
+
+def register_edi_address(manifest: Manifest) -> str | None:
+    """`endpoint.registerAddress`, else the year profile's `register.ediAddress`."""
+    endpoint = manifest.endpoint
+    if endpoint is not None and endpoint.register_address:
+        return endpoint.register_address
+    return profiles.load_profile(manifest.reporting_year).edi_address
+
+
+def _edi_route(manifest: Manifest) -> EdiRoute:
+    e = manifest.endpoint
+    assert e is not None
+    return EdiRoute(
+        to_address=register_edi_address(manifest) or "(not set)",
+        from_address=e.address or "(not set)",
+        smtp=_without_credentials(e.smtp or "(not set)"),
+        imap=_without_credentials(e.imap or "(not set)"),
+        folder=e.imap_folder or EDI_DEFAULT_FOLDER,
+    )
 
 
 def route(manifest: Manifest) -> Route:
@@ -138,6 +200,10 @@ def route(manifest: Manifest) -> Route:
         transport = endpoint.transport
         broker = _without_credentials(endpoint.url or env.broker_url or "(not set)")
         namespace = endpoint.namespace or (env.namespace if not endpoint.url else None)
+    edi = None
+    if endpoint is not None and endpoint.transport == "edi":
+        edi = _edi_route(manifest)
+        broker, namespace = edi.smtp, None
     return Route(
         receiver_her_id=address.receiver_her_id,
         to_queue=address.to_queue,
@@ -146,6 +212,7 @@ def route(manifest: Manifest) -> Route:
         transport=transport,
         broker=broker,
         namespace=namespace,
+        edi=edi,
     )
 
 
@@ -197,6 +264,8 @@ def transport_settings(manifest: Manifest) -> TransportSettings:
     if endpoint is None:
         raise IplosctlError(f"{manifest.path}: spec.endpoint is required outside the sandbox")
     env = profiles.load_profile(manifest.reporting_year).environments[manifest.environment]
+    if endpoint.transport == "edi":
+        return edi_transport_settings(manifest)
     url = endpoint.url or env.broker_url
     if not url:
         raise IplosctlError(
@@ -216,6 +285,49 @@ def transport_settings(manifest: Manifest) -> TransportSettings:
         timeout_seconds=endpoint.timeout_seconds,
         allow_plaintext=env.sandbox,  # amqp:// beyond loopback: sandbox only (transport_policy)
         max_message_size=receive_limit(manifest),
+    )
+
+
+def edi_transport_settings(manifest: Manifest) -> TransportSettings:
+    """Settings for the `edi` transport: SMTP URL, IMAP URL and addresses in `options`.
+
+    Receipts are read from `imapFolder` for the reply queue only: EDI has no error
+    queue (a transport error comes back as a bounce, which lands in the same folder and
+    is quarantined as unreadable).
+    """
+    endpoint = manifest.endpoint
+    assert endpoint is not None
+    missing = [k for k in ("address", "smtp", "imap") if not getattr(endpoint, k)]
+    if missing:
+        raise IplosctlError(
+            f"{manifest.path}: the edi transport needs spec.endpoint.{', '.join(missing)} "
+            "(the municipality's EDI address, its SMTP and its IMAP server)"
+        )
+    to = register_edi_address(manifest)
+    if not to:
+        raise IplosctlError(
+            f"{manifest.path}: the {manifest.reporting_year} profile has no register EDI "
+            "address: set spec.endpoint.registerAddress"
+        )
+    env = profiles.load_profile(manifest.reporting_year).environments[manifest.environment]
+    tls = endpoint.tls
+    return TransportSettings(
+        url=endpoint.smtp,  # type: ignore[arg-type]
+        username=endpoint.username,
+        password=get_secret(endpoint.credential) if endpoint.credential else None,
+        tls=TlsSettings(tls.ca_file, tls.verify_peer_name, tls.client_certificate, tls.client_key),
+        timeout_seconds=endpoint.timeout_seconds,
+        allow_plaintext=False,  # the edi transport never logs in or sends in clear
+        max_message_size=receive_limit(manifest),
+        options={
+            "address": endpoint.address,
+            "to": to,
+            "imap": endpoint.imap,
+            "folders": {addressing(manifest).reply_queue: endpoint.imap_folder or "INBOX"},
+            "processed_folder": endpoint.processed_folder or EDI_PROCESSED_FOLDER,
+            "accept_from": to,
+            "sandbox": env.sandbox,
+        },
     )
 
 

@@ -118,6 +118,9 @@ class TransportSettings:
     allow_plaintext: bool = False
     #: the largest message a receiving link accepts; None lets the plugin choose
     max_message_size: int | None = None
+    #: transport-specific settings that fit none of the above (the `edi` transport's
+    #: addresses, IMAP URL and folders: plugins/iplosctl_transport_edi)
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -106,3 +106,101 @@ def endpoint_concerns(
                 )
             )
     return concerns
+
+
+# --- the edi transport (issue 14) -------------------------------------------------------
+
+#: NHN EDI 2.0, "EDI" page: @edi.nhn.no carries production data, @testedi.nhn.no and
+#: @samsvar.nhn.no test data, and mail between the two worlds is not permitted
+PRODUCTION_EDI_DOMAIN = "edi.nhn.no"
+TEST_EDI_DOMAINS = ("testedi.nhn.no", "samsvar.nhn.no")
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower().rstrip(".")
+
+
+def edi_concerns(
+    *,
+    address: str | None,
+    smtp: str | None,
+    imap: str | None,
+    register_address: str | None,
+    register_from_manifest: bool,
+    environment: str,
+    sandbox: bool,
+    production: bool,
+    verify_peer_name: bool,
+) -> list[Concern]:
+    """What validate refuses about an `edi` endpoint: missing servers or addresses, an
+    address in the other world (production vs test), and `verifyPeerName` as for AMQP.
+
+    smtp:// and imap:// need no rule of their own: the transport always requires STARTTLS
+    there, so nothing travels in clear.
+    """
+    concerns: list[Concern] = []
+    for key, value, what in (
+        ("address", address, "the municipality's own EDI address (receipts arrive there)"),
+        ("smtp", smtp, "the SMTP server (smtp://host:587 with STARTTLS, or smtps://host:465)"),
+        ("imap", imap, "the IMAP server of the EDI mailbox (imaps://host:993 or imap://…)"),
+    ):
+        if not value:
+            concerns.append(
+                Concern(
+                    ERROR, f"the edi transport needs endpoint.{key}: {what}", ("spec", "endpoint")
+                )
+            )
+    reg_path = (
+        ("spec", "endpoint", "registerAddress") if register_from_manifest else ("spec", "endpoint")
+    )
+    if not register_address:
+        concerns.append(
+            Concern(
+                ERROR,
+                "no register EDI address: the year profile has none; set endpoint.registerAddress",
+                reg_path,
+            )
+        )
+    if not sandbox:
+        for key, value, path in (
+            ("registerAddress", register_address, reg_path),
+            ("address", address, ("spec", "endpoint", "address")),
+        ):
+            if not value:
+                continue
+            domain = _domain(value)
+            if production and domain in TEST_EDI_DOMAINS:
+                concerns.append(
+                    Concern(
+                        ERROR,
+                        f"{value} is a test EDI address, but {environment} carries production "
+                        "data: NHN does not let mail cross between test and production EDI",
+                        path,
+                    )
+                )
+            elif not production and domain == PRODUCTION_EDI_DOMAIN:
+                hint = (
+                    "; the profile's register.ediAddress is KPR's production address: set "
+                    "endpoint.registerAddress to KPR's test EDI address (ask NHN)"
+                    if key == "registerAddress" and not register_from_manifest
+                    else ""
+                )
+                concerns.append(
+                    Concern(
+                        ERROR,
+                        f"{value} is a production EDI address (@{PRODUCTION_EDI_DOMAIN}), but "
+                        f"{environment} is not production: NHN does not let mail cross between "
+                        f"test and production EDI{hint}",
+                        path,
+                    )
+                )
+    concerns.extend(
+        endpoint_concerns(
+            None,
+            environment=environment,
+            sandbox=sandbox,
+            production=production,
+            verify_peer_name=verify_peer_name,
+        )
+    )
+    return concerns

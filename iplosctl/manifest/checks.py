@@ -189,6 +189,20 @@ def transport_concerns(m: Manifest) -> list[transport_policy.Concern]:
         return []
     if env is None:
         return []
+    if m.endpoint.transport == "edi":
+        e = m.endpoint
+        return transport_policy.edi_concerns(
+            address=e.address,
+            smtp=e.smtp,
+            imap=e.imap,
+            register_address=e.register_address
+            or profiles.load_profile(m.reporting_year).edi_address,
+            register_from_manifest=e.register_address is not None,
+            environment=m.environment,
+            sandbox=env.sandbox,
+            production=env.production,
+            verify_peer_name=e.tls.verify_peer_name,
+        )
     return transport_policy.endpoint_concerns(
         m.endpoint.url or env.broker_url,
         environment=m.environment,

@@ -183,6 +183,12 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
             reply_queue=e.get("replyQueue"),
             error_queue=e.get("errorQueue"),
             max_message_size_bytes=e.get("maxMessageSizeBytes"),
+            address=e.get("address"),
+            smtp=e.get("smtp"),
+            imap=e.get("imap"),
+            imap_folder=e.get("imapFolder"),
+            processed_folder=e.get("processedFolder"),
+            register_address=e.get("registerAddress"),
         )
     certificates = None
     if "certificates" in spec:

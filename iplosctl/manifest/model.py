@@ -76,6 +76,13 @@ class Endpoint:
     error_queue: str | None = None
     #: receiving links refuse larger messages (default: twice the message size limit)
     max_message_size_bytes: int | None = None
+    #: the `edi` transport (issue 14): own EDI address, SMTP and IMAP servers, folders
+    address: str | None = None
+    smtp: str | None = None
+    imap: str | None = None
+    imap_folder: str | None = None
+    processed_folder: str | None = None
+    register_address: str | None = None
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,10 @@ def route_text(s: SubmissionPlan) -> str:
     r = s.route
     if not r:
         return "unknown"
+    if r.get("edi"):
+        from iplosctl.endpoint import edi_route_text
+
+        return edi_route_text(r["receiverHerId"], r["edi"])
     ns = f", namespace {r['namespace']}" if r.get("namespace") else ""
     return (
         f"to HER-id {r['receiverHerId']} queue {r['toQueue']} via {r['transport']} "

@@ -1,0 +1,95 @@
+"""The sandbox register over EDI (issue 14): read its mailbox, answer by mail.
+
+The same `SandboxRegister` that answers on the AMQP peer judges each mail here: the
+`edi` transport turns the mail back into an IncomingMessage (its X-Iplosctl-P-* headers
+are the AMQP properties, Reply-To the sender's address), the register decides, and its
+AppRec goes out signed and encrypted by SMTP to that address. Only then is the
+register's answer remembered and the mail moved out of the inbox, so a crash in
+between means the mail is answered again, never silence; a resend with the same
+Message-ID (the MsgId) is a duplicate and gets nothing, as on AMQP (DOMAIN.md §5.8).
+
+EDI has no error queue: an answer the register would put on `{herId}_error` is logged
+and dropped here (a real EDI receiver would bounce the mail or send an ebXML
+MessageError; UNVERIFIED which KPR does).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from iplosctl import plugins
+from iplosctl.plugins import TlsSettings, TransportSettings
+from iplosctl.sandbox.register import SandboxRegister
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RegisterMailbox:
+    """Where the sandbox register's EDI mailbox is and how it logs in."""
+
+    address: str
+    smtp: str
+    imap: str
+    username: str
+    password: str = field(repr=False)
+    ca_file: Path | None = None
+    folder: str = "INBOX"
+    timeout_seconds: float = 30.0
+
+    def transport_settings(self, register: SandboxRegister) -> TransportSettings:
+        return TransportSettings(
+            url=self.smtp,
+            username=self.username,
+            password=self.password,
+            tls=TlsSettings(ca_file=self.ca_file),
+            timeout_seconds=self.timeout_seconds,
+            options={
+                "address": self.address,
+                "imap": self.imap,
+                "folders": {register.queue: self.folder},
+            },
+        )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def answer_mailbox(
+    register: SandboxRegister,
+    mailbox: RegisterMailbox,
+    *,
+    now: Callable[[], dt.datetime] = _now,
+    transport: Any = None,
+) -> list[str]:
+    """Answer every mail in the register's inbox once; one outcome line per mail."""
+    own = transport is None
+    if own:
+        transport = plugins.load("transport", "edi")(mailbox.transport_settings(register))
+    outcomes: list[str] = []
+    try:
+        for delivery in transport.receive(register.queue, timeout=0):
+            message = delivery.message
+            answer = register.decide(message, now())
+            for reply in answer.replies:
+                if "@" in reply.queue:
+                    transport.send(reply.message)
+                else:
+                    log.warning(
+                        "message %s: %s, but EDI has no error queue: not sent",
+                        message.message_id,
+                        answer.outcome,
+                    )
+            register.remember(answer)
+            delivery.accept()
+            outcomes.append(f"{message.message_id}: {answer.outcome}")
+    finally:
+        if own:
+            transport.close()
+    return outcomes
