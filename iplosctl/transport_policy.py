@@ -120,6 +120,10 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".")
 
 
+def _in(domain: str, parent: str) -> bool:
+    return domain == parent or domain.endswith("." + parent)
+
+
 def edi_concerns(
     *,
     address: str | None,
@@ -169,7 +173,7 @@ def edi_concerns(
             if not value:
                 continue
             domain = _domain(value)
-            if production and domain in TEST_EDI_DOMAINS:
+            if production and any(_in(domain, d) for d in TEST_EDI_DOMAINS):
                 concerns.append(
                     Concern(
                         ERROR,
@@ -178,7 +182,7 @@ def edi_concerns(
                         path,
                     )
                 )
-            elif not production and domain == PRODUCTION_EDI_DOMAIN:
+            elif not production and _in(domain, PRODUCTION_EDI_DOMAIN):
                 hint = (
                     "; the profile's register.ediAddress is KPR's production address: set "
                     "endpoint.registerAddress to KPR's test EDI address (ask NHN)"

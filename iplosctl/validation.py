@@ -67,7 +67,8 @@ def _problems_for(error: ValidationError, root: Any, filename: str) -> list[Prob
     keyword = error.validator
     schema = error.schema if isinstance(error.schema, dict) else {}
     # Test persons' ids and names are echoed nowhere, even in a schema error.
-    show = _hidden if "testPersons" in path else _short
+    # nor a URL with a user or password in it (the schema refuses those: never echo one)
+    show = _hidden if "testPersons" in path or _holds_credentials(error.instance) else _short
     if keyword == "additionalProperties" and isinstance(error.instance, dict):
         allowed = sorted(schema.get("properties", {}))
         extra = [k for k in error.instance if k not in allowed]
@@ -97,6 +98,13 @@ def _problems_for(error: ValidationError, root: Any, filename: str) -> list[Prob
     if keyword in ("pattern", "format") and "x-hint" in schema:
         return [at(path, f"{show(error.instance)}: {schema['x-hint']}")]
     return [at(path, error.message if show is _short else f"invalid value ({keyword})")]
+
+
+def _holds_credentials(value: Any) -> bool:
+    """`scheme://user:password@host…`: a URL whose authority has an `@`."""
+    if not isinstance(value, str) or "://" not in value:
+        return False
+    return "@" in value.split("://", 1)[1].split("/", 1)[0]
 
 
 def _short(value: Any) -> str:

@@ -24,6 +24,8 @@ pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   || missing+=(python3-dev)
 command -v openssl >/dev/null || missing+=(openssl)
+# The EDI transport's tests run their own dovecot (IMAP) on loopback (tests/mailservers.py).
+{ command -v dovecot >/dev/null || [ -x /usr/sbin/dovecot ]; } || missing+=(dovecot-imapd)
 if [ "${1:-}" = "--bench" ]; then
   command -v xmllint >/dev/null || missing+=(libxml2-utils)
 fi
@@ -39,3 +41,13 @@ echo "installing system packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq "${missing[@]}" >/dev/null
+# Debian starts the system-wide dovecot on every interface when it is installed: the
+# tests need only the binary (each run starts its own, loopback only), so stop it.
+if [[ " ${missing[*]} " == *" dovecot-imapd "* ]]; then
+  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    systemctl disable --now dovecot >/dev/null 2>&1 || true
+  else
+    service dovecot stop >/dev/null 2>&1 || true
+    update-rc.d dovecot disable >/dev/null 2>&1 || true
+  fi
+fi

@@ -1,0 +1,169 @@
+"""The EDI endpoint without servers: validate's rules, the route in the plan, the MIME form."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import shutil
+from pathlib import Path
+
+import pytest
+
+from iplosctl.errors import TransportError
+from iplosctl.plugins import OutgoingMessage, TransportSettings
+from iplosctl.sandbox.pki import generate_pki
+from iplosctl_transport_edi import (
+    EdiTransport,
+    build_mime,
+    message_id_header,
+    parse_mime,
+    parse_server_url,
+)
+from tests.conftest import DEMO_EXPORT
+
+TODAY = "2024-01-05"
+
+
+def write_manifest(root: Path, environment: str, endpoint: str) -> Path:
+    (root / "manifests").mkdir(exist_ok=True)
+    (root / "exports").mkdir(exist_ok=True)
+    shutil.copy(DEMO_EXPORT, root / "exports" / "kommune-2023.xml")
+    if not (root / "pki").exists():
+        generate_pki(root / "pki")
+    path = root / "manifests" / "kommune-2023.yaml"
+    path.write_text(
+        f"""apiVersion: iplosctl/v1
+kind: Submission
+metadata: {{name: kommune-2023}}
+spec:
+  reportingYear: 2023
+  environment: {environment}
+  municipality: {{number: "9999", name: Demo kommune, orgNumber: "310000019"}}
+  sender: {{herId: 7100001, serviceHerId: 7100002}}
+  epj: {{system: DemoEPJ, version: 4.2.0}}
+  epjMinimumVersions: {{DemoEPJ: 4.0.0}}
+  serviceUnits:
+    - {{orgNumber: "310000027", name: Demo hjemmetjeneste}}
+    - {{orgNumber: "310000035", name: Demo sykehjem}}
+    - {{orgNumber: "310000043", name: Demo bofellesskap}}
+  source: {{plugin: xml, path: ../exports/kommune-2023.xml}}
+  testPersons: {{names: ["Test Testesen"]}}
+  endpoint:
+{endpoint}
+  certificates:
+    signing: {{certificate: ../pki/municipality-signing.pem, key: ../pki/municipality-signing.key}}
+    encryption:
+      certificate: ../pki/municipality-encryption.pem
+      key: ../pki/municipality-encryption.key
+    register:
+      signing: ../pki/register-signing.pem
+      encryption: ../pki/register-encryption.pem
+      trustAnchors: ../pki/ca.pem
+"""
+    )
+    return path
+
+
+EDI = """    transport: edi
+    address: iplos@kommune.testedi.nhn.no
+    smtp: smtp://smtp.kommune.example:587
+    imap: imaps://imap.kommune.example:993
+    username: iplos
+    credential: edi"""
+
+
+def test_validate_refuses_the_production_kpr_address_in_the_test_environment(
+    cli, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path, "test", EDI)
+    result = cli("validate", manifest)
+    assert result.code == 1
+    assert "kpr@edi.nhn.no is a production EDI address" in result.err
+    assert "set endpoint.registerAddress to KPR's test EDI address" in result.err
+
+
+def test_validate_accepts_a_test_register_address_in_the_test_environment(
+    cli, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path, "test", EDI + "\n    registerAddress: kpr@testedi.nhn.no")
+    result = cli("validate", manifest)
+    assert result.code == 0, result.err
+
+
+def test_validate_refuses_a_test_own_address_in_production(cli, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, "production", EDI)
+    result = cli("validate", manifest)
+    assert result.code == 1
+    assert "iplos@kommune.testedi.nhn.no is a test EDI address" in result.err
+    assert "kpr@edi.nhn.no" not in result.err  # the profile's address is right in production
+
+
+def test_validate_names_missing_servers(cli, tmp_path: Path) -> None:
+    endpoint = "\n".join(line for line in EDI.splitlines() if "imap:" not in line)
+    manifest = write_manifest(tmp_path, "sandbox", endpoint)
+    result = cli("validate", manifest)
+    assert result.code == 1 and "the edi transport needs endpoint.imap" in result.err
+
+
+def test_validate_refuses_credentials_in_the_smtp_url(cli, tmp_path: Path) -> None:
+    manifest = write_manifest(
+        tmp_path, "sandbox", EDI.replace("smtp://smtp", "smtp://iplos:secret@smtp")
+    )
+    result = cli("validate", manifest)
+    assert result.code == 1 and "secret" not in result.err and "smtp" in result.err
+
+
+def test_plan_json_carries_the_edi_route(cli, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, "test", EDI + "\n    registerAddress: kpr@testedi.nhn.no")
+    result = cli("plan", "--today", TODAY, manifest)
+    assert result.code in (0, 2), result.err
+    assert (
+        "to kpr@testedi.nhn.no (HER-id 8133973) via edi smtp://smtp.kommune.example:587 from "
+        "iplos@kommune.testedi.nhn.no; receipts from imaps://imap.kommune.example:993 folder "
+        "INBOX"
+    ) in result.out
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://smtp.example", "smtp://user:pw@smtp.example", "smtp://", "imaps://x.example"],
+)
+def test_server_urls_that_are_refused(url: str) -> None:
+    with pytest.raises(TransportError):
+        parse_server_url(url, "smtp")
+
+
+def test_the_edi_transport_refuses_without_its_own_address() -> None:
+    with pytest.raises(TransportError, match=r"endpoint\.address"):
+        EdiTransport(TransportSettings(url="smtp://127.0.0.1:1", options={"address": ""}))
+
+
+def _outgoing(msg_id: str = "c5198929-80f4-57f6-a2d2-dc8b9b621564") -> OutgoingMessage:
+    return OutgoingMessage(
+        message_id=msg_id,
+        correlation_id=msg_id,
+        subject="KPR_IPL",
+        body=bytes(range(256)) * 4,
+        to_queue="134197_async",
+        reply_to="7100002_async",
+        application_properties={
+            "fromHerId": "7100002",
+            "toHerId": "134197",
+            "applicationTimeStamp": "2024-01-05T10:00:00Z",
+        },
+    )
+
+
+def test_mime_form_and_back() -> None:
+    out = _outgoing()
+    raw = build_mime(out, from_address="iplos@kommune.edi.nhn.no", to_address="kpr@edi.nhn.no")
+    assert raw == build_mime(  # same message, same mail: a resend is recognised
+        out, from_address="iplos@kommune.edi.nhn.no", to_address="kpr@edi.nhn.no"
+    )
+    mail = email.message_from_bytes(raw, policy=email.policy.default)
+    assert mail["Message-ID"] == message_id_header(out.message_id, "x@kommune.edi.nhn.no")
+    assert mail.get_content_type() == "application/pkcs7-mime"
+    back = parse_mime(raw, "7100002_async")
+    assert back.body == out.body and back.message_id == out.message_id
+    assert back.subject == "KPR_IPL" and back.reply_to == "iplos@kommune.edi.nhn.no"
+    assert back.application_properties["toHerId"] == "134197"
