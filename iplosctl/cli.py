@@ -816,6 +816,74 @@ def sandbox_attach(
     return EXIT_OK
 
 
+@sandbox_app.command("attach-edi")
+def sandbox_attach_edi(
+    smtp: Annotated[str, typer.Option("--smtp", help="smtp://host:587 (STARTTLS) or smtps://.")],
+    imap: Annotated[str, typer.Option("--imap", help="imaps://host:993 or imap:// (STARTTLS).")],
+    address: Annotated[str, typer.Option("--address", help="The register's own EDI address.")],
+    pki: Annotated[Path, typer.Option("--pki", help="Folder written by `iplosctl sandbox pki`.")],
+    username: Annotated[str, typer.Option("--username", help="Mailbox user.")],
+    credential: Annotated[
+        str, typer.Option("--credential", help="Secret holding the mailbox password.")
+    ],
+    her_id: Annotated[
+        int | None,
+        typer.Option(
+            "--her-id", help="The register's HER-id (default: the profiles' sandbox one)."
+        ),
+    ] = None,
+    ca_file: Annotated[
+        Path | None, typer.Option("--ca-file", help="CA bundle for the mail servers' TLS.")
+    ] = None,
+    behaviour: BehaviourOpt = None,
+    schema_dir: SchemaDirOpt = None,
+    state: Annotated[
+        Path | None, typer.Option("--state", help="Folder that keeps the answered-message list.")
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Answer what is in the mailbox now, then stop.")
+    ] = False,
+    poll: Annotated[float, typer.Option("--poll", min=0.1, help="Seconds between reads.")] = 5.0,
+) -> int:
+    """Answer as the KPR sandbox register over EDI: read its mailbox, reply by mail (issue 14)."""
+    import time
+
+    from iplosctl import profiles
+    from iplosctl.endpoint import state_dir
+    from iplosctl.sandbox.edi import RegisterMailbox, answer_mailbox
+    from iplosctl.sandbox.embedded import behaviour_from_env, prepare_state_dir
+    from iplosctl.sandbox.pki import PkiFiles
+    from iplosctl.sandbox.register import SandboxRegister, parse_behaviour
+
+    if her_id is None:
+        newest = profiles.load_profile(profiles.available_years()[-1])
+        her_id = next(e.receiver_her_id for e in newest.environments.values() if e.sandbox)
+    chosen = parse_behaviour(behaviour) if behaviour is not None else behaviour_from_env()
+    folder = prepare_state_dir(state or state_dir() / "sandbox-edi")
+    register = SandboxRegister.from_pki(
+        PkiFiles(pki), her_id=her_id, behaviour=chosen, schema_dir=schema_dir, state_dir=folder
+    )
+    mailbox = RegisterMailbox(
+        address=address,
+        smtp=smtp,
+        imap=imap,
+        username=username,
+        password=secret_store.get_secret(credential),
+        ca_file=ca_file,
+    )
+    output.note(f"sandbox register {her_id} reads the mailbox of {address} at {imap}")
+    try:
+        while True:
+            for line in answer_mailbox(register, mailbox):
+                output.note(line)
+            if once:
+                break
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        output.note("stopped")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run a command and map every outcome to an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)

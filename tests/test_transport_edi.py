@@ -357,3 +357,44 @@ def test_hostile_mail_is_quarantined_or_left_never_lost(cli, setup: Setup, tmp_p
     assert len(setup.mails("kommune", "iplosctl-processed")) == 5
     for line in result.out.splitlines() + result.err.splitlines():
         assert "\n" not in line and len(line) < 400
+
+
+def test_sandbox_attach_edi_answers_from_the_command_line(
+    cli, setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert apply(cli, setup).code == 0
+    monkeypatch.setenv("IPLOSCTL_SECRET_KPR_MAIL", USERS["kpr"])
+    mb = setup.mailbox
+    args = ["--smtp", mb.smtp, "--imap", mb.imap, "--address", KPR, "--username", "kpr"]
+    args += ["--credential", "kpr-mail", "--pki", str(setup.pki), "--ca-file", str(mb.ca_file)]
+    args += ["--state", str(setup.root / "register"), "--once"]
+    result = cli("sandbox", "attach-edi", *args)
+    assert result.code == 0, result.err
+    assert result.err.count("apprec 1") == 2
+    assert cli("receipts", setup.manifest).code == 0
+    assert [p.state for p in setup.parts()] == ["accepted", "accepted"]
+
+
+def test_imap_login_failure_is_one_line_and_moves_nothing(
+    cli, setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert apply(cli, setup).code == 0
+    setup.answer()
+    monkeypatch.setenv("IPLOSCTL_SECRET_EDI_TEST", "wrong-password")
+    line = _one_line_error(cli("receipts", setup.manifest))
+    assert "IMAP server 127.0.0.1:" in line and "refused the login for 'kommune'" in line
+    assert [p.state for p in setup.parts()] == ["sent", "sent"]
+    assert len(setup.mails("kommune")) == 2
+
+
+def test_imap_starttls_with_an_untrusted_certificate_fails_in_one_line(cli, setup: Setup) -> None:
+    assert apply(cli, setup).code == 0
+    setup.answer()
+    text = manifest_text(setup.servers, imap="imap")
+    text = text.replace(
+        f"smtp: smtp://127.0.0.1:{setup.servers.smtp_port}", "smtp: smtp://127.0.0.1:1"
+    ).replace(str(setup.servers.tls.ca_file), str(setup.servers.tls.other_ca_file))
+    setup.manifest.write_text(text)
+    line = _one_line_error(cli("receipts", setup.manifest))
+    assert "TLS with the IMAP server 127.0.0.1:" in line
+    assert len(setup.mails("kommune")) == 2
