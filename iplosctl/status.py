@@ -107,7 +107,14 @@ def render_status(statuses: list[SubmissionStatus]) -> str:
             f"  deadline:   {window}",
             f"  state:      {s.action}: {s.reason}",
         ]
-        if s.route:
+        if s.route and s.route.get("edi"):
+            e = s.route["edi"]
+            lines += [
+                f"  sends to:   {e['toAddress']} (HER-id {s.route['receiverHerId']}) via edi "
+                f"{e['smtp']} from {e['fromAddress']}",
+                f"  reads:      receipts from {e['imap']} folder {e['folder']}",
+            ]
+        elif s.route:
             r = s.route
             ns = f", namespace {r['namespace']}" if r.get("namespace") else ""
             lines += [

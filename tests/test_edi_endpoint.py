@@ -167,3 +167,13 @@ def test_mime_form_and_back() -> None:
     assert back.body == out.body and back.message_id == out.message_id
     assert back.subject == "KPR_IPL" and back.reply_to == "iplos@kommune.edi.nhn.no"
     assert back.application_properties["toHerId"] == "134197"
+
+
+def test_status_shows_the_edi_route(cli, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, "test", EDI + "\n    registerAddress: kpr@testedi.nhn.no")
+    result = cli("status", manifest)
+    assert (
+        "sends to:   kpr@testedi.nhn.no (HER-id 8133973) via edi smtp://smtp.kommune.example:587"
+        in result.out
+    ), result.out + result.err
+    assert "reads:      receipts from imaps://imap.kommune.example:993 folder INBOX" in result.out
