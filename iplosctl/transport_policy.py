@@ -135,6 +135,8 @@ def edi_concerns(
     sandbox: bool,
     production: bool,
     verify_peer_name: bool,
+    username: str | None = "",
+    credential: str | None = "",
 ) -> list[Concern]:
     """What validate refuses about an `edi` endpoint: missing servers or addresses, an
     address in the other world (production vs test), and `verifyPeerName` as for AMQP.
@@ -154,6 +156,15 @@ def edi_concerns(
                     ERROR, f"the edi transport needs endpoint.{key}: {what}", ("spec", "endpoint")
                 )
             )
+    if username is None or credential is None:
+        concerns.append(
+            Concern(
+                ERROR,
+                "the edi transport logs in to both servers (SMTP AUTH, IMAP LOGIN): set "
+                "endpoint.username and endpoint.credential (the secret holding the password)",
+                ("spec", "endpoint"),
+            )
+        )
     reg_path = (
         ("spec", "endpoint", "registerAddress") if register_from_manifest else ("spec", "endpoint")
     )

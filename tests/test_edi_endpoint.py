@@ -177,3 +177,10 @@ def test_status_shows_the_edi_route(cli, tmp_path: Path) -> None:
         in result.out
     ), result.out + result.err
     assert "reads:      receipts from imaps://imap.kommune.example:993 folder INBOX" in result.out
+
+
+def test_validate_requires_a_login(cli, tmp_path: Path) -> None:
+    endpoint = "\n".join(line for line in EDI.splitlines() if "credential" not in line)
+    manifest = write_manifest(tmp_path, "sandbox", endpoint)
+    result = cli("validate", manifest)
+    assert result.code == 1 and "set endpoint.username and endpoint.credential" in result.err

@@ -202,6 +202,8 @@ def transport_concerns(m: Manifest) -> list[transport_policy.Concern]:
             sandbox=env.sandbox,
             production=env.production,
             verify_peer_name=e.tls.verify_peer_name,
+            username=e.username,
+            credential=e.credential,
         )
     return transport_policy.endpoint_concerns(
         m.endpoint.url or env.broker_url,

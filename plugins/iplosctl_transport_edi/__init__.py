@@ -52,6 +52,7 @@ qa), its host name too. AUTH is never attempted in clear.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import email
 import email.parser
 import email.policy
@@ -150,8 +151,6 @@ def build_mime(message: OutgoingMessage, *, from_address: str, to_address: str) 
     mail["Message-ID"] = message_id_header(message.message_id, from_address)
     stamp = message.application_properties.get("applicationTimeStamp")
     if stamp:
-        import datetime as dt
-
         with contextlib.suppress(ValueError):
             when = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
             mail["Date"] = format_datetime(when if when.tzinfo else when.replace(tzinfo=dt.UTC))
