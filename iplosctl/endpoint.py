@@ -29,10 +29,34 @@ from iplosctl.secrets import get_secret
 SERVICE_NAME = "Saksbehandling"
 
 
-def state_dir() -> Path:
-    """Local, git-ignored state (sandbox certificates and queues): `IPLOSCTL_STATE_DIR` or
-    `.iplosctl/` in the current folder."""
-    return Path(os.environ.get("IPLOSCTL_STATE_DIR", ".iplosctl"))
+STATE_FOLDER = ".iplosctl"
+
+
+def state_dir(manifest: Manifest | None = None) -> Path:
+    """Local, git-ignored state (sandbox certificates and queues, quarantine).
+
+    `IPLOSCTL_STATE_DIR` when set; else `.iplosctl/` at the root of the repository that
+    holds the manifest (the nearest folder above it with `.git`), or beside the manifest
+    outside a repository. It follows the manifest, not the current folder: `apply` run
+    from the repository root and `receipts` run from `manifests/` must see the same
+    sandbox queues and quarantine. Without a manifest (`sandbox serve`), the current folder.
+    """
+    override = os.environ.get("IPLOSCTL_STATE_DIR")
+    if override:
+        return Path(override)
+    if manifest is None:
+        return Path(STATE_FOLDER)
+    return repository_root(manifest.path) / STATE_FOLDER
+
+
+def repository_root(path: Path) -> Path:
+    """The nearest folder above `path` holding `.git` (a folder, or a file in a worktree),
+    else the folder of `path`."""
+    folder = path.resolve().parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder
 
 
 @dataclass(frozen=True)
@@ -248,7 +272,7 @@ def connect(manifest: Manifest) -> Iterator[Connection]:
     if env.sandbox and manifest.endpoint is None:
         from iplosctl.sandbox.embedded import embedded_register
 
-        with embedded_register(state_dir() / "sandbox", address) as register:
+        with embedded_register(state_dir(manifest) / "sandbox", address) as register:
             transport = plugins.load("transport", "amqp")(register.transport_settings)
             try:
                 yield Connection(transport, register.municipality_keys(), address, sandbox=True)

@@ -153,7 +153,7 @@ def _certificates(manifest: Manifest, sandbox: bool) -> dict[str, Any] | None:
     # The embedded register's test PKI, if a rehearsal has created it (never created here).
     from iplosctl.sandbox.pki import LEAVES, PkiFiles
 
-    pki = PkiFiles(endpoint.state_dir() / "sandbox" / "pki")
+    pki = PkiFiles(endpoint.state_dir(manifest) / "sandbox" / "pki")
     if not pki.ca.is_file():
         return {"sandboxPki": "not created yet"}
     return {"sandboxPki": {stem: _certificate(pki.certificate(stem)) for stem in LEAVES}}
