@@ -72,7 +72,7 @@ class Keys:
 
 
 def addressing(manifest: Manifest) -> Addressing:
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
     env = profile.environments[manifest.environment]
     endpoint = manifest.endpoint
     return Addressing(
@@ -123,7 +123,7 @@ def transport_settings(manifest: Manifest) -> TransportSettings:
     endpoint = manifest.endpoint
     if endpoint is None:
         raise IplosctlError(f"{manifest.path}: spec.endpoint is required outside the sandbox")
-    env = profiles.load_profile(manifest.reporting_year).environments[manifest.environment]
+    env = profiles.profile_for(manifest).environments[manifest.environment]
     url = endpoint.url or env.broker_url
     if not url:
         raise IplosctlError(
@@ -157,7 +157,7 @@ class Connection:
 @contextlib.contextmanager
 def connect(manifest: Manifest) -> Iterator[Connection]:
     """Open the manifest's transport; in the sandbox, start the built-in register first."""
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
     env = profile.environments[manifest.environment]
     address = addressing(manifest)
     if env.sandbox and manifest.endpoint is None:

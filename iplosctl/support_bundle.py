@@ -315,7 +315,7 @@ def _register(profile: profiles.Profile) -> dict[str, Any]:
 
 
 def _submission(manifest: Manifest, today: dt.date) -> dict[str, Any]:
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
     env = profile.environments[manifest.environment]
     address = endpoint.addressing(manifest)
     return {

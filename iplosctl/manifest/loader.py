@@ -16,6 +16,7 @@ from typing import Any
 
 from iplosctl import yamlio
 from iplosctl.errors import InputError, Location, ManifestError, Problem
+from iplosctl.formats import is_format_path
 from iplosctl.manifest.model import (
     Certificates,
     Endpoint,
@@ -110,6 +111,14 @@ def _digest(plain: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def _format(value: str | None, base: Path) -> str | None:
+    """A format name as it is; a format path resolved against the manifest's folder, absolute."""
+    if value is None or not is_format_path(value):
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else Path(os.path.abspath(base / p)))
+
+
 def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
     # Relative to the manifest's folder, kept relative to where the user stands
     # (manifests/../examples/x.xml → examples/x.xml) so messages stay short.
@@ -179,7 +188,7 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
         source=Source(
             src["plugin"],
             file(src["path"]),
-            src.get("format"),  # type: ignore[arg-type]
+            _format(src.get("format"), base),
             dict(src.get("options", {})),
         ),
         test_persons=TestPersons(tuple(tp.get("names", ())), frozenset(tp.get("ids", ()))),
@@ -189,6 +198,7 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
         epj_minimum_versions=dict(spec.get("epjMinimumVersions", {})),
         schemas=file(spec.get("schemas")),
         message_size_limit_bytes=spec.get("messageSizeLimitBytes"),
+        profile=file(spec.get("profile")),
         digest=_digest(data),
         node=root,
     )
