@@ -266,11 +266,18 @@ def _load_overlay(path: Path, year: int | None) -> Profile:
     merged = merge(base, plain)
     merged["reportingYear"] = own_year
     # A fact the overlay restates is the municipality's word now, no longer unverified.
-    kept = [u for u in base_unverified if not _covered(u.get("path", ""), restated)]
+    # A mark on a key the overlay removed (null) has nothing left to mark.
+    kept = [
+        u
+        for u in base_unverified
+        if not _covered(u["path"], restated) and _resolve(merged, u["path"])
+    ]
     if kept or own_unverified is not None:
         merged["unverified"] = kept + list(own_unverified or [])
     problems = schema_problems(_schema(), merged, root, name)
-    problems += _unverified_problems(merged, root, name)
+    if not problems and own_unverified:
+        # Checked against the merged profile, located at the overlay's own entries.
+        problems = _unverified_problems({**merged, "unverified": own_unverified}, root, name)
     if problems:
         hint = ""
         if not base_files:
