@@ -24,6 +24,7 @@ from iplosctl.formats.profile import load_format
 from iplosctl.manifest import load_manifest
 from iplosctl.plan import lineage_for
 from iplosctl.sandbox.generate import generate_export
+from iplosctl.sandbox.pki import generate_pki
 from tests.conftest import DEMO_EXPORT, DEMO_MANIFEST
 
 FIXTURES = Path(__file__).resolve().parent / "repo_profiles"
@@ -53,8 +54,10 @@ def demo_manifest(root: Path, *, format: str = "iplos-export-v1", extra: str = "
     return path
 
 
-def year_manifest(root: Path, year: int, environment: str, *, extra: str = "") -> Path:
-    """A manifest for `year` outside the sandbox (placeholder key files: plan reads none)."""
+def year_manifest(
+    root: Path, year: int, environment: str, *, extra: str = "", keys: bool = False
+) -> Path:
+    """A manifest for `year` outside the sandbox; placeholder key files unless `keys`."""
     export = root / "exports" / f"kommune-{year}.xml"
     if not export.exists():
         # The generator needs a shipped profile; a later year gets 2026 data relabelled.
@@ -64,9 +67,13 @@ def year_manifest(root: Path, year: int, environment: str, *, extra: str = "") -
             text.replace("<ReportingYear>2026<", f"<ReportingYear>{year}<", 1), encoding="utf-8"
         )
     pki = root / "pki"
-    pki.mkdir(exist_ok=True)
-    for name in ("own.pem", "own.key", "kpr-signing.pem", "kpr-encryption.pem"):
-        (pki / name).write_text("placeholder: plan reads no key\n", encoding="utf-8")
+    if keys:
+        generate_pki(pki)
+    else:
+        pki.mkdir(exist_ok=True)
+        for name in ("own.pem", "own.key", "kpr-signing.pem", "kpr-encryption.pem"):
+            (pki / name).write_text("placeholder: plan reads no key\n", encoding="utf-8")
+    own, kpr = ("municipality-signing", "register") if keys else ("own", "kpr")
     path = root / "manifests" / f"kommune-{year}-{environment}.yaml"
     path.write_text(
         textwrap.dedent(
@@ -88,9 +95,11 @@ def year_manifest(root: Path, year: int, environment: str, *, extra: str = "") -
               source: {{plugin: xml, path: ../exports/kommune-{year}.xml}}
               endpoint: {{transport: directory, url: ../outbox}}
               certificates:
-                signing: {{certificate: ../pki/own.pem, key: ../pki/own.key}}
-                encryption: {{certificate: ../pki/own.pem, key: ../pki/own.key}}
-                register: {{signing: ../pki/kpr-signing.pem, encryption: ../pki/kpr-encryption.pem}}
+                signing: {{certificate: ../pki/{own}.pem, key: ../pki/{own}.key}}
+                encryption: {{certificate: ../pki/{own}.pem, key: ../pki/{own}.key}}
+                register:
+                  signing: ../pki/{kpr}-signing.pem
+                  encryption: ../pki/{kpr}-encryption.pem
             """
         )
         + extra,
@@ -271,6 +280,38 @@ def test_an_overlay_beside_manifests_corrects_a_her_id_and_a_deadline(cli, repo:
     assert "deadlines" in before and "environments.test.receiverHerId" in before
     assert "deadlines" not in after and "environments.test.receiverHerId" not in after
     assert "messageParts" in after
+
+
+def test_apply_sends_to_the_her_id_an_overlay_corrected(cli, repo: Path) -> None:
+    """End to end: the corrected HER-id is the queue and the MsgHead receiver of what is sent."""
+    (repo / "profiles").mkdir()
+    shutil.copy(FIXTURES / "profiles" / "2026.yaml", repo / "profiles" / "2026.yaml")
+    path = year_manifest(repo, 2026, "test", keys=True)
+    (repo / "outbox").mkdir()
+    result = cli("apply", "--auto-approve", "--today", TODAY, path)
+    assert result.code == 0, result.all
+    queue = repo / "outbox" / "outbox" / "8133999_async"
+    bodies = sorted(queue.glob("*.p7m"))
+    assert len(bodies) == 2  # KPR_IPL and KPR_IDE
+    signed = _openssl(
+        "-decrypt",
+        "-recip",
+        str(repo / "pki" / "register-encryption.pem"),
+        "-inkey",
+        str(repo / "pki" / "register-encryption.key"),
+        "-inform",
+        "DER",
+        data=bodies[0].read_bytes(),
+    )
+    msghead = _openssl("-verify", "-noverify", "-inform", "DER", data=signed).decode()
+    receiver = msghead[msghead.index("<Receiver") : msghead.index("</Receiver>")]
+    assert "<Id>8133999</Id>" in receiver, receiver
+
+
+def _openssl(*args: str, data: bytes) -> bytes:
+    done = subprocess.run(["openssl", "cms", *args], input=data, capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout
 
 
 def test_spec_profile_names_an_overlay_anywhere_and_wins(cli, repo: Path) -> None:
