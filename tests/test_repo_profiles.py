@@ -459,6 +459,8 @@ def test_a_changed_profile_file_recomputes_the_plan_and_stales_a_saved_plan(
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # content, not mtime, counts
     assert cli("plan", manifest).code == 0
     assert len(reads) == 2  # read again through the changed profile
+    reviewed = cli("plan", "--reviewed", saved, manifest)
+    assert reviewed.code == 1 and "(profileDigest changed since the review)" in reviewed.err
     refused = cli("apply", saved)
     assert refused.code == 1
     assert "plan is stale for demo-2023 (profileDigest changed)" in refused.err
