@@ -347,6 +347,16 @@ def test_extends_layers_a_new_year_over_a_shipped_one(cli, repo: Path) -> None:
     assert "environments.production.receiverHerId" in message and "2027.yaml" in message
 
 
+def test_a_schema_error_elsewhere_does_not_blame_a_year_an_overlay_provides(
+    cli, repo: Path
+) -> None:
+    (repo / "profiles").mkdir()
+    shutil.copy(FIXTURES / "profiles" / "2027.yaml", repo / "profiles" / "2027.yaml")
+    result = cli("validate", year_manifest(repo, 2027, "test", extra="  colour: blue\n"))
+    assert result.code == 1 and "colour" in result.err
+    assert "no reporting-year profile" not in result.err, result.err
+
+
 def test_a_year_without_a_shipped_profile_needs_extends_or_a_complete_overlay(
     cli, repo: Path
 ) -> None:

@@ -178,10 +178,15 @@ def overlay_path(manifest: Manifest) -> Path | None:
     explicit: Path | None = getattr(manifest, "profile", None)
     if explicit is not None:
         return explicit
-    start = manifest.path.absolute().parent
+    return found_overlay(manifest.path, manifest.reporting_year)
+
+
+def found_overlay(manifest_path: Path, year: int) -> Path | None:
+    """`profiles/<year>.yaml` beside the nearest `manifests/` folder above `manifest_path`."""
+    start = manifest_path.absolute().parent
     for folder in (start, *start.parents):
         if folder.name == "manifests":
-            candidate = folder.parent / PROFILES_FOLDER / f"{manifest.reporting_year}.yaml"
+            candidate = folder.parent / PROFILES_FOLDER / f"{year}.yaml"
             if not candidate.is_file():
                 return None
             try:
