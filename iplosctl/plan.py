@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from iplosctl import __version__, lockfile, plugins, profiles
+from iplosctl import __version__, endpoint, lockfile, plugins, profiles, transport_policy
 from iplosctl.atomic import write_atomic
 from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
@@ -111,6 +111,9 @@ class SubmissionPlan:
     profile_digest: str = ""
     #: the profile the plan was made with (renderers name service codes from it)
     profile: Profile | None = field(default=None, compare=False, repr=False)
+    #: where it goes: receiver HER-id, queues, broker (no credentials), namespace
+    #: (`endpoint.Route.as_dict`); None only for plans built by hand in tests
+    route: dict[str, Any] | None = None
 
     @property
     def blocked(self) -> bool:
@@ -417,6 +420,17 @@ def decide(
         )
     if last is None:
         return ("submit", "nothing has been sent for this submission yet", next_attempt)
+    if "transport-error" in last.states and "rejected" not in last.states:
+        conditions = sorted(
+            {p.transport_error.get("condition", "") for p in last.parts if p.transport_error}
+        )
+        return (
+            "resubmit",
+            f"attempt {last.number} got a transport error ({', '.join(conditions)}): an "
+            "unauthenticated error from the bus (NHN does not sign error-queue messages; "
+            "its HER-ids, subject and message id matched this part): send a new attempt",
+            next_attempt,
+        )
     if last.states & {"rejected", "transport-error"}:
         return ("resubmit", f"attempt {last.number} was rejected: send a new attempt", next_attempt)
     accepted = lock.last_accepted if lock else None
@@ -512,6 +526,17 @@ def unverified_findings(
     ]
 
 
+def transport_findings(manifest: Manifest) -> list[Finding]:
+    """`transport-security` warnings (e.g. `tls.verifyPeerName: false` in test), so the
+    reviewer of the pull request sees them; the refusals already stopped validation."""
+    from iplosctl.manifest.checks import transport_concerns
+
+    return [
+        Finding(transport_policy.RULE_ID, c.severity, c.message, 1)
+        for c in transport_concerns(manifest)
+    ]
+
+
 def plan_submission(
     manifest: Manifest,
     *,
@@ -540,6 +565,7 @@ def plan_submission(
         analysis.findings
         + tuple(size_findings(manifest, profile, analysis))
         + tuple(unverified_findings(manifest, profile, environment))
+        + tuple(transport_findings(manifest))
     )
     if accepted is not None:
         since = f"the accepted attempt {accepted.number}"
@@ -600,6 +626,7 @@ def plan_submission(
         receipt_errors=receipt_errors,
         profile_digest=digest,
         profile=profile,
+        route=endpoint.route(manifest).as_dict(),
     )
 
 

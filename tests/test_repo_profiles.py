@@ -274,6 +274,8 @@ def test_an_overlay_beside_manifests_corrects_a_her_id_and_a_deadline(cli, repo:
     assert [s.stem for s in profile.files] == ["2026", "2026"]  # shipped, then the overlay
     corrected = plan_json(cli, manifest.path)
     assert corrected["deadline"]["next"] == "2027-01-18"
+    assert corrected["route"]["receiverHerId"] == 8133999  # what the reviewer sees
+    assert corrected["route"]["toQueue"] == "8133999_async"
     assert corrected["digests"]["profile"] != shipped["digests"]["profile"]
     # The restated facts are the municipality's word now; the others still warn.
     before, after = unverified_message(shipped), unverified_message(corrected)
