@@ -101,7 +101,7 @@ class Keys:
 
 
 def addressing(manifest: Manifest) -> Addressing:
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
     env = profile.environments[manifest.environment]
     endpoint = manifest.endpoint
     return Addressing(
@@ -154,7 +154,7 @@ class Route:
 def route(manifest: Manifest) -> Route:
     """The resolved receiver, queues, broker and namespace (for plan and status)."""
     address = addressing(manifest)
-    env = profiles.load_profile(manifest.reporting_year).environments[manifest.environment]
+    env = profiles.profile_for(manifest).environments[manifest.environment]
     endpoint = manifest.endpoint
     if endpoint is None:
         transport, broker, namespace = "amqp", "built-in sandbox register (loopback)", None
@@ -220,7 +220,7 @@ def transport_settings(manifest: Manifest) -> TransportSettings:
     endpoint = manifest.endpoint
     if endpoint is None:
         raise IplosctlError(f"{manifest.path}: spec.endpoint is required outside the sandbox")
-    env = profiles.load_profile(manifest.reporting_year).environments[manifest.environment]
+    env = profiles.profile_for(manifest).environments[manifest.environment]
     url = endpoint.url or env.broker_url
     if not url:
         raise IplosctlError(
@@ -249,7 +249,7 @@ def receive_limit(manifest: Manifest) -> int:
     endpoint = manifest.endpoint
     if endpoint is not None and endpoint.max_message_size_bytes:
         return endpoint.max_message_size_bytes
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
     return 2 * (manifest.message_size_limit_bytes or profile.message_limit_bytes)
 
 
@@ -266,7 +266,7 @@ class Connection:
 @contextlib.contextmanager
 def connect(manifest: Manifest) -> Iterator[Connection]:
     """Open the manifest's transport; in the sandbox, start the built-in register first."""
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
     env = profile.environments[manifest.environment]
     address = addressing(manifest)
     if env.sandbox and manifest.endpoint is None:
