@@ -9,6 +9,8 @@ manifest's `spec.rules` override.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -113,6 +115,50 @@ class BaseRule:
 
     def finish(self, ctx: RuleContext) -> Iterable[Hit]:
         return ()
+
+
+class KeyedDigests:
+    """Remembers values seen in one run by a keyed 64-bit digest, never the value itself.
+
+    For the rules that must see every record to find a repeat (a LocalId used
+    twice, one person under two LocalIds): memory stays one small int per
+    record (about 100 bytes each with the dict entry, so about 10 MB at
+    100,000 recipients) and holds no id, so nothing personal sits in memory for
+    the whole run or could reach a crash log. The key is random per run, so a
+    digest cannot be looked up in a table of known numbers. Two different
+    values share a digest with a chance of about n²/2⁶⁵ (under 10⁻⁸ for a
+    million recipients); the finding would then name two records to look at.
+    """
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(16)
+        self._seen: dict[int, int] = {}
+
+    def digest(self, value: str) -> int:
+        raw = hashlib.blake2b(value.encode(), digest_size=8, key=self._key).digest()
+        return int.from_bytes(raw, "big")
+
+    def remember(self, value: str, payload: int) -> int | None:
+        """The payload stored for `value` before; None the first time (then `payload` is kept)."""
+        digest = self.digest(value)
+        known = self._seen.get(digest)
+        if known is None:
+            self._seen[digest] = payload
+        return known
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+def pack_ref(ref: RecordRef) -> int:
+    """A record reference as one int (index and line below 2³² each), for `KeyedDigests`."""
+    return (ref.line or 0) << 32 | ref.index
+
+
+def unpack_ref(packed: int) -> RecordRef:
+    """The reference `pack_ref` packed (ignores any bits above 64)."""
+    line = (packed >> 32) & 0xFFFFFFFF
+    return RecordRef(packed & 0xFFFFFFFF, line or None)
 
 
 class FindingCollector:
