@@ -22,8 +22,9 @@ from typing import Any, BinaryIO
 
 from iplosctl import __version__, lockfile, plugins, profiles
 from iplosctl.atomic import write_atomic
-from iplosctl.errors import IplosctlError
+from iplosctl.errors import IplosctlError, Location, Problem, SourceError
 from iplosctl.manifest import Manifest
+from iplosctl.payload.export_writer import RecordPayloadError
 from iplosctl.payload.msghead import message_id
 from iplosctl.payload.parts import PayloadHasher
 from iplosctl.plugins import SourceSpec
@@ -273,7 +274,10 @@ def analyse(
     for record in export.recipients:
         if run.record(record):
             summary.add(record)
-            hasher.add(record)
+            try:
+                hasher.add(record)
+            except RecordPayloadError as exc:
+                raise _unwritable(manifest.source.path, exc) from None
         else:
             summary.exclude()
     analysis = Analysis(
@@ -286,6 +290,17 @@ def analyse(
     if key is not None:
         _store_cached(key, analysis)
     return analysis
+
+
+def _unwritable(export: Path, exc: RecordPayloadError) -> SourceError:
+    """A record the payload cannot carry, blamed on the export file and record it came from.
+
+    The writer knows the record but not the file; with `plan manifests/` over
+    many municipalities the file is what the reader needs first.
+    """
+    return SourceError(
+        [Problem(Location(str(export), exc.line or 0), f"record #{exc.index}: {exc.reason}")]
+    )
 
 
 # --- deciding ---------------------------------------------------------------------

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from iplosctl.errors import Location, Problem, SourceError
+from iplosctl.payload.export_writer import org_number_problem
 from iplosctl.plugins import Export, SourceSpec
 from iplosctl.records import ExportHeader, Recipient, Service
 
@@ -275,7 +276,7 @@ class _Stream:
                 end=self._date(cells, "to"),
                 hours_per_week=self._hours(cells),
                 decision_date=self._date(cells, "decisionDate"),
-                org_number=self._checked(cells, "orgNumber", _ORG_NUMBER, "9 digits"),
+                org_number=self._org_number(cells),
                 line=line,
             )
         )
@@ -289,6 +290,12 @@ class _Stream:
         if not pattern.fullmatch(value):
             raise self._problem(self.line, f"{key} is not {form}")
         return value
+
+    def _org_number(self, cells: dict[str, str]) -> str | None:
+        value = cells.get("orgNumber", "")
+        if value and not _ORG_NUMBER.fullmatch(value):
+            raise self._problem(self.line, org_number_problem(value, "orgNumber"))
+        return value or None
 
     def _date(self, cells: dict[str, str], key: str) -> dt.date | None:
         value = cells.get(key, "")
