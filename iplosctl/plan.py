@@ -161,9 +161,12 @@ def _cache_key(
     today: dt.date,
     late: bool,
     rule_ids: Sequence[str],
+    *,
+    extra_inputs: Sequence[Path] = (),
 ) -> str | None:
     try:
         st = manifest.source.path.stat()
+        extra = [(str(p.resolve()), *_identity(p.stat())) for p in extra_inputs]
     except OSError:
         return None
     profile_file = profiles.PROFILE_DIR / f"{manifest.reporting_year}.yaml"
@@ -180,10 +183,34 @@ def _cache_key(
             "today": today.isoformat(),
             "late": late,
             "rules": list(rule_ids),
+            **({"inputs": extra} if extra else {}),
         },
         sort_keys=True,
     )
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def source_inputs(source: Any, spec: SourceSpec) -> list[Path]:
+    """Files a source reads besides `spec.path` (the csv source's assessments and diagnoses).
+
+    A source plugin may have an `inputs(spec)` method; their bytes are part of
+    the source digest and their identity part of the plan cache key, so a
+    changed second file makes the next plan recompute and a saved plan stale.
+    """
+    inputs = getattr(source, "inputs", None)
+    return list(inputs(spec)) if callable(inputs) else []
+
+
+def sources_digest(main: Path, extra: Sequence[Path]) -> str:
+    """`file_digest` of the export, or of the export and its other files together."""
+    if not extra:
+        return file_digest(main)
+    joined = "\n".join(file_digest(p) for p in (main, *extra))
+    return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()
 
 
 def _load_cached(key: str) -> Analysis | None:
@@ -250,14 +277,15 @@ def analyse(
     payload written in the same pass, from exactly the records the plan saw.
     """
     rules = load_rules()
-    key = _cache_key(manifest, previous, today, late, [r.id for r in rules])
-    if payload_outputs is None and key is not None and (cached := _load_cached(key)) is not None:
-        return cached
     source_cls = plugins.load("source", manifest.source.plugin)
     source = source_cls() if isinstance(source_cls, type) else source_cls
     spec = SourceSpec(manifest.source.path, manifest.source.format, manifest.source.options)
-    source_digest = file_digest(manifest.source.path)
-    export = source.read(spec)
+    extra = source_inputs(source, spec)
+    key = _cache_key(manifest, previous, today, late, [r.id for r in rules], extra_inputs=extra)
+    if payload_outputs is None and key is not None and (cached := _load_cached(key)) is not None:
+        return cached
+    export = source.read(spec)  # opens every file, so a missing one is the source's error
+    source_digest = sources_digest(manifest.source.path, extra)
     environment = profile.environments[manifest.environment]
     ctx = RuleContext(
         manifest=manifest,
