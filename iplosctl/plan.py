@@ -161,12 +161,9 @@ def _cache_key(
     today: dt.date,
     late: bool,
     rule_ids: Sequence[str],
-    *,
-    extra_inputs: Sequence[Path] = (),
 ) -> str | None:
     try:
         st = manifest.source.path.stat()
-        extra = [(str(p.resolve()), *_identity(p.stat())) for p in extra_inputs]
     except OSError:
         return None
     profile_file = profiles.PROFILE_DIR / f"{manifest.reporting_year}.yaml"
@@ -183,22 +180,29 @@ def _cache_key(
             "today": today.isoformat(),
             "late": late,
             "rules": list(rule_ids),
-            **({"inputs": extra} if extra else {}),
         },
         sort_keys=True,
     )
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _identity(st: os.stat_result) -> tuple[int, int, int]:
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
+def _identities(paths: Sequence[Path]) -> list[list[Any]] | None:
+    """Path, size, mtime and inode of each file (None when one cannot be read)."""
+    try:
+        return [
+            [str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino]
+            for p in paths
+            for st in (p.stat(),)
+        ]
+    except OSError:
+        return None
 
 
 def source_inputs(source: Any, spec: SourceSpec) -> list[Path]:
     """Files a source reads besides `spec.path` (the csv source's assessments and diagnoses).
 
     A source plugin may have an `inputs(spec)` method; their bytes are part of
-    the source digest and their identity part of the plan cache key, so a
+    the source digest and the cached analysis holds their identity, so a
     changed second file makes the next plan recompute and a saved plan stale.
     """
     inputs = getattr(source, "inputs", None)
@@ -216,6 +220,11 @@ def sources_digest(main: Path, extra: Sequence[Path]) -> str:
 def _load_cached(key: str) -> Analysis | None:
     try:
         data = json.loads((_cache_dir() / f"{key}.json").read_text(encoding="utf-8"))
+        # The source's other files (source_inputs) are checked here rather than in the
+        # key, so that a cache hit still needs no source plugin.
+        inputs = data.get("inputs", [])
+        if inputs and _identities([Path(p) for p, *_ in inputs]) != inputs:
+            return None
         h = data["header"]
         return Analysis(
             header=ExportHeader(
@@ -243,7 +252,13 @@ def _load_cached(key: str) -> Analysis | None:
         return None
 
 
-def _store_cached(key: str, analysis: Analysis) -> None:
+def _store_cached(
+    key: str, analysis: Analysis, identities: Sequence[Sequence[Any]] | None = ()
+) -> None:
+    """Keep `analysis`; `identities` are the source's other files as they were before reading
+    (None when one was unreadable: then nothing is kept)."""
+    if identities is None:
+        return
     h = analysis.header
     data = {
         "header": {
@@ -257,6 +272,7 @@ def _store_cached(key: str, analysis: Analysis) -> None:
         "findings": [f.as_dict() for f in analysis.findings],
         "summary": analysis.summary,
         "parts": [list(p) for p in analysis.part_digests],
+        "inputs": [list(i) for i in identities],
     }
     with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
         write_atomic(_cache_dir() / f"{key}.json", json.dumps(data).encode("utf-8"))
@@ -277,13 +293,14 @@ def analyse(
     payload written in the same pass, from exactly the records the plan saw.
     """
     rules = load_rules()
+    key = _cache_key(manifest, previous, today, late, [r.id for r in rules])
+    if payload_outputs is None and key is not None and (cached := _load_cached(key)) is not None:
+        return cached
     source_cls = plugins.load("source", manifest.source.plugin)
     source = source_cls() if isinstance(source_cls, type) else source_cls
     spec = SourceSpec(manifest.source.path, manifest.source.format, manifest.source.options)
     extra = source_inputs(source, spec)
-    key = _cache_key(manifest, previous, today, late, [r.id for r in rules], extra_inputs=extra)
-    if payload_outputs is None and key is not None and (cached := _load_cached(key)) is not None:
-        return cached
+    identities = _identities(extra)  # before reading: a file changed meanwhile is read again
     export = source.read(spec)  # opens every file, so a missing one is the source's error
     source_digest = sources_digest(manifest.source.path, extra)
     environment = profile.environments[manifest.environment]
@@ -316,7 +333,7 @@ def analyse(
         part_digests=tuple(hasher.finish()),
     )
     if key is not None:
-        _store_cached(key, analysis)
+        _store_cached(key, analysis, identities)
     return analysis
 
 

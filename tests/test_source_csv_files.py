@@ -402,7 +402,9 @@ def test_a_changed_second_file_changes_the_plan(cli, tmp_path: Path) -> None:  #
     manifest = csv_set(tmp_path, recipients(12), "utf-8")
     first = planned(cli, manifest)
     side = tmp_path / "exports" / "vurderinger.csv"
-    _rewrite_rows(side, lambda rows: [re.sub(r";[1-5];", ";9;", rows[0], count=1), *rows[1:]])
+    # Drop the first assessment's date: the size changes too, so the test does not depend
+    # on the file system's mtime resolution.
+    _rewrite_rows(side, lambda rows: [rows[0].rsplit(";", 1)[0] + ";", *rows[1:]])
     second = planned(cli, manifest)  # the plan cache must not answer for the old file
     assert second["digests"]["payload"] != first["digests"]["payload"]
     assert second["digests"]["source"] != first["digests"]["source"]
