@@ -424,3 +424,20 @@ def test_repeat_rules_keep_digests_not_ids(manifest) -> None:  # type: ignore[no
         state = repr(vars(rule)) + repr(vars(rule._seen))
         assert TNR not in state and "journal-77" not in state
         assert len(rule._seen) == 1
+
+
+def test_the_repeat_rules_cannot_be_turned_down(manifest) -> None:  # type: ignore[no-untyped-def]
+    overrides = {"local-id-unique": "off", "person-id-unique": "warning", "hours-overlap": "off"}
+    ctx = ctx_for(manifest, rule_severities=overrides)
+    jan = dt.date(2023, 1, 1)
+    records = [
+        person(0, *hours_rows((100, jan, None), (100, jan, None)), local_id="A"),
+        person(1, svc("6"), local_id="A"),
+        person(2, svc("6"), pid=TNR, local_id="B"),
+    ]
+    found, _ = findings(ctx, *records)
+    for rule in ("local-id-unique", "person-id-unique"):
+        error, ignored = sorted(by_rule(found, rule), key=lambda f: f.severity)
+        assert error.severity == "error" and error.count == 2
+        assert ignored.severity == "warning" and f"spec.rules.{rule} is ignored" in ignored.message
+    assert by_rule(found, "hours-overlap") == []  # an ordinary rule can be turned off

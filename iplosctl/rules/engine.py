@@ -106,6 +106,9 @@ class BaseRule:
     id = ""
     default_severity: Severity = "error"
     source = ""
+    #: False for a rule whose errors would make the payload wrong (a record counted
+    #: twice): `spec.rules` cannot turn it down, so such a plan is always blocked
+    overridable = True
 
     def check_header(self, ctx: RuleContext) -> Iterable[Hit]:
         return ()
@@ -162,6 +165,11 @@ def unpack_ref(packed: int) -> RecordRef:
     return RecordRef(packed & 0xFFFFFFFF, line or None)
 
 
+def overridable(rule: Rule) -> bool:
+    """Whether `spec.rules` may change the rule's severity (rules default to yes)."""
+    return bool(getattr(rule, "overridable", True))
+
+
 class FindingCollector:
     """Groups hits into findings per (rule, message, severity), in first-seen order."""
 
@@ -175,7 +183,7 @@ class FindingCollector:
             self.add_hit(rule, hit)
 
     def add_hit(self, rule: Rule, hit: Hit) -> None:
-        override = self._overrides.get(rule.id)
+        override = self._overrides.get(rule.id) if overridable(rule) else None
         if override == "off":
             return
         severity = override or hit.severity or rule.default_severity
@@ -215,6 +223,15 @@ class RuleRun:
         ]
         self._collector = FindingCollector(ctx.manifest.rule_severities)
         for rule in self._rules:
+            if not overridable(rule) and rule.id in ctx.manifest.rule_severities:
+                self._collector.add_hit(
+                    rule,
+                    Hit(
+                        f"spec.rules.{rule.id} is ignored: this rule guards against records "
+                        "being counted twice, so its errors always block; remove the override",
+                        severity="warning",
+                    ),
+                )
             self._collector.add(rule, rule.check_header(ctx))
 
     def record(self, record: Recipient) -> bool:

@@ -344,6 +344,8 @@ class LocalIdUnique(BaseRule):
         "with all its services under one LocalId"
     )
 
+    overridable = False  # a record counted twice must never be sent
+
     def __init__(self) -> None:
         self._seen = KeyedDigests()
         self._reported: set[int] = set()
@@ -379,6 +381,8 @@ class PersonIdUnique(BaseRule):
         "one person id appears under more than one LocalId: merge the records in the EPJ "
         "so that each person has one LocalId"
     )
+
+    overridable = False  # a record counted twice must never be sent
 
     def __init__(self) -> None:
         self._seen = KeyedDigests()
