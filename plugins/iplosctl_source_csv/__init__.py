@@ -47,7 +47,11 @@ recipient's rows next to each other, and a recipient without any simply has
 none. A row whose localId is not in the export, or that is out of order,
 stops the plan at that row's line once the export has been read, naming the
 file. So memory is one recipient's rows per file and one row of look-ahead,
-whatever the size (plus the finished localIds of the export, see below).
+whatever the size, plus the finished localIds of the export (see below; about
+6 MB at 100,000 recipients). Measured: a plan of 100,000 recipients in three
+files (Windows-1252, 1.2 million rows) peaked at 105 MB RSS, the same data as
+export v1 XML at 95 MB. `inputs()` names the second and third file, so the
+plan digests them with the export and its cache notices when one changes.
 
 Columns: a column that `columns` names and the header lacks is an error
 naming the file, the header line and the option key
