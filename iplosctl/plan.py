@@ -198,17 +198,6 @@ def _identities(paths: Sequence[Path]) -> list[list[Any]] | None:
         return None
 
 
-def source_inputs(source: Any, spec: SourceSpec) -> list[Path]:
-    """Files a source reads besides `spec.path` (the csv source's assessments and diagnoses).
-
-    A source plugin may have an `inputs(spec)` method; their bytes are part of
-    the source digest and the cached analysis holds their identity, so a
-    changed second file makes the next plan recompute and a saved plan stale.
-    """
-    inputs = getattr(source, "inputs", None)
-    return list(inputs(spec)) if callable(inputs) else []
-
-
 def sources_digest(main: Path, extra: Sequence[Path]) -> str:
     """`file_digest` of the export, or of the export and its other files together."""
     if not extra:
@@ -299,7 +288,7 @@ def analyse(
     source_cls = plugins.load("source", manifest.source.plugin)
     source = source_cls() if isinstance(source_cls, type) else source_cls
     spec = SourceSpec(manifest.source.path, manifest.source.format, manifest.source.options)
-    extra = source_inputs(source, spec)
+    extra = plugins.source_inputs(source, spec)
     identities = _identities(extra)  # before reading: a file changed meanwhile is read again
     export = source.read(spec)  # opens every file, so a missing one is the source's error
     source_digest = sources_digest(manifest.source.path, extra)

@@ -163,7 +163,8 @@ class CsvSource:
             opened.append(main)
             main.read_header_row()
             for table in settings.sides.values():
-                side = _SideRows(table, settings, _open(table.path, settings), coverage)
+                fh = _open(table.path, settings, f"{table.item} file")
+                side = _SideRows(table, settings, fh, coverage)
                 opened.append(side)
                 side.read_header_row()
         except BaseException:
@@ -183,11 +184,11 @@ class CsvSource:
         return [table.path for table in settings.sides.values()]
 
 
-def _open(path: Path, settings: _Settings) -> Any:
+def _open(path: Path, settings: _Settings, what: str = "export file") -> Any:
     try:
         return path.open(encoding=settings.encoding, newline="", errors="strict")
     except FileNotFoundError:
-        raise SourceError([Problem(Location(str(path)), "export file not found")]) from None
+        raise SourceError([Problem(Location(str(path)), f"{what} not found")]) from None
     except IsADirectoryError:
         raise SourceError([Problem(Location(str(path)), "is a folder, not a CSV file")]) from None
     except OSError as exc:
