@@ -92,7 +92,8 @@ def source_inputs(source: Any, spec: SourceSpec) -> list[Path]:
 
     Optional for a source plugin: an `inputs(spec)` method. The plan digests
     these files with the export and its cache notices when one changes (so a
-    saved plan goes stale); `validate` checks that they exist.
+    saved plan goes stale). `validate` does not load source plugins (a cached
+    plan needs none), so a missing one is the source's error when it reads.
     """
     inputs = getattr(source, "inputs", None)
     return list(inputs(spec)) if callable(inputs) else []

@@ -91,16 +91,6 @@ def check_manifest(m: Manifest, *, check_files: bool = True) -> list[Problem]:
 
     if check_files and not m.source.path.is_file():
         add(f"source file {_shown(m, m.source.path)} does not exist", "spec", "source", "path")
-    elif check_files:
-        for path in _source_inputs(m):
-            if not path.is_file():
-                add(
-                    f"file {_shown(m, path)} does not exist (the {m.source.plugin} source "
-                    "reads it beside the export)",
-                    "spec",
-                    "source",
-                    "options",
-                )
     for path, where in _referenced_files(m) if check_files else ():
         if not path.is_file():
             add(f"file {_shown(m, path)} does not exist", *where)
@@ -156,17 +146,6 @@ def _referenced_files(m: Manifest) -> list[tuple[Path, tuple[str, ...]]]:
             if value is not None:
                 out.append((value, ("spec", "endpoint", "tls", key)))
     return out
-
-
-def _source_inputs(m: Manifest) -> list[Path]:
-    """The other files the manifest's source plugin reads (none when it cannot say)."""
-    try:
-        loaded = plugins.load("source", m.source.plugin)
-    except PluginError:
-        return []  # _check_plugin reports it
-    source = loaded() if isinstance(loaded, type) else loaded
-    spec = plugins.SourceSpec(m.source.path, m.source.format, m.source.options)
-    return plugins.source_inputs(source, spec)
 
 
 def _shown(m: Manifest, path: Path) -> str:
