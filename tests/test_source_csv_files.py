@@ -428,3 +428,24 @@ def test_three_files_stream_in_flat_memory(tmp_path: Path) -> None:
     assert count == len(kept) == 6_000
     # One recipient's rows per file (plus the export's finished localIds) while streaming.
     assert streaming_peak * 8 < keeping_peak
+
+
+def test_a_csv_set_is_accepted_by_the_sandbox_register(  # type: ignore[no-untyped-def]
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """apply → the embedded register (real AMQP, CMS, XSD check) → an accepted receipt."""
+    monkeypatch.setenv("IPLOSCTL_STATE_DIR", str(tmp_path / "state"))
+    records = recipients(40)
+    manifest = csv_set(tmp_path, records, "cp1252")
+    manifest.write_text(
+        manifest.read_text(encoding="utf-8").replace('"cp1252"', '"windows-1252"'),
+        encoding="utf-8",
+    )
+    applied = cli("apply", "--auto-approve", "--today", TODAY, manifest)
+    assert applied.code == 0, applied.all
+    received = cli("receipts", "--wait", "20s", manifest)
+    assert received.code == 0, received.all
+    lock = manifest.with_name("demo-2023.lock.yaml").read_text(encoding="utf-8")
+    assert lock.count("state: accepted") == 2, lock  # KPR_IPL and KPR_IDE, status 1
+    assert not any(r.person_id in lock or r.local_id in lock for r in records)
+    assert planned(cli, manifest)["action"] == "no-op"
