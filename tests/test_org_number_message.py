@@ -30,8 +30,10 @@ def test_xml_export_names_the_file_the_record_and_the_fix(  # type: ignore[no-un
     export.write_text(text.replace(FIRST_UNIT, "<OrgNumber>310 000 035</OrgNumber>", 1))
     result = cli("plan", demo_copy, "--today", "2024-01-05")
     assert result.code == 1, result.all
-    lines = [x for x in result.all.splitlines() if x.strip()]
+    # One located line on stderr (the plan on stdout shows the submission as blocked).
+    lines = [x for x in result.err.splitlines() if x.strip()]
     assert len(lines) == 1, result.all
+    assert "BLOCKED" in result.out and "Traceback" not in result.all
     assert (
         f"{export.name}:{line}:1: record #0: service org number is written with spaces"
         in (lines[0])

@@ -319,7 +319,7 @@ def test_a_mapped_column_that_is_missing_is_a_one_line_error(  # type: ignore[no
     path.write_text(text.replace(column, "Noe annet", 1), encoding="utf-8")
     result = cli("plan", manifest, "--today", TODAY)
     assert result.code == 1
-    (line,) = [x for x in result.all.splitlines() if x.strip()]
+    (line,) = [x for x in result.err.splitlines() if x.strip()]
     assert f"{file}:1:1: spec.source.options.{key}: missing column {column!r}" in line
 
 
@@ -328,7 +328,7 @@ def test_a_missing_second_file_is_a_one_line_error(cli, tmp_path: Path) -> None:
     (tmp_path / "exports" / "diagnoser.csv").unlink()
     result = cli("plan", manifest, "--today", TODAY)
     assert result.code == 1
-    (line,) = [x for x in result.all.splitlines() if x.strip()]
+    (line,) = [x for x in result.err.splitlines() if x.strip()]
     assert line.endswith("exports/diagnoser.csv: diagnosis file not found")
 
 
