@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint bench broker sysdeps citools wheel clean
+.PHONY: demo demo-edi test lint bench broker sysdeps citools wheel clean
 
 sysdeps:
 	@PYTHON=$(PYTHON) scripts/ensure-system-packages.sh
@@ -24,6 +24,11 @@ $(VENV)/.installed-dev: pyproject.toml | sysdeps
 
 demo: $(VENV)/.installed-runtime
 	@scripts/demo.sh $(BIN)/iplosctl
+
+# The same rehearsal over the EDI channel: S/MIME over SMTP, receipts over IMAP, with
+# aiosmtpd and dovecot on loopback (README "Choosing the channel").
+demo-edi: $(VENV)/.installed-dev
+	@$(BIN)/python scripts/demo-edi.py $(BIN)/iplosctl
 
 broker:
 	@scripts/test-broker.sh

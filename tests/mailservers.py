@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ipaddress
+import logging
 import mailbox
 import os
 import pwd
@@ -308,6 +309,8 @@ def mail_servers() -> Iterator[MailServers]:
 def _servers(root: Path) -> Iterator[MailServers]:
     from aiosmtpd.controller import Controller
 
+    # aiosmtpd warns about its own deprecated Session.login_data on every login
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
     tls = make_tls(root)
     for user in USERS:
         mailbox.Maildir(str(maildir(root, user)), create=True)
