@@ -8,13 +8,16 @@ and receipts reads the municipality's mailbox.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import mailbox
 import shutil
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -398,3 +401,54 @@ def test_imap_starttls_with_an_untrusted_certificate_fails_in_one_line(cli, setu
     line = _one_line_error(cli("receipts", setup.manifest))
     assert "TLS with the IMAP server 127.0.0.1:" in line
     assert len(setup.mails("kommune")) == 2
+
+
+@contextlib.contextmanager
+def extra_smtp(servers: MailServers, *, implicit_tls: bool) -> Iterator[int]:
+    """Another aiosmtpd into the same Maildirs: implicit TLS (smtps), or no TLS at all."""
+    from aiosmtpd.controller import Controller
+
+    from tests.mailservers import _authenticator, _free_port, _Handler
+
+    port = _free_port()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(servers.tls.cert_file, servers.tls.key_file)
+    options: dict[str, Any] = {"ssl_context": ctx} if implicit_tls else {}
+    controller = Controller(
+        _Handler(servers.root, servers.knobs),
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=_authenticator,
+        auth_required=False,
+        auth_require_tls=False,
+        ready_timeout=10,
+        **options,
+    )
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+def test_smtps_with_implicit_tls_sends(cli, setup: Setup) -> None:
+    with extra_smtp(setup.servers, implicit_tls=True) as port:
+        text = manifest_text(setup.servers).replace(
+            f"smtp://127.0.0.1:{setup.servers.smtp_port}", f"smtps://127.0.0.1:{port}"
+        )
+        setup.manifest.write_text(text)
+        result = apply(cli, setup)
+    assert result.code == 0, result.err
+    assert [p.state for p in setup.parts()] == ["sent", "sent"]
+    assert len(setup.mails("kpr")) == 2
+
+
+def test_a_server_without_starttls_is_refused_before_the_login(cli, setup: Setup) -> None:
+    with extra_smtp(setup.servers, implicit_tls=False) as port:
+        text = manifest_text(setup.servers).replace(
+            f"smtp://127.0.0.1:{setup.servers.smtp_port}", f"smtp://127.0.0.1:{port}"
+        )
+        setup.manifest.write_text(text)
+        line = _one_line_error(apply(cli, setup))
+    assert "does not offer STARTTLS: refusing to log in or send in clear" in line
+    assert setup.mails("kpr") == []
