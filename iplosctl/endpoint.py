@@ -69,6 +69,12 @@ class Keys:
     register_signing_cert: x509.Certificate
     register_encryption_cert: x509.Certificate
     trust_anchors: tuple[x509.Certificate, ...]
+    #: earlier encryption certificates with their keys (`certificates.encryptionPrevious`)
+    encryption_previous: tuple[tuple[x509.Certificate, PrivateKey], ...] = ()
+    #: intermediate CAs: extra certificates in the certificate files, `certificates.intermediates`
+    intermediates: tuple[x509.Certificate, ...] = ()
+    #: `certificates.crls`, for revocation checks without network access
+    crl_files: tuple[Path, ...] = ()
 
 
 def addressing(manifest: Manifest) -> Addressing:
@@ -96,6 +102,39 @@ def _trust_anchors(path: Path | None) -> tuple[x509.Certificate, ...]:
         ) from None
 
 
+def extra_certificates(path: Path | None) -> tuple[x509.Certificate, ...]:
+    """Every certificate after the first in a PEM file (the chain some exports include)."""
+    if path is None:
+        return ()
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ()  # load_certificate reports the unreadable file
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        return ()
+    try:
+        return tuple(x509.load_pem_x509_certificates(data)[1:])
+    except ValueError:
+        return ()
+
+
+def intermediates(manifest: Manifest) -> tuple[x509.Certificate, ...]:
+    """Intermediate CAs from the certificate files and `certificates.intermediates`."""
+    c = manifest.certificates
+    if c is None:
+        return ()
+    files = [c.signing.certificate, c.encryption.certificate, c.register.signing]
+    files.append(c.register.encryption)
+    found = [cert for f in files for cert in extra_certificates(f)]
+    found.extend(_trust_anchors(c.intermediates))
+    return tuple(dict.fromkeys(found))
+
+
+def load_pem_certificates(path: Path | None) -> tuple[x509.Certificate, ...]:
+    """Every certificate of a PEM bundle (trust anchors, intermediates); none for None."""
+    return _trust_anchors(path)
+
+
 def load_keys(manifest: Manifest) -> Keys:
     """The manifest's certificates; passphrases come from the secret store."""
     c = manifest.certificates
@@ -107,6 +146,15 @@ def load_keys(manifest: Manifest) -> Keys:
 
     signing_pass = passphrase(c.signing.passphrase_secret)
     encryption_pass = passphrase(c.encryption.passphrase_secret)
+    previous: tuple[tuple[x509.Certificate, PrivateKey], ...] = ()
+    if c.encryption_previous is not None:
+        previous_pass = passphrase(c.encryption_previous.passphrase_secret)
+        previous = (
+            (
+                load_certificate(c.encryption_previous.certificate, previous_pass),
+                load_private_key(c.encryption_previous.key, previous_pass),
+            ),
+        )
     return Keys(
         signing_cert=load_certificate(c.signing.certificate, signing_pass),
         signing_key=load_private_key(c.signing.key, signing_pass),
@@ -115,6 +163,9 @@ def load_keys(manifest: Manifest) -> Keys:
         register_signing_cert=load_certificate(c.register.signing),
         register_encryption_cert=load_certificate(c.register.encryption),
         trust_anchors=_trust_anchors(c.register.trust_anchors),
+        encryption_previous=previous,
+        intermediates=intermediates(manifest),
+        crl_files=c.crls,
     )
 
 

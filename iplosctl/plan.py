@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 from iplosctl import __version__, lockfile, plugins, profiles
 from iplosctl.atomic import write_atomic
+from iplosctl.certificates import CertificateCheck, check_certificates
 from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
 from iplosctl.payload.msghead import message_id
@@ -106,6 +107,10 @@ class SubmissionPlan:
     attempt: int
     parts: tuple[PartPlan, ...]
     receipt_errors: tuple[dict[str, str], ...] = ()
+    #: validity, chain and revocation per certificate (iplosctl.certificates)
+    certificates: tuple[CertificateCheck, ...] = ()
+    #: set when revocation was not (fully) checked: --offline-revocation, the sandbox
+    revocation_note: str = ""
 
     @property
     def blocked(self) -> bool:
@@ -416,8 +421,13 @@ def plan_submission(
     today: dt.date | None = None,
     late: bool = False,
     lockfile_path: Path | None = None,
+    offline_revocation: bool = False,
 ) -> SubmissionPlan:
-    """Plan one manifest (already validated)."""
+    """Plan one manifest (already validated).
+
+    Certificates are checked against the real clock, not `today`: `--today` rehearses
+    deadlines, while a certificate that expired is expired for the register too.
+    """
     today = today or dt.date.today()
     profile = profiles.load_profile(manifest.reporting_year)
     lock_path = lockfile_path or manifest.lockfile_path
@@ -430,7 +440,10 @@ def plan_submission(
     accepted = lock.last_accepted if lock else None
     previous = dict(accepted.summary) if accepted else None
     analysis = analyse(manifest, profile, previous=previous, today=today, late=late)
-    findings = analysis.findings + tuple(size_findings(manifest, profile, analysis))
+    cert_report = check_certificates(manifest, offline_revocation=offline_revocation)
+    findings = (
+        analysis.findings + tuple(size_findings(manifest, profile, analysis)) + cert_report.findings
+    )
     errors = [f for f in findings if f.severity == "error"]
     action, reason, attempt = decide(lock, analysis, errors)
     lineage = lock.lineage if lock else lineage_for(manifest)
@@ -484,6 +497,8 @@ def plan_submission(
         attempt=attempt,
         parts=parts,
         receipt_errors=receipt_errors,
+        certificates=cert_report.checks,
+        revocation_note=cert_report.revocation_note,
     )
 
 
@@ -493,10 +508,17 @@ def make_plan(
     today: dt.date | None = None,
     late: bool = False,
     lockfile_path: Path | None = None,
+    offline_revocation: bool = False,
 ) -> Plan:
     return Plan(
         tuple(
-            plan_submission(m, today=today, late=late, lockfile_path=lockfile_path)
+            plan_submission(
+                m,
+                today=today,
+                late=late,
+                lockfile_path=lockfile_path,
+                offline_revocation=offline_revocation,
+            )
             for m in manifests
         )
     )

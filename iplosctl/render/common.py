@@ -53,3 +53,16 @@ def deadline_text(s: SubmissionPlan) -> str:
     if d["next"] is None:
         return f"closed: the last deadline ({d['deadlines'][-1]['date']}) has passed"
     return f"{d['window']}: next deadline {d['next']} ({d['daysLeft']} days left)"
+
+
+def certificate_lines(s: SubmissionPlan) -> list[str]:
+    """One line per certificate: role, days to expiry, chain and revocation verdicts."""
+    return [
+        f"{c.role}: {c.certificate}, {_days(c.days_left)} (until {c.not_after}), "
+        f"chain {c.chain}, revocation {c.revocation}"
+        for c in s.certificates
+    ]
+
+
+def _days(days: int) -> str:
+    return f"EXPIRED {-days} day(s) ago" if days < 0 else f"{days} day(s) left"

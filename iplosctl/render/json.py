@@ -22,6 +22,8 @@ def submission_dict(s: SubmissionPlan) -> dict[str, Any]:
         "blocked": s.blocked,
         "findings": [f.as_dict() for f in s.findings],
         "receiptErrors": list(s.receipt_errors),
+        "certificates": [c.as_dict() for c in s.certificates],
+        "revocationNote": s.revocation_note,
         "summary": s.summary,
         "previousSummary": s.previous_summary,
         "deadline": s.deadline,

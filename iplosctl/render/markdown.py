@@ -44,6 +44,19 @@ def _details(s: SubmissionPlan, *, with_refs: bool) -> str:
             refs = f"<br>{refs_text(f)}" if with_refs and f.records else ""
             lines.append(f"| {f.severity} | `{f.rule}` | {_cell(f.message)}{refs} | {f.count} |")
         lines.append("")
+    if s.revocation_note:
+        lines += [f"**Revocation:** ⚠️ {_cell(s.revocation_note)}", ""]
+    if s.certificates:
+        lines += [
+            "| certificate | days left | until | chain | revocation |",
+            "|---|---:|---|---|---|",
+        ]
+        lines += [
+            f"| {c.role}: {_cell(c.certificate)} | {c.days_left} | {c.not_after} | "
+            f"{_cell(c.chain)} | {c.revocation} |"
+            for c in s.certificates
+        ]
+        lines.append("")
     if s.receipt_errors:
         lines += ["Receipt errors of the last attempt:", ""]
         lines += [f"- {e['part']}: `{e['code']}` {_cell(e['text'])}" for e in s.receipt_errors]
