@@ -111,6 +111,8 @@ class SubmissionPlan:
     certificates: tuple[CertificateCheck, ...] = ()
     #: set when revocation was not (fully) checked: --offline-revocation, the sandbox
     revocation_note: str = ""
+    #: `--offline-revocation` was given: the plan says so loudly
+    offline_revocation: bool = False
 
     @property
     def blocked(self) -> bool:
@@ -499,6 +501,7 @@ def plan_submission(
         receipt_errors=receipt_errors,
         certificates=cert_report.checks,
         revocation_note=cert_report.revocation_note,
+        offline_revocation=offline_revocation,
     )
 
 

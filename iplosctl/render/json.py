@@ -24,6 +24,7 @@ def submission_dict(s: SubmissionPlan) -> dict[str, Any]:
         "receiptErrors": list(s.receipt_errors),
         "certificates": [c.as_dict() for c in s.certificates],
         "revocationNote": s.revocation_note,
+        "offlineRevocation": s.offline_revocation,
         "summary": s.summary,
         "previousSummary": s.previous_summary,
         "deadline": s.deadline,
