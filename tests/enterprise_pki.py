@@ -11,6 +11,7 @@ distribution points.
 from __future__ import annotations
 
 import http.server
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -59,12 +60,14 @@ keyUsage = critical,nonRepudiation,digitalSignature
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 {leaf_cdp}
+{leaf_aia}
 [encryption_ext]
 basicConstraints = critical,CA:false
 keyUsage = critical,keyEncipherment,dataEncipherment
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 {leaf_cdp}
+{leaf_aia}
 """
 
 
@@ -148,11 +151,13 @@ def build_enterprise_pki(
     *,
     crl_base: str | None = None,
     intermediate_eku: str | None = "emailProtection",
+    ocsp_url: str | None = None,
 ) -> EnterprisePki:
     """Root, intermediate (EKU `intermediate_eku`, or none) and the four leaves.
 
     With `crl_base` (e.g. `http://127.0.0.1:8080`), the intermediate points at
-    `{crl_base}/root.crl` and the leaves at `{crl_base}/intermediate.crl`.
+    `{crl_base}/root.crl` and the leaves at `{crl_base}/intermediate.crl`; with
+    `ocsp_url`, the leaves name that OCSP responder (authorityInfoAccess).
     """
     directory.mkdir(parents=True, exist_ok=True)
     pki = EnterprisePki(directory, crl_base)
@@ -174,6 +179,7 @@ def build_enterprise_pki(
                 leaf_cdp=(
                     f"crlDistributionPoints = URI:{crl_base}/intermediate.crl" if crl_base else ""
                 ),
+                leaf_aia=f"authorityInfoAccess = OCSP;URI:{ocsp_url}" if ocsp_url else "",
             )
         )
     openssl(
@@ -240,3 +246,33 @@ def crl_server() -> Iterator[CrlServer]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def ocsp_responder(pki: EnterprisePki, port: int) -> Iterator[None]:
+    """`openssl ocsp` answering for the intermediate's database on `port` (OpenSSL 3.0
+    binds every interface; the clients here use 127.0.0.1)."""
+    args = [
+        "openssl", "ocsp", "-index", str(pki.directory / "intermediate-db" / "index.txt"),
+        "-port", str(port), "-CA", str(pki.intermediate),
+        "-rsigner", str(pki.intermediate), "-rkey", str(pki.key("intermediate")),
+        "-ndays", "1",
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # Ready when it says so; a probe connection would hold the single-threaded responder.
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "waiting for OCSP client connections" in line:
+                break
+        assert proc.poll() is None, "openssl ocsp exited"
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)

@@ -18,6 +18,7 @@ from cryptography.x509 import verification as xv
 
 from iplosctl import lockfile, receipts
 from iplosctl.manifest import Manifest, load_manifest
+from iplosctl.payload import revocation
 from iplosctl.payload.apprec import build_apprec
 from iplosctl.payload.cms import (
     CmsError,
@@ -36,6 +37,8 @@ from tests.enterprise_pki import (
     EnterprisePki,
     build_enterprise_pki,
     crl_server,
+    free_port,
+    ocsp_responder,
     openssl,
 )
 
@@ -340,6 +343,25 @@ def test_unreachable_revocation_is_an_error_unless_offline_is_said_out_loud(
     assert "**Revocation:** ⚠️ OFFLINE REVOCATION" in markdown
 
 
+def test_ocsp_answers_from_a_real_responder(tmp_path: Path) -> None:
+    """The leaves name an `openssl ocsp` responder (AIA) and no distribution point."""
+    port = free_port()
+    pki = build_enterprise_pki(tmp_path / "pki", ocsp_url=f"http://127.0.0.1:{port}")
+    pki.revoke("register-signing")
+    inter = cert(pki.intermediate)
+    checker = revocation.Checker()
+    with ocsp_responder(pki, port):
+        good = checker.check(cert(pki.certificate("municipality-signing")), inter, now())
+        revoked = checker.check(cert(pki.certificate("register-signing")), inter, now())
+    assert good.status is revocation.Status.GOOD, good.detail
+    assert good.detail == f"not revoked (OCSP http://127.0.0.1:{port})"
+    assert revoked.status is revocation.Status.REVOKED and "was revoked on" in revoked.detail
+    # the responder is gone: unknown, with the reason, never a traceback
+    gone = checker.check(cert(pki.certificate("municipality-signing")), inter, now())
+    assert gone.status is revocation.Status.UNKNOWN
+    assert f"OCSP http://127.0.0.1:{port}" in gone.detail
+
+
 def test_certificates_without_revocation_sources_are_refused_in_production(
     cli, tmp_path: Path, sandbox_pki: PkiFiles
 ) -> None:  # type: ignore[no-untyped-def]
@@ -599,3 +621,20 @@ def test_recipient_key_id_of_someone_else_is_refused_precisely(
     assert refused.value.reason is Failure.NOT_FOR_US
     assert f"key id {ski.hex()}" in refused.value.message
     assert "damaged" not in refused.value.message
+
+
+# --- apply: the same verdicts before anything is sent ------------------------------------------
+
+
+def test_apply_sends_nothing_until_offline_revocation_is_said_out_loud(
+    cli, tmp_path: Path, dead: EnterprisePki, state_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
+    path = write_manifest(tmp_path, dead)
+    outbox = tmp_path / "bus" / "outbox"
+    run = cli("apply", path, "--auto-approve", "--late")
+    assert run.code == 1 and "Traceback" not in run.all
+    assert "nothing was sent" in run.err
+    assert not list(outbox.rglob("*.p7m")) and not load_manifest(path).lockfile_path.exists()
+    run = cli("apply", path, "--auto-approve", "--late", "--offline-revocation")
+    assert run.code == 0, run.all
+    assert len(list(outbox.rglob("*.p7m"))) == 2
