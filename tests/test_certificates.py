@@ -638,3 +638,30 @@ def test_apply_sends_nothing_until_offline_revocation_is_said_out_loud(
     run = cli("apply", path, "--auto-approve", "--late", "--offline-revocation")
     assert run.code == 0, run.all
     assert len(list(outbox.rglob("*.p7m"))) == 2
+
+
+def test_a_pkcs12_certificate_without_its_passphrase_here_is_a_warning_not_an_error(
+    cli, tmp_path: Path, ent: EnterprisePki, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A PR runner may plan without the key passphrases: it must not be blocked for that."""
+    p12 = tmp_path / "signing.p12"
+    openssl(
+        "pkcs12", "-export", "-in", ent.certificate("municipality-signing"),
+        "-inkey", ent.key("municipality-signing"), "-out", p12, "-passout", "pass:s3cret",
+        "-keypbe", "AES-256-CBC", "-certpbe", "AES-256-CBC",
+    )  # fmt: skip
+    path = write_manifest(tmp_path, ent)
+    text = path.read_text().replace(
+        f"      certificate: {ent.certificate('municipality-signing')}\n"
+        f"      key: {ent.key('municipality-signing')}\n",
+        f"      certificate: {p12}\n      key: {p12}\n      passphraseSecret: demo-signing\n",
+    )
+    path.write_text(text)
+    _code, sub = plan_json(cli, path)
+    (warning,) = findings(sub, "certificate-chain")
+    assert warning["severity"] == "warning"
+    assert "signing certificate not checked" in warning["message"]
+    monkeypatch.setenv("IPLOSCTL_SECRET_DEMO_SIGNING", "s3cret")
+    _code, sub = plan_json(cli, path)
+    assert not findings(sub, "certificate-chain")
+    assert next(c for c in sub["certificates"] if c["role"] == "signing")["chain"] == "ok"
