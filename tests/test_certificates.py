@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -113,6 +114,7 @@ def write_manifest(
     signing: str = "municipality-signing",
     register_encryption: Path | None = None,
     extra: str = "",
+    endpoint: str = "    transport: directory\n    url: ../bus\n",
 ) -> Path:
     """The demo manifest in `root` with `pki`'s certificates and a directory transport."""
     (root / "manifests").mkdir(parents=True, exist_ok=True)
@@ -130,9 +132,7 @@ def write_manifest(
         text.rstrip("\n")
         + f"""
   endpoint:
-    transport: directory
-    url: ../bus
-  certificates:
+{endpoint}  certificates:
     signing:
       certificate: {pki.certificate(signing)}
       key: {pki.key(signing)}
@@ -665,3 +665,56 @@ def test_a_pkcs12_certificate_without_its_passphrase_here_is_a_warning_not_an_er
     _code, sub = plan_json(cli, path)
     assert not findings(sub, "certificate-chain")
     assert next(c for c in sub["certificates"] if c["role"] == "signing")["chain"] == "ok"
+
+
+@pytest.mark.broker
+def test_revoked_receipt_signer_through_rabbitmq_is_quarantined_and_leaves_the_queue(
+    tmp_path: Path, ent: EnterprisePki, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from iplosctl import plugins
+    from iplosctl.plugins import TransportSettings
+    from tests import broker
+
+    service = random.randint(7_000_000, 7_999_999)
+    monkeypatch.setenv("IPLOSCTL_SECRET_CERT_TEST_BROKER", broker.PASSWORD)
+    amqp = (
+        f'    transport: amqp\n    url: {broker.AMQP_URL}\n    namespace: ""\n'
+        f"    username: {broker.USER}\n    credential: cert-test-broker\n"
+        "    timeoutSeconds: 20\n"
+    )
+    path = write_manifest(tmp_path, ent, register_signing="register-signing-revoked", endpoint=amqp)
+    path.write_text(path.read_text().replace("serviceHerId: 900101", f"serviceHerId: {service}"))
+    manifest = load_manifest(path)
+    part = sent_lockfile(manifest)
+    queues = (f"{service}_async", f"{service}_error")
+    for queue in queues:
+        broker.declare_queue(queue)
+    bus = plugins.load("transport", "amqp")(
+        TransportSettings(
+            url=broker.AMQP_URL, username=broker.USER, password=broker.PASSWORD, timeout_seconds=20
+        )
+    )
+    try:
+        body = signed_receipt(ent, "register-signing-revoked", manifest, part)
+        message_id = str(uuid.uuid4())
+        bus.send(
+            OutgoingMessage(
+                message_id=message_id,
+                correlation_id=message_id,
+                subject="APPREC",
+                body=body,
+                to_queue=queues[0],
+                reply_to=f"{REGISTER_HER_ID}_async",
+                application_properties={"fromHerId": REGISTER_HER_ID, "toHerId": str(service)},
+            )
+        )
+        result = receipts.collect_receipts(manifest)
+        assert len(result.quarantined) == 1
+        (entry,) = receipts.list_quarantine(manifest)
+        assert entry.kind == receipts.UNVERIFIED and "revoked" in entry.reason
+        assert lockfile.load(manifest.lockfile_path).attempts[0].parts[0].state == "sent"  # type: ignore[union-attr]
+        assert not list(bus.receive(queues[0], timeout=1.5))  # kept in quarantine, off the queue
+    finally:
+        bus.close()
+        for queue in queues:
+            broker.delete_queue(queue)
