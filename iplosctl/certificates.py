@@ -15,6 +15,7 @@ skips revocation (its throw-away CA publishes nothing), and the plan says so.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ WARN_DAYS = 30
 #: environments where a certificate without any revocation source is refused
 STRICT_ENVIRONMENTS = frozenset({"production", "qa"})
 OFFLINE_FLAG = "--offline-revocation"
+#: the role of `certificates.encryptionPrevious`
+PREVIOUS = "encryption previous"
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,7 @@ def check_certificates(
     if c.encryption_previous is not None:
         roles.append(
             (
-                "encryption previous",
+                PREVIOUS,
                 c.encryption_previous.certificate,
                 c.encryption_previous.passphrase_secret,
                 "key_encipherment",
@@ -232,7 +235,7 @@ def check_certificates(
                 f"{role} certificate {name} is not valid before "
                 f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC; check this computer's clock",
             )
-        elif days < WARN_DAYS and role != "encryption previous":
+        elif days < WARN_DAYS and role != PREVIOUS:
             add(
                 "certificate-validity",
                 "warning",
@@ -303,6 +306,11 @@ def check_certificates(
             f"OFFLINE REVOCATION ({OFFLINE_FLAG}): {not_checked} certificate(s) not checked "
             "for revocation; only the CRL files in certificates.crls were consulted"
         )
+    # The previous encryption key only opens old receipts: never a reason to block.
+    findings = [
+        dataclasses.replace(f, severity="warning") if f.message.startswith(PREVIOUS) else f
+        for f in findings
+    ]
     return CertificateReport(tuple(checks), tuple(findings), note)
 
 

@@ -718,3 +718,22 @@ def test_revoked_receipt_signer_through_rabbitmq_is_quarantined_and_leaves_the_q
         bus.close()
         for queue in queues:
             broker.delete_queue(queue)
+
+
+def test_problems_of_the_previous_encryption_certificate_only_warn(
+    cli, tmp_path: Path, ent: EnterprisePki
+) -> None:  # type: ignore[no-untyped-def]
+    extra = (
+        "    encryptionPrevious:\n"
+        f"      certificate: {ent.certificate('expired')}\n"
+        f"      key: {ent.key('expired')}\n"
+    )
+    _code, sub = plan_json(cli, write_manifest(tmp_path, ent, extra=extra))
+    (validity,) = findings(sub, "certificate-validity")
+    assert validity["severity"] == "warning"
+    assert validity["message"].startswith("encryption previous certificate")
+    certificate_errors = [
+        f for f in sub["findings"] if f["severity"] == "error" and "certificate" in f["rule"]
+    ]
+    assert not certificate_errors
+    assert [c["role"] for c in sub["certificates"]][-1] == "encryption previous"
