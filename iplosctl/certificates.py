@@ -185,8 +185,8 @@ def check_certificates(
     roles: list[tuple[str, Path, str | None, str | None]] = [
         ("signing", c.signing.certificate, c.signing.passphrase_secret, sign),
         ("encryption", c.encryption.certificate, c.encryption.passphrase_secret, encrypt),
-        ("register signing", c.register.signing, None, "content_commitment"),
-        ("register encryption", c.register.encryption, None, "key_encipherment"),
+        ("register signing", c.register.signing, None, sign),
+        ("register encryption", c.register.encryption, None, encrypt),
     ]
     if c.encryption_previous is not None:
         roles.append(
@@ -194,7 +194,7 @@ def check_certificates(
                 PREVIOUS,
                 c.encryption_previous.certificate,
                 c.encryption_previous.passphrase_secret,
-                "key_encipherment",
+                encrypt,
             )
         )
     checks: list[CertificateCheck] = []
@@ -219,36 +219,9 @@ def check_certificates(
                 add("certificate-chain", "error", f"{role} certificate: {exc.message}")
             continue
         name = describe(cert)
-        left = cert.not_valid_after_utc - now
-        days = left.days if left.total_seconds() >= 0 else -((-left).days + 1)
-        if now > cert.not_valid_after_utc:
-            add(
-                "certificate-validity",
-                "error",
-                f"{role} certificate {name} expired on {cert.not_valid_after_utc:%Y-%m-%d}; "
-                "order a new one and point the manifest at it",
-            )
-        elif now < cert.not_valid_before_utc:
-            add(
-                "certificate-validity",
-                "error",
-                f"{role} certificate {name} is not valid before "
-                f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC; check this computer's clock",
-            )
-        elif days < WARN_DAYS and role != PREVIOUS:
-            add(
-                "certificate-validity",
-                "warning",
-                f"{role} certificate {name} expires in {days} day(s), on "
-                f"{cert.not_valid_after_utc:%Y-%m-%d}; renew it now",
-            )
-        if usage and not _has_usage(cert, usage):
-            wanted = {"content_commitment": "nonRepudiation", "key_encipherment": "keyEncipherment"}
-            add(
-                "certificate-usage",
-                "error",
-                f"{role} certificate {name} lacks the {wanted[usage]} key usage NHN requires",
-            )
+        days = _days_left(cert, now)
+        for rule, severity, message in _validity_and_usage(role, name, cert, days, usage, now):
+            add(rule, severity, message)
         chain_text, chain = "not checked", None
         if anchors:
             try:
@@ -274,18 +247,7 @@ def check_certificates(
         if answer.status in (Status.UNKNOWN, Status.UNPUBLISHED) and chain is not None:
             not_checked += 1
         if severity is not None and chain is not None:
-            if answer.status is Status.REVOKED:
-                message = f"{role} certificate {name} is revoked: {answer.detail}"
-            elif offline_revocation:
-                message = (
-                    f"{role} certificate {name}: revocation NOT checked ({OFFLINE_FLAG}): "
-                    f"{answer.detail}"
-                )
-            else:
-                message = (
-                    f"{role} certificate {name}: revocation not checked ({answer.detail}); "
-                    f"name its CA's CRL file in certificates.crls, or pass {OFFLINE_FLAG}"
-                )
+            message = _revocation_message(role, name, answer, offline_revocation)
             add("certificate-revocation", severity, message)
         checks.append(
             CertificateCheck(
@@ -312,6 +274,71 @@ def check_certificates(
         for f in findings
     ]
     return CertificateReport(tuple(checks), tuple(findings), note)
+
+
+def _days_left(cert: x509.Certificate, now: dt.datetime) -> int:
+    """Whole days until expiry; negative once expired (-1 on the day after)."""
+    left = cert.not_valid_after_utc - now
+    return left.days if left.total_seconds() >= 0 else -((-left).days + 1)
+
+
+_USAGE_NAMES = {"content_commitment": "nonRepudiation", "key_encipherment": "keyEncipherment"}
+
+
+def _validity_and_usage(
+    role: str, name: str, cert: x509.Certificate, days: int, usage: str | None, now: dt.datetime
+) -> list[tuple[str, str, str]]:
+    """(rule, severity, message) for the validity window and the key usage."""
+    out = []
+    if now > cert.not_valid_after_utc:
+        out.append(
+            (
+                "certificate-validity",
+                "error",
+                f"{role} certificate {name} expired on {cert.not_valid_after_utc:%Y-%m-%d}; "
+                "order a new one and point the manifest at it",
+            )
+        )
+    elif now < cert.not_valid_before_utc:
+        out.append(
+            (
+                "certificate-validity",
+                "error",
+                f"{role} certificate {name} is not valid before "
+                f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC; check this computer's clock",
+            )
+        )
+    elif days < WARN_DAYS and role != PREVIOUS:
+        out.append(
+            (
+                "certificate-validity",
+                "warning",
+                f"{role} certificate {name} expires in {days} day(s), on "
+                f"{cert.not_valid_after_utc:%Y-%m-%d}; renew it now",
+            )
+        )
+    if usage and not _has_usage(cert, usage):
+        out.append(
+            (
+                "certificate-usage",
+                "error",
+                f"{role} certificate {name} lacks the {_USAGE_NAMES[usage]} key usage NHN requires",
+            )
+        )
+    return out
+
+
+def _revocation_message(role: str, name: str, answer: revocation.Result, offline: bool) -> str:
+    if answer.status is Status.REVOKED:
+        return f"{role} certificate {name} is revoked: {answer.detail}"
+    if offline:
+        return (
+            f"{role} certificate {name}: revocation NOT checked ({OFFLINE_FLAG}): {answer.detail}"
+        )
+    return (
+        f"{role} certificate {name}: revocation not checked ({answer.detail}); "
+        f"name its CA's CRL file in certificates.crls, or pass {OFFLINE_FLAG}"
+    )
 
 
 def _has_usage(cert: x509.Certificate, usage: str) -> bool:
