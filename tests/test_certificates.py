@@ -741,3 +741,18 @@ def test_problems_of_the_previous_encryption_certificate_only_warn(
     ]
     assert not certificate_errors
     assert [c["role"] for c in sub["certificates"]][-1] == "encryption previous"
+
+
+def test_a_crl_is_fetched_once_per_process_until_it_is_ten_minutes_old(
+    ent: EnterprisePki, server: CrlServer
+) -> None:
+    ticks = [1000.0]
+    checker = revocation.Checker(cache={}, clock=lambda: ticks[0])
+    leaf, inter = cert(ent.certificate("municipality-signing")), cert(ent.intermediate)
+    before = server.requests.count("intermediate.crl")
+    for _ in range(3):
+        assert checker.check(leaf, inter, now()).status is revocation.Status.GOOD
+    assert server.requests.count("intermediate.crl") == before + 1
+    ticks[0] += revocation.CACHE_SECONDS + 1
+    assert checker.check(leaf, inter, now()).status is revocation.Status.GOOD
+    assert server.requests.count("intermediate.crl") == before + 2

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -155,9 +156,16 @@ def _verify_signed(
     return True
 
 
+#: fetched CRLs (or why not) by URL, shared by every Checker of this process: fifty
+#: manifests planned at once fetch their CA's CRL once. Entries expire after
+#: `CACHE_SECONDS`, so `receipts --wait 1h` sees a CA's next CRL.
+_FETCHED: dict[str, tuple[float, x509.CertificateRevocationList | str]] = {}
+CACHE_SECONDS = 600.0
+
+
 @dataclass
 class Checker:
-    """Revocation answers for one run; fetched CRLs are kept per URL for the run's length.
+    """Revocation answers; fetched CRLs are shared per URL within the process (`_FETCHED`).
 
     `online=False` consults the CRL files only (no network at all).
     """
@@ -166,7 +174,10 @@ class Checker:
     online: bool = True
     timeout: float = FETCH_TIMEOUT
     fetch: Callable[..., bytes] = _get
-    _crl_cache: dict[str, x509.CertificateRevocationList | str] = field(default_factory=dict)
+    cache: dict[str, tuple[float, x509.CertificateRevocationList | str]] = field(
+        default_factory=lambda: _FETCHED
+    )
+    clock: Callable[[], float] = time.monotonic
 
     def check_chain(self, chain: Sequence[x509.Certificate], now: dt.datetime) -> Result:
         """The worst answer over every certificate of `chain` (leaf first) but its anchor."""
@@ -219,13 +230,17 @@ class Checker:
         return Result(Status.UNKNOWN, "; ".join(problems))
 
     def _fetched_crl(self, url: str) -> x509.CertificateRevocationList | str:
-        if url not in self._crl_cache:
-            try:
-                crl = _parse_crl(self.fetch(url, timeout=self.timeout))
-                self._crl_cache[url] = crl if crl is not None else "not a CRL"
-            except (OSError, ValueError) as exc:  # URLError, timeouts, HTTP errors
-                self._crl_cache[url] = _fetch_error(exc)
-        return self._crl_cache[url]
+        cached = self.cache.get(url)
+        if cached is not None and self.clock() - cached[0] < CACHE_SECONDS:
+            return cached[1]
+        answer: x509.CertificateRevocationList | str
+        try:
+            crl = _parse_crl(self.fetch(url, timeout=self.timeout))
+            answer = crl if crl is not None else "not a CRL"
+        except (OSError, ValueError) as exc:  # URLError, timeouts, HTTP errors
+            answer = _fetch_error(exc)
+        self.cache[url] = (self.clock(), answer)
+        return answer
 
     @staticmethod
     def _from_crl(
