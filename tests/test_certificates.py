@@ -221,6 +221,14 @@ def test_plan_checks_all_four_enterprise_certificates(
     assert {"intermediate.crl", "root.crl"} <= set(server.requests)
 
 
+def test_own_certificates_under_an_intermediate_without_eku_chain(
+    cli, tmp_path: Path, no_eku: EnterprisePki
+) -> None:  # type: ignore[no-untyped-def]
+    _code, sub = plan_json(cli, write_manifest(tmp_path, no_eku))
+    assert [c["chain"] for c in sub["certificates"]] == ["ok"] * 4
+    assert not findings(sub, "certificate-chain")
+
+
 # --- 1. validity and chain of every certificate, in every format ----------------------------
 
 
