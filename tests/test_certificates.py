@@ -17,10 +17,10 @@ import pytest
 from cryptography import x509
 from cryptography.x509 import verification as xv
 
-from iplosctl import endpoint, lockfile, receipts
+from iplosctl import lockfile, receipts
 from iplosctl.manifest import Manifest, load_manifest
 from iplosctl.payload import revocation
-from iplosctl.payload.apprec import build_apprec, parse_apprec
+from iplosctl.payload.apprec import build_apprec
 from iplosctl.payload.cms import (
     CmsError,
     Failure,
@@ -510,10 +510,8 @@ def test_receipts_refuse_an_unreachable_revocation_unless_offline(
 def test_receipt_whose_chain_is_fixed_afterwards_is_recovered(
     tmp_path: Path, ent: EnterprisePki, no_eku: EnterprisePki, state_dir: Path
 ) -> None:
-    """h6's re-examination of `unverified` quarantine was not on main when this was
-    written, so recovery is shown at the CMS level: the receipt is quarantined while
-    the trust anchor is wrong, and the body quarantine kept verifies with the keys of
-    the fixed manifest."""
+    """Quarantined as `unverified` while the trust anchor is wrong; the next `receipts`
+    run after the manifest is fixed re-examines it (h6) and records it."""
     path = write_manifest(tmp_path, ent)
     right = path.read_text()
     path.write_text(right.replace(f"trustAnchors: {ent.root}", f"trustAnchors: {no_eku.root}"))
@@ -523,19 +521,29 @@ def test_receipt_whose_chain_is_fixed_afterwards_is_recovered(
     receipts.collect_receipts(manifest)
     (entry,) = receipts.list_quarantine(manifest)
     assert entry.kind == receipts.UNVERIFIED and "does not chain to a trusted CA" in entry.reason
+    assert lockfile.load(manifest.lockfile_path).attempts[0].parts[0].state == "sent"  # type: ignore[union-attr]
 
     path.write_text(right)  # the operator fixes the trust anchor
-    keys = endpoint.load_keys(load_manifest(path))
-    content = decrypt_then_verify(
-        entry.path.read_bytes(),
-        own_cert=keys.encryption_cert,
-        own_key=keys.encryption_key,
-        sender_certs=[keys.register_signing_cert],
-        trust_anchors=keys.trust_anchors,
-        intermediates=keys.intermediates,
-        now=now(),
-    )
-    assert parse_apprec(content).original_msg_id == part.msg_id
+    fixed = load_manifest(path)
+    result = receipts.collect_receipts(fixed)
+    assert result.reexamined == 1
+    assert lockfile.load(fixed.lockfile_path).attempts[0].parts[0].state == "accepted"  # type: ignore[union-attr]
+    assert receipts.list_quarantine(fixed) == []
+
+
+def test_a_revoked_receipt_stays_quarantined_when_re_examined(
+    tmp_path: Path, ent: EnterprisePki, state_dir: Path
+) -> None:
+    path = write_manifest(tmp_path, ent, register_signing="register-signing-revoked")
+    manifest = load_manifest(path)
+    part = sent_lockfile(manifest)
+    deliver(tmp_path, manifest, signed_receipt(ent, "register-signing-revoked", manifest, part))
+    receipts.collect_receipts(manifest)
+    result = receipts.collect_receipts(manifest)
+    assert result.reexamined == 0
+    (entry,) = receipts.list_quarantine(manifest)
+    assert "revoked" in entry.reason
+    assert lockfile.load(manifest.lockfile_path).attempts[0].parts[0].state == "sent"  # type: ignore[union-attr]
 
 
 # --- 4. rotation: encryptionPrevious ----------------------------------------------------------
