@@ -173,7 +173,7 @@ def check_certificates(
     except IplosctlError as exc:
         add("certificate-chain", "error", exc.message)
         return CertificateReport(findings=tuple(findings))
-    if not anchors:
+    if not anchors and not sandbox:  # the sandbox register trusts what the manifest names
         add(
             "certificate-chain",
             "error",
@@ -222,7 +222,7 @@ def check_certificates(
         days = _days_left(cert, now)
         for rule, severity, message in _validity_and_usage(role, name, cert, days, usage, now):
             add(rule, severity, message)
-        chain_text, chain = "not checked", None
+        chain_text, chain = "not checked (no trust anchors)", None
         if anchors:
             try:
                 chain = verify_chain(cert, chain_certs, anchors, now)
