@@ -283,3 +283,20 @@ def test_the_sandbox_uses_the_manifests_certificates_and_says_so(
     receipts = cli("receipts", demo_copy, "--wait", "30s")
     assert receipts.code == 0, receipts.all
     assert "KPR_IPL accepted" in receipts.out and "KPR_IDE accepted" in receipts.out
+
+
+def test_a_share_of_fewer_than_five_is_not_shown_as_if_it_were_a_count() -> None:
+    """Issue 13, item 12: the assessed percentage of 3 recipients printed as `<5`."""
+    from iplosctl.profiles import load_profile
+    from iplosctl.records import Recipient
+    from iplosctl.summary import SummaryBuilder, summary_rows
+
+    profile = load_profile(2023)
+    builder = SummaryBuilder(profile, 2023)
+    for i in range(3):
+        builder.add(Recipient(index=i, local_id=str(i), person_id=""))
+    summary = builder.build()
+    assert summary["recipients"] == "<5"
+    assert summary["assessedPercent"] is None
+    rows = {label: (value, delta) for label, value, delta in summary_rows(summary, None, profile)}
+    assert rows["with a complete assessment (%)"] == ("not shown (<5 recipients)", "")
