@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 from iplosctl import __version__, endpoint, lockfile, plugins, profiles, transport_policy
 from iplosctl.atomic import write_atomic
+from iplosctl.certificates import CertificateCheck, check_certificates
 from iplosctl.errors import IplosctlError, Location, Problem, SourceError
 from iplosctl.manifest import Manifest
 from iplosctl.payload.export_writer import RecordPayloadError
@@ -115,6 +116,12 @@ class SubmissionPlan:
     #: where it goes: receiver HER-id, queues, broker (no credentials), namespace
     #: (`endpoint.Route.as_dict`); None only for plans built by hand in tests
     route: dict[str, Any] | None = None
+    #: validity, chain and revocation per certificate (iplosctl.certificates)
+    certificates: tuple[CertificateCheck, ...] = ()
+    #: set when revocation was not (fully) checked: --offline-revocation, the sandbox
+    revocation_note: str = ""
+    #: `--offline-revocation` was given: the plan says so loudly
+    offline_revocation: bool = False
 
     @property
     def blocked(self) -> bool:
@@ -611,8 +618,13 @@ def plan_submission(
     today: dt.date | None = None,
     late: bool = False,
     lockfile_path: Path | None = None,
+    offline_revocation: bool = False,
 ) -> SubmissionPlan:
-    """Plan one manifest (already validated)."""
+    """Plan one manifest (already validated).
+
+    Certificates are checked against the real clock, not `today`: `--today` rehearses
+    deadlines, while a certificate that expired is expired for the register too.
+    """
     today = today or dt.date.today()
     profile = profiles.profile_for(manifest)
     digest = profile_inputs_digest(manifest, profile)
@@ -629,12 +641,14 @@ def plan_submission(
         manifest, profile, previous=previous, today=today, late=late, profile_digest=digest
     )
     environment = profile.environments[manifest.environment]
+    cert_report = check_certificates(manifest, offline_revocation=offline_revocation)
     findings = (
         analysis.findings
         + tuple(size_findings(manifest, profile, analysis))
         + tuple(unverified_findings(manifest, profile, environment))
         + tuple(transport_findings(manifest))
         + tuple(sandbox_findings(manifest, profile))
+        + cert_report.findings
     )
     if accepted is not None:
         since = f"the accepted attempt {accepted.number}"
@@ -696,6 +710,9 @@ def plan_submission(
         profile_digest=digest,
         profile=profile,
         route=endpoint.route(manifest).as_dict(),
+        certificates=cert_report.checks,
+        revocation_note=cert_report.revocation_note,
+        offline_revocation=offline_revocation,
     )
 
 
@@ -705,10 +722,17 @@ def make_plan(
     today: dt.date | None = None,
     late: bool = False,
     lockfile_path: Path | None = None,
+    offline_revocation: bool = False,
 ) -> Plan:
     return Plan(
         tuple(
-            plan_submission(m, today=today, late=late, lockfile_path=lockfile_path)
+            plan_submission(
+                m,
+                today=today,
+                late=late,
+                lockfile_path=lockfile_path,
+                offline_revocation=offline_revocation,
+            )
             for m in manifests
         )
     )
