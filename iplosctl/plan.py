@@ -593,6 +593,28 @@ def transport_findings(manifest: Manifest) -> list[Finding]:
     ]
 
 
+def unchanged_resubmit_findings(
+    lock: lockfile.Lockfile | None, analysis: Analysis, action: str
+) -> list[Finding]:
+    """`resubmit-unchanged`: sending the rejected payload again gets the same rejection.
+
+    A warning, not a block: a transport error, or a rejection the register has since
+    fixed on its side, is a real reason to send the same bytes again."""
+    last = lock.last_attempt if lock else None
+    if action != "resubmit" or last is None or last.payload_digest != analysis.payload_digest:
+        return []
+    return [
+        Finding(
+            "resubmit-unchanged",
+            "warning",
+            f"attempt {last.number} was rejected and the payload is unchanged: the register "
+            "will most likely reject it again; fix what its receipt says first, unless the "
+            "register confirmed the problem was on its side",
+            1,
+        )
+    ]
+
+
 def sandbox_findings(manifest: Manifest, profile: Profile) -> list[Finding]:
     """`sandbox-certificates`: which certificates a rehearsal with the built-in register uses,
     so nobody believes the sandbox checked something it did not."""
@@ -657,6 +679,7 @@ def plan_submission(
         findings += tuple(plausibility_findings(analysis.summary, last_year[1], last_year[0]))
     errors = [f for f in findings if f.severity == "error"]
     action, reason, attempt = decide(lock, analysis, errors)
+    findings += tuple(unchanged_resubmit_findings(lock, analysis, action))
     lineage = lock.lineage if lock else lineage_for(manifest)
     if action == "recover" and lock and lock.last_attempt:
         parts = tuple(
