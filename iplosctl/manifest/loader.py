@@ -181,6 +181,7 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
             file(src["path"]),
             src.get("format"),  # type: ignore[arg-type]
             dict(src.get("options", {})),
+            {part: file(value) for part, value in src.get("parts", {}).items()},  # type: ignore[misc]
         ),
         test_persons=TestPersons(tuple(tp.get("names", ())), frozenset(tp.get("ids", ()))),
         endpoint=endpoint,
@@ -191,4 +192,6 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
         message_size_limit_bytes=spec.get("messageSizeLimitBytes"),
         digest=_digest(data),
         node=root,
+        payload_schema=spec.get("payloadSchema"),
+        payload_format_agreement=spec.get("payloadFormatAgreement"),
     )

@@ -275,6 +275,15 @@ def _payload_root(payload: bytes) -> bytes:
     return payload[pos:end]
 
 
+def payload_root(payload: bytes) -> bytes:
+    """The bytes of `payload` that `build_msghead` puts into Content, or PayloadError.
+
+    For pass-through files from outside, checked at plan time: the same checks
+    as the splice itself, so a file the plan accepts is one apply can carry.
+    """
+    return _payload_root(payload)
+
+
 def _end_of_root(payload: bytes) -> int:
     """Where the root element ends: trailing white space, comments and PIs stripped."""
     end = len(payload)
