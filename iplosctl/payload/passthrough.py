@@ -167,13 +167,30 @@ def _validate(path: Path, name: str, xsd: Path) -> None:
                 else:
                     elem.clear(keep_tail=True)
         except etree.XMLSyntaxError as exc:
-            reason = schema_reason(exc.msg or "")
+            line, message = exc.lineno or 0, exc.msg or ""
+            if not line:  # streaming validation knows no lines: find it on the error path
+                line, message = _first_violation(path, schema) or (0, message)
             raise PayloadError(
-                f"{name}:{exc.lineno or 0}: does not match the register format's XSD "
-                f"{xsd.name}: {reason}: fix the export in the EPJ"
+                f"{name}:{line}: does not match the register format's XSD "
+                f"{xsd.name}: {schema_reason(message)}: fix the export in the EPJ"
             ) from None
     if not complete:  # lxml may stop quietly on a broken document while validating
         raise PayloadError(f"{name}: is not complete XML (truncated?): export it again")
+
+
+def _first_violation(path: Path, schema: etree.XMLSchema) -> tuple[int, str] | None:
+    """Line and message of the first schema violation, from a whole-tree validation."""
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+    )
+    try:
+        tree = etree.parse(str(path), parser)
+    except etree.XMLSyntaxError:
+        return None
+    if schema.validate(tree):
+        return None
+    first = schema.error_log[0]
+    return first.line, first.message
 
 
 def blocking_test_persons(findings: Sequence[Finding]) -> list[Finding]:
