@@ -407,6 +407,28 @@ def test_a_payload_xsd_violation_sends_nothing_and_leaves_no_lockfile(cli, tmp_p
     assert not (tmp_path / "manifests" / "demo-2023.lock.yaml").exists()
 
 
+def test_a_later_xsd_violation_leaves_the_lockfile_byte_for_byte(cli, tmp_path: Path) -> None:
+    manifest, _ipl, ide = passthrough_setup(tmp_path)
+    assert cli("apply", "--auto-approve", "--today", TODAY, manifest).code == 0
+    lock_path = tmp_path / "manifests" / "demo-2023.lock.yaml"
+    before, sent = lock_path.read_bytes(), outbox_files(tmp_path)
+    assert len(sent) == 2
+    ide.write_text(ide.read_text(encoding="utf-8").replace("<Fnr>", "<Fnr>x", 1))
+    result = cli("apply", "--auto-approve", "--today", TODAY, manifest)
+    assert result.code == 1 and "does not match the register format's XSD" in result.err
+    assert lock_path.read_bytes() == before
+    assert outbox_files(tmp_path) == sent
+
+
+def test_payload_schema_without_passthrough_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "schemas"
+    folder.mkdir()
+    (folder / "x.xsd").write_text("<x/>")
+    plan_args = f"  schemas: {folder}\n  payloadSchema: x.xsd\n"
+    with pytest.raises(ManifestError, match=r"payloadSchema validates a pass-through payload"):
+        _v1_plan(tmp_path, "test", plan_args)
+
+
 def test_an_official_payload_schema_is_used_instead_of_the_profiles(tmp_path: Path) -> None:
     """spec.payloadSchema in spec.schemas wins: here a stricter copy that refuses every Fnr."""
     folder = tmp_path / "official"

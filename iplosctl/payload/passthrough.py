@@ -88,14 +88,27 @@ def part_files(
 
 
 def no_parts_without_passthrough(manifest: Manifest, payload: PayloadSpec) -> None:
-    """`spec.source.parts` with a format that re-writes the records is a mistake: say so."""
-    if manifest.source.parts and not payload.passthrough:
+    """Pass-through settings with a format that re-writes the records are a mistake: say so."""
+    if payload.passthrough:
+        return
+    which = payload.origin or "this source"
+    if manifest.source.parts:
         first = sorted(manifest.source.parts)[0]
         raise _manifest_error(
             manifest,
             f"spec.source.parts.{first}: parts are sent unchanged only with a pass-through "
-            f"format profile (payload: {{mode: passthrough}}), and "
-            f"{payload.origin or 'this source'} is not one: remove spec.source.parts",
+            f"format profile (payload: {{mode: passthrough}}), and {which} is not one: "
+            "remove spec.source.parts",
+        )
+    if manifest.payload_schema is not None:
+        raise ManifestError(
+            [
+                Problem(
+                    manifest.locate("spec", "payloadSchema"),
+                    f"payloadSchema validates a pass-through payload, and {which} is not a "
+                    "pass-through format profile: remove it, or use one",
+                )
+            ]
         )
 
 
