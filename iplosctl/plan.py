@@ -31,6 +31,7 @@ from iplosctl.plugins import EXPORT_V1_PAYLOAD, PayloadSpec, SourceSpec
 from iplosctl.profiles import Profile
 from iplosctl.records import ExportHeader
 from iplosctl.rules import Finding, RecordRef, RuleContext, RuleRun, load_rules
+from iplosctl.rules.engine import MAX_REFS
 from iplosctl.summary import SummaryBuilder
 
 PLAN_FORMAT_VERSION = "1"
@@ -296,15 +297,21 @@ def analyse(
     )
     run = RuleRun(rules, ctx)
     summary = SummaryBuilder(profile, manifest.reporting_year)
+    # Pass-through cannot leave anyone out: excluded records block the plan instead.
+    excluded: list[RecordRef] = []
+    excluded_count = 0
     for record in export.recipients:
         if run.record(record):
             summary.add(record)
             hasher.add(record)
         else:
             summary.exclude()
+            excluded_count += 1
+            if len(excluded) < MAX_REFS:
+                excluded.append(RecordRef(record.index, record.line))
     findings = run.finish()
     if payload.passthrough:
-        findings = passthrough.blocking_test_persons(findings)
+        findings = passthrough.blocking_test_persons(findings, excluded, excluded_count)
     analysis = Analysis(
         header=export.header,
         source_digest=source_digest,

@@ -263,6 +263,15 @@ def test_test_persons_in_a_passthrough_export_block_the_plan(tmp_path: Path) -> 
     assert not any(f.rule == "test-person" for f in plan.findings)  # nothing is "excluded"
 
 
+def test_switching_the_test_person_rule_off_does_not_let_them_through(tmp_path: Path) -> None:
+    manifest, _ipl, _ide = passthrough_setup(tmp_path, extra="  rules: {test-person: off}\n")
+    write_register_files(tmp_path, demo_records())
+    plan = plan_submission(load_manifest(manifest), today=dt.date.fromisoformat(TODAY))
+    assert plan.action == "blocked"
+    (finding,) = [f for f in plan.findings if f.rule == "passthrough-test-person"]
+    assert finding.count == 2 and len(finding.records) == 2
+
+
 def test_parts_the_profile_and_manifest_disagree_on_are_named(tmp_path: Path) -> None:
     manifest, _ipl, _ide = passthrough_setup(tmp_path)
     text = manifest.read_text(encoding="utf-8")

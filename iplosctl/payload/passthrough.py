@@ -40,7 +40,8 @@ from iplosctl.payload.msghead import payload_root, schema_reason
 from iplosctl.plugins import PayloadSpec
 from iplosctl.profiles import MessagePart
 from iplosctl.records import Recipient
-from iplosctl.rules import Finding
+from iplosctl.rules import Finding, RecordRef
+from iplosctl.rules.engine import MAX_REFS
 
 #: the rule id of "a test person would be sent" (not overridable in spec.rules)
 TEST_PERSON_RULE = "passthrough-test-person"
@@ -206,27 +207,39 @@ def _first_violation(path: Path, schema: etree.XMLSchema) -> tuple[int, str] | N
     return first.line, first.message
 
 
-def blocking_test_persons(findings: Sequence[Finding]) -> list[Finding]:
-    """Test-person exclusions turned into errors: bytes sent unchanged cannot leave anyone out."""
+def blocking_test_persons(
+    findings: Sequence[Finding], excluded: Sequence[RecordRef] = (), count: int = 0
+) -> list[Finding]:
+    """Test-person exclusions turned into errors: bytes sent unchanged cannot leave anyone out.
+
+    `excluded` and `count` are the records the rules excluded, counted by the
+    plan itself: with `test-person: off` in spec.rules the rule reports nothing,
+    yet those persons would still be in the file.
+    """
     out: list[Finding] = []
+    reported = 0
     for f in findings:
         if f.rule != "test-person":
             out.append(f)
             continue
         match = _REASON.search(f.message)
-        why = f" ({match[1]})" if match else ""
-        out.append(
-            Finding(
-                TEST_PERSON_RULE,
-                "error",
-                f"test person in a pass-through export{why}: the file is sent byte for byte, "
-                "so iplosctl cannot leave anyone out: remove the test persons in the EPJ and "
-                "export again",
-                f.count,
-                f.records,
-            )
-        )
+        out.append(_test_person(f" ({match[1]})" if match else "", f.count, f.records))
+        reported += f.count
+    if count > reported:
+        out.append(_test_person("", count - reported, tuple(excluded[:MAX_REFS])))
     return out
+
+
+def _test_person(why: str, count: int, records: tuple[RecordRef, ...]) -> Finding:
+    return Finding(
+        TEST_PERSON_RULE,
+        "error",
+        f"test person in a pass-through export{why}: the file is sent byte for byte, "
+        "so iplosctl cannot leave anyone out: remove the test persons in the EPJ and "
+        "export again",
+        count,
+        records,
+    )
 
 
 class PassthroughHasher:
