@@ -83,12 +83,14 @@ def _date(value: dt.date | None, tag: str) -> str:
     return f"<{tag}>{value.isoformat()}</{tag}>" if value else ""
 
 
+DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
 def write_register_files(
-    root: Path, records: Iterable[Recipient], *, declaration: bool = True
+    root: Path, records: Iterable[Recipient], *, prolog: str = DECLARATION
 ) -> tuple[Path, Path]:
     """What "the EPJ" writes in the synthetic register format: fagmelding and identmelding."""
     records = list(records)
-    prolog = '<?xml version="1.0" encoding="UTF-8"?>\n' if declaration else ""
     ipl = [prolog, f'<Fagmelding xmlns="{NS}">\n', _header()]
     ide = [prolog, f'<Identmelding xmlns="{NS}">\n', _header()]
     for r in records:
@@ -164,11 +166,11 @@ PASSTHROUGH_SOURCE = """  source:
 
 
 def passthrough_setup(
-    root: Path, *, environment: str = "test", extra: str = "", declaration: bool = True
+    root: Path, *, environment: str = "test", extra: str = "", prolog: str = DECLARATION
 ) -> tuple[Path, Path, Path]:
     """A municipality folder sending the synthetic register files; (manifest, ipl, ide)."""
     records = [r for r in demo_records() if not r.name]  # the EPJ left its test users out
-    ipl, ide = write_register_files(root, records, declaration=declaration)
+    ipl, ide = write_register_files(root, records, prolog=prolog)
     (root / "manifests").mkdir()
     (root / "outbox").mkdir()
     manifest = root / "manifests" / "demo-2023.yaml"
@@ -369,13 +371,17 @@ def _content(msghead: bytes) -> bytes:
     return msghead[start : msghead.rindex(b"</Content>")]
 
 
-@pytest.mark.parametrize("declaration", [True, False], ids=["with-declaration", "bare"])
+@pytest.mark.parametrize(
+    "prolog",
+    [DECLARATION, "", "\ufeff" + DECLARATION + "<!-- written by DemoEPJ -->\n"],
+    ids=["with-declaration", "bare", "bom-and-comment"],
+)
 def test_apply_sends_the_files_bytes_unchanged_inside_the_msghead(
-    cli, tmp_path: Path, declaration: bool
+    cli, tmp_path: Path, prolog: str
 ) -> None:
     folder = schemas_folder(tmp_path)
     extra = f"  schemas: {folder}\n  payloadSchema: {XSD.name}\n"
-    manifest, ipl, ide = passthrough_setup(tmp_path, extra=extra, declaration=declaration)
+    manifest, ipl, ide = passthrough_setup(tmp_path, extra=extra, prolog=prolog)
     saved = tmp_path / "plan.json"
     assert cli("plan", "--today", TODAY, "--out", saved, manifest).code == 0
     result = cli("apply", "--auto-approve", "--today", TODAY, saved)
@@ -395,11 +401,12 @@ def test_apply_sends_the_files_bytes_unchanged_inside_the_msghead(
         info = parse_msghead(msghead)
         assert (info.msg_type, info.msg_id) == (part.type, part.msg_id)
         sent = files[part.type].read_bytes()
-        prolog = b'<?xml version="1.0" encoding="UTF-8"?>\n' if declaration else b""
-        assert sent.startswith(prolog)
-        # byte for byte: only the XML declaration (allowed only at a document's start) and
-        # the final newline stay outside Content
-        assert _content(msghead) == sent[len(prolog) :].rstrip(b"\n")
+        outside = prolog.encode("utf-8")
+        assert sent.startswith(outside)
+        # byte for byte: Content carries the root element; the BOM, the declaration (allowed
+        # only at a document's start), the comment before the root and the last newline stay
+        # outside
+        assert _content(msghead) == sent[len(outside) :].rstrip(b"\n")
     assert MSGHEAD_XSD in {p.name for p in folder.iterdir()}
 
 
