@@ -10,9 +10,9 @@ digests are sha256 of exactly those bytes, so a saved plan is tied to them.
 What this module promises, per part file, before anything is journaled:
 - it can go into `MsgHead/Document/RefDoc/Content` unchanged (`check_part`): UTF-8
   (with or without a declaration or BOM), no DOCTYPE, one root element that
-  declares its default namespace; the XML declaration, a BOM and comments
-  around the root are the only bytes left out, since XML allows them only at
-  the start of a document;
+  declares its default namespace; `Content` carries the root element byte for
+  byte, while a BOM, the XML declaration (allowed only at the start of a
+  document) and comments or white space around the root stay outside;
 - it is valid against the register format's XSD (the profile's own, or the
   official one named by `spec.payloadSchema` in the `spec.schemas` folder);
 - its bytes are copied to apply's private file in the same read that digests
