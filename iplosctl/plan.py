@@ -112,6 +112,8 @@ class SubmissionPlan:
     attempt: int
     parts: tuple[PartPlan, ...]
     receipt_errors: tuple[dict[str, str], ...] = ()
+    #: iplosctl-export-v1 (records re-written) or passthrough (the export's files unchanged)
+    payload_format: str = EXPORT_V1_PAYLOAD
 
     @property
     def blocked(self) -> bool:
@@ -559,6 +561,7 @@ def plan_submission(
         attempt=attempt,
         parts=parts,
         receipt_errors=receipt_errors,
+        payload_format=analysis.payload_mode,
     )
 
 

@@ -225,6 +225,16 @@ def test_plan_digests_are_the_files_bytes(tmp_path: Path) -> None:
     assert not any(f.rule == "payload-format" for f in plan.findings)
 
 
+def test_the_plan_says_the_files_go_unchanged(cli, tmp_path: Path) -> None:
+    manifest, _ipl, _ide = passthrough_setup(tmp_path)
+    text = cli("plan", "--today", TODAY, manifest)
+    assert "messages (attempt 1, the export's files unchanged):" in text.out
+    markdown = cli("plan", "--today", TODAY, "--format", "markdown", manifest)
+    assert "Messages (attempt 1, the export's files unchanged): `KPR_IPL`" in markdown.out
+    data = json.loads(cli("plan", "--today", TODAY, "--format", "json", manifest).out)
+    assert data["submissions"][0]["payloadFormat"] == "passthrough"
+
+
 def test_message_size_uses_the_files_real_sizes(tmp_path: Path) -> None:
     manifest, ipl, _ide = passthrough_setup(tmp_path, extra="  messageSizeLimitBytes: 9000\n")
     plan = plan_submission(load_manifest(manifest), today=dt.date.fromisoformat(TODAY))
