@@ -27,6 +27,7 @@ from iplosctl.manifest import Manifest
 from iplosctl.payload import passthrough
 from iplosctl.payload.msghead import message_id
 from iplosctl.payload.parts import PayloadHasher
+from iplosctl.plausibility import plausibility_findings, previous_year_summary
 from iplosctl.plugins import EXPORT_V1_PAYLOAD, PayloadSpec, SourceSpec
 from iplosctl.profiles import Profile
 from iplosctl.records import ExportHeader
@@ -129,17 +130,31 @@ class SubmissionPlan:
 
 
 @dataclass(frozen=True)
+class UnplannedSubmission:
+    """A submission that could not be planned: its manifest is broken or its export cannot be
+    read. It is blocked with its reasons (one line each, no personal data), and the others
+    are planned as usual, so one municipality's problem never hides the other forty-nine."""
+
+    name: str
+    manifest_path: Path
+    reasons: tuple[str, ...]
+    action: str = "blocked"
+
+
+@dataclass(frozen=True)
 class Plan:
     submissions: tuple[SubmissionPlan, ...]
     tool_version: str = __version__
     created_at: str = field(default_factory=lockfile.utc_now)
+    unplanned: tuple[UnplannedSubmission, ...] = ()
 
     def count(self, action: str) -> int:
-        return sum(1 for s in self.submissions if s.action == action)
+        planned = sum(1 for s in self.submissions if s.action == action)
+        return planned + (len(self.unplanned) if action == "blocked" else 0)
 
     def exit_code(self, *, detailed: bool) -> int:
         """1 when anything is blocked, else 2 for changes with --detailed-exitcode, else 0."""
-        if any(s.blocked for s in self.submissions):
+        if self.unplanned or any(s.blocked for s in self.submissions):
             return 1
         if detailed and any(s.changes for s in self.submissions):
             return 2
@@ -508,6 +523,11 @@ def plan_submission(
         + tuple(size_findings(manifest, profile, analysis))
         + tuple(payload_format_findings(manifest, profile, analysis))
     )
+    if accepted is not None:
+        since = f"the accepted attempt {accepted.number}"
+        findings += tuple(plausibility_findings(analysis.summary, previous, since))
+    if (last_year := previous_year_summary(manifest)) is not None:
+        findings += tuple(plausibility_findings(analysis.summary, last_year[1], last_year[0]))
     errors = [f for f in findings if f.severity == "error"]
     action, reason, attempt = decide(lock, analysis, errors)
     lineage = lock.lineage if lock else lineage_for(manifest)

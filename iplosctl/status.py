@@ -13,6 +13,7 @@ from typing import Any
 from iplosctl import lockfile
 from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
+from iplosctl.manifest.checks import BrokenManifest
 from iplosctl.plan import plan_submission
 from iplosctl.receipts import list_quarantine
 from iplosctl.render.common import next_command
@@ -22,7 +23,7 @@ from iplosctl.render.common import next_command
 class SubmissionStatus:
     name: str
     manifest: str
-    year: int
+    year: int | None
     environment: str
     deadline: dict[str, Any] = field(default_factory=dict)
     action: str = ""
@@ -72,6 +73,20 @@ def submission_status(manifest: Manifest, *, today: dt.date | None = None) -> Su
     return status
 
 
+def broken_status(broken: BrokenManifest) -> SubmissionStatus:
+    """A manifest that cannot be used is that submission's error; the others go on."""
+    first = str(broken.problems[0]) if broken.problems else "the manifest cannot be read"
+    return SubmissionStatus(
+        broken.label,
+        str(broken.path),
+        None,
+        "unknown",
+        action="error",
+        reason=f"the manifest cannot be used: {first}",
+        next=f"fix the manifest, then: iplosctl validate {broken.path}",
+    )
+
+
 def render_status(statuses: list[SubmissionStatus]) -> str:
     lines: list[str] = []
     for s in statuses:
@@ -82,7 +97,7 @@ def render_status(statuses: list[SubmissionStatus]) -> str:
             else d.get("window", "unknown")
         )
         lines += [
-            f"{s.name}  ({s.year}, {s.environment})",
+            f"{s.name}  ({s.year or '?'}, {s.environment})",
             f"  deadline:   {window}",
             f"  state:      {s.action}: {s.reason}",
         ]

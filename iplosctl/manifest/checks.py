@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,27 @@ from iplosctl.manifest.loader import discover, load_manifest
 from iplosctl.manifest.model import Manifest
 
 
+@dataclass(frozen=True)
+class BrokenManifest:
+    """A manifest that cannot be planned, and why: one submission's error, not everyone's.
+
+    `name` is the submission name when the manifest parsed far enough to have one;
+    `label` is what a reviewer sees (the name, else the file name).
+    """
+
+    path: Path
+    name: str | None
+    problems: tuple[Problem, ...]
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path.stem
+
+    def selected_by(self, patterns: Sequence[str]) -> bool:
+        """`--only` matches the name, or the file name when the name cannot be read."""
+        return any(fnmatch.fnmatchcase(self.label, pattern) for pattern in patterns)
+
+
 @dataclass
 class Validation:
     """Manifests that passed every check, and every problem found in the others."""
@@ -20,6 +42,23 @@ class Validation:
     manifests: list[Manifest] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     files: int = 0
+    #: per file, the manifests with problems (the problems are also in `problems`)
+    broken: list[BrokenManifest] = field(default_factory=list)
+
+    def only(self, patterns: Sequence[str] | None) -> Validation:
+        """The part `--only` selects; a broken manifest outside it is nobody's concern now."""
+        if not patterns:
+            return self
+        manifests = [
+            m for m in self.manifests if any(fnmatch.fnmatchcase(m.name, p) for p in patterns)
+        ]
+        broken = [b for b in self.broken if b.selected_by(patterns)]
+        return Validation(
+            manifests=manifests,
+            problems=[p for b in broken for p in b.problems],
+            files=self.files,
+            broken=broken,
+        )
 
 
 def validate_paths(paths: Iterable[Path], *, check_files: bool = True) -> Validation:
@@ -38,14 +77,24 @@ def validate_paths(paths: Iterable[Path], *, check_files: bool = True) -> Valida
             manifest = load_manifest(path)
         except ManifestError as exc:
             result.problems.extend(exc.problems)
+            result.broken.append(BrokenManifest(path, None, tuple(exc.problems)))
             continue
         problems = check_manifest(manifest, check_files=check_files)
         result.problems.extend(problems)
-        if not problems:
+        if problems:
+            result.broken.append(BrokenManifest(path, manifest.name, tuple(problems)))
+        else:
             loaded.append(manifest)
     duplicates = _duplicate_names(loaded)
     result.problems.extend(duplicates)
     bad = {p.location.file for p in duplicates}
+    result.broken.extend(
+        BrokenManifest(
+            m.path, m.name, tuple(p for p in duplicates if p.location.file == str(m.path))
+        )
+        for m in loaded
+        if str(m.path) in bad
+    )
     result.manifests = [m for m in loaded if str(m.path) not in bad]
     return result
 

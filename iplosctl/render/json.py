@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from iplosctl.plan import PLAN_FORMAT_VERSION, Plan, SubmissionPlan
-from iplosctl.render.common import next_command, summary_line
+from iplosctl.render.common import next_command, summary_line, unplanned_next
 
 
 def submission_dict(s: SubmissionPlan) -> dict[str, Any]:
@@ -48,6 +48,19 @@ def render_json(plan: Plan) -> str:
                 "createdAt": plan.created_at,
                 "summary": summary_line(plan),
                 "submissions": [submission_dict(s) for s in plan.submissions],
+                # Submissions that could not be planned (broken manifest, unreadable export):
+                # blocked, with one line per reason.
+                "unplanned": [
+                    {
+                        "name": u.name,
+                        "manifest": str(u.manifest_path),
+                        "action": u.action,
+                        "blocked": True,
+                        "reasons": list(u.reasons),
+                        "next": unplanned_next(u),
+                    }
+                    for u in plan.unplanned
+                ],
             },
             indent=2,
             ensure_ascii=False,

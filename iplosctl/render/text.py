@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from iplosctl.plan import Plan, SubmissionPlan
+from iplosctl.plan import Plan, SubmissionPlan, UnplannedSubmission
 from iplosctl.profiles import load_profile
-from iplosctl.render.common import deadline_text, next_command, refs_text, summary_line
+from iplosctl.render.common import (
+    deadline_text,
+    next_command,
+    refs_text,
+    summary_line,
+    unplanned_next,
+)
 from iplosctl.summary import summary_rows
 
 
@@ -41,9 +47,21 @@ def _submission(s: SubmissionPlan) -> list[str]:
     return lines
 
 
+def _unplanned(u: UnplannedSubmission) -> list[str]:
+    return [
+        f"{u.name}  ({u.manifest_path}): BLOCKED",
+        "  why: it could not be planned:",
+        *(f"    {reason}" for reason in u.reasons),
+        f"  next: {unplanned_next(u)}",
+    ]
+
+
 def render_text(plan: Plan) -> str:
     out = [summary_line(plan), ""]
     for s in plan.submissions:
         out.extend(_submission(s))
+        out.append("")
+    for u in plan.unplanned:
+        out.extend(_unplanned(u))
         out.append("")
     return "\n".join(out).rstrip() + "\n"
