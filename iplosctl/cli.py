@@ -124,6 +124,8 @@ def validate(
         )
     for problem in result.problems:
         output.error(str(problem))
+    for warning in result.warnings:
+        output.note(f"warning: {warning}")
     for m in result.manifests:
         output.out(
             f"ok  {m.path}  ({m.name}: {m.municipality.number} {m.municipality.name}, "
@@ -161,6 +163,8 @@ def _select(
     result = result.only(only)
     if only and not result.manifests and not result.broken:
         raise IplosctlError(f"--only {' '.join(only)} matches no submission")
+    for warning in result.warnings:  # e.g. tls.verifyPeerName: false outside production
+        output.note(f"warning: {warning}")
     for problem in result.problems:
         output.error(f"error: {problem}")
     return result.manifests, result.broken

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from iplosctl import __version__, lockfile, plugins, profiles
+from iplosctl import __version__, endpoint, lockfile, plugins, profiles, transport_policy
 from iplosctl.atomic import write_atomic
 from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
@@ -115,6 +115,9 @@ class SubmissionPlan:
     receipt_errors: tuple[dict[str, str], ...] = ()
     #: iplosctl-export-v1 (records re-written) or passthrough (the export's files unchanged)
     payload_format: str = EXPORT_V1_PAYLOAD
+    #: where it goes: receiver HER-id, queues, broker (no credentials), namespace
+    #: (`endpoint.Route.as_dict`); None only for plans built by hand in tests
+    route: dict[str, Any] | None = None
 
     @property
     def blocked(self) -> bool:
@@ -411,6 +414,17 @@ def decide(
         )
     if last is None:
         return ("submit", "nothing has been sent for this submission yet", next_attempt)
+    if "transport-error" in last.states and "rejected" not in last.states:
+        conditions = sorted(
+            {p.transport_error.get("condition", "") for p in last.parts if p.transport_error}
+        )
+        return (
+            "resubmit",
+            f"attempt {last.number} got a transport error ({', '.join(conditions)}): an "
+            "unauthenticated error from the bus (NHN does not sign error-queue messages; "
+            "its HER-ids, subject and message id matched this part): send a new attempt",
+            next_attempt,
+        )
     if last.states & {"rejected", "transport-error"}:
         return ("resubmit", f"attempt {last.number} was rejected: send a new attempt", next_attempt)
     accepted = lock.last_accepted if lock else None
@@ -498,6 +512,17 @@ def payload_format_findings(
     ]
 
 
+def transport_findings(manifest: Manifest) -> list[Finding]:
+    """`transport-security` warnings (e.g. `tls.verifyPeerName: false` in test), so the
+    reviewer of the pull request sees them; the refusals already stopped validation."""
+    from iplosctl.manifest.checks import transport_concerns
+
+    return [
+        Finding(transport_policy.RULE_ID, c.severity, c.message, 1)
+        for c in transport_concerns(manifest)
+    ]
+
+
 def plan_submission(
     manifest: Manifest,
     *,
@@ -522,6 +547,7 @@ def plan_submission(
         analysis.findings
         + tuple(size_findings(manifest, profile, analysis))
         + tuple(payload_format_findings(manifest, profile, analysis))
+        + tuple(transport_findings(manifest))
     )
     if accepted is not None:
         since = f"the accepted attempt {accepted.number}"
@@ -582,6 +608,7 @@ def plan_submission(
         parts=parts,
         receipt_errors=receipt_errors,
         payload_format=analysis.payload_mode,
+        route=endpoint.route(manifest).as_dict(),
     )
 
 

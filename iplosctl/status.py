@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from iplosctl import lockfile
+from iplosctl import endpoint, lockfile
 from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
 from iplosctl.manifest.checks import BrokenManifest
@@ -31,6 +31,8 @@ class SubmissionStatus:
     attempt: dict[str, Any] | None = None
     quarantined: list[dict[str, str]] = field(default_factory=list)
     next: str = ""
+    #: receiver HER-id, queues, broker and namespace (endpoint.Route.as_dict)
+    route: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -48,6 +50,10 @@ def submission_status(manifest: Manifest, *, today: dt.date | None = None) -> Su
     else:
         status.deadline, status.action, status.reason = plan.deadline, plan.action, plan.reason
         status.next = next_command(plan)
+    try:
+        status.route = endpoint.route(manifest).as_dict()
+    except IplosctlError:
+        status.route = None
     lock = lockfile.load(manifest.lockfile_path)
     last = lock.last_attempt if lock else None
     if last is not None:
@@ -101,6 +107,14 @@ def render_status(statuses: list[SubmissionStatus]) -> str:
             f"  deadline:   {window}",
             f"  state:      {s.action}: {s.reason}",
         ]
+        if s.route:
+            r = s.route
+            ns = f", namespace {r['namespace']}" if r.get("namespace") else ""
+            lines += [
+                f"  sends to:   HER-id {r['receiverHerId']} queue {r['toQueue']} via "
+                f"{r['transport']} {r['broker']}{ns}",
+                f"  reads:      receipts {r['replyQueue']}, errors {r['errorQueue']}",
+            ]
         if s.attempt:
             lines.append(f"  attempt {s.attempt['number']} ({s.attempt['createdAt']}):")
             for p in s.attempt["parts"]:

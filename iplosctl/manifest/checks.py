@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iplosctl import plugins, profiles
+from iplosctl import plugins, profiles, transport_policy
 from iplosctl.errors import ManifestError, PluginError, Problem, ProfileError
 from iplosctl.manifest.loader import discover, load_manifest
 from iplosctl.manifest.model import Manifest
@@ -44,6 +44,8 @@ class Validation:
     files: int = 0
     #: per file, the manifests with problems (the problems are also in `problems`)
     broken: list[BrokenManifest] = field(default_factory=list)
+    #: things that do not stop a command but must be seen (printed as `warning:` lines)
+    warnings: list[Problem] = field(default_factory=list)
 
     def only(self, patterns: Sequence[str] | None) -> Validation:
         """The part `--only` selects; a broken manifest outside it is nobody's concern now."""
@@ -53,11 +55,13 @@ class Validation:
             m for m in self.manifests if any(fnmatch.fnmatchcase(m.name, p) for p in patterns)
         ]
         broken = [b for b in self.broken if b.selected_by(patterns)]
+        selected = {str(m.path) for m in manifests} | {str(b.path) for b in broken}
         return Validation(
             manifests=manifests,
             problems=[p for b in broken for p in b.problems],
             files=self.files,
             broken=broken,
+            warnings=[w for w in self.warnings if w.location.file in selected],
         )
 
 
@@ -81,6 +85,11 @@ def validate_paths(paths: Iterable[Path], *, check_files: bool = True) -> Valida
             continue
         problems = check_manifest(manifest, check_files=check_files)
         result.problems.extend(problems)
+        result.warnings.extend(
+            Problem(manifest.locate(*c.path), c.message, ".".join(c.path))
+            for c in transport_concerns(manifest)
+            if c.severity == transport_policy.WARNING
+        )
         if problems:
             result.broken.append(BrokenManifest(path, manifest.name, tuple(problems)))
         else:
@@ -134,6 +143,10 @@ def check_manifest(m: Manifest, *, check_files: bool = True) -> list[Problem]:
                     "spec",
                 )
 
+    for concern in transport_concerns(m):
+        if concern.severity == transport_policy.ERROR:
+            add(concern.message, *concern.path)
+
     _check_plugin(add, "source", m.source.plugin, "spec", "source", "plugin")
     if m.endpoint is not None:
         _check_plugin(add, "transport", m.endpoint.transport, "spec", "endpoint", "transport")
@@ -175,6 +188,31 @@ def check_manifest(m: Manifest, *, check_files: bool = True) -> list[Problem]:
             )
         seen.setdefault(unit.org_number, index)
     return problems
+
+
+def transport_concerns(m: Manifest) -> list[transport_policy.Concern]:
+    """`amqp://` and `verifyPeerName` refusals and warnings (transport_policy) for one manifest.
+
+    The URL is the manifest's or, without one, the profile's broker; nothing for a
+    manifest without an endpoint (the sandbox's built-in register) or an unknown
+    year or environment (reported on their own).
+    """
+    if m.endpoint is None:
+        return []
+    try:
+        env = profiles.load_profile(m.reporting_year).environments.get(m.environment)
+    except ProfileError:
+        return []
+    if env is None:
+        return []
+    return transport_policy.endpoint_concerns(
+        m.endpoint.url or env.broker_url,
+        environment=m.environment,
+        sandbox=env.sandbox,
+        production=env.production,
+        verify_peer_name=m.endpoint.tls.verify_peer_name,
+        url_from_manifest=m.endpoint.url is not None,
+    )
 
 
 def _check_plugin(add, kind: str, name: str, *where: str) -> None:  # type: ignore[no-untyped-def]

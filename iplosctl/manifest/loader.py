@@ -180,6 +180,9 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
                 client_key=file(t.get("clientKey")),
             ),
             timeout_seconds=float(e.get("timeoutSeconds", 30)),
+            reply_queue=e.get("replyQueue"),
+            error_queue=e.get("errorQueue"),
+            max_message_size_bytes=e.get("maxMessageSizeBytes"),
         )
     certificates = None
     if "certificates" in spec:

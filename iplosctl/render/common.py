@@ -55,6 +55,18 @@ def deadline_text(s: SubmissionPlan) -> str:
     return f"{d['window']}: next deadline {d['next']} ({d['daysLeft']} days left)"
 
 
+def route_text(s: SubmissionPlan) -> str:
+    """`to HER-id 8133973 queue 8133973_async via amqp amqps://…, namespace …; receipts from …`."""
+    r = s.route
+    if not r:
+        return "unknown"
+    ns = f", namespace {r['namespace']}" if r.get("namespace") else ""
+    return (
+        f"to HER-id {r['receiverHerId']} queue {r['toQueue']} via {r['transport']} "
+        f"{r['broker']}{ns}; receipts from {r['replyQueue']}, errors from {r['errorQueue']}"
+    )
+
+
 def unplanned_next(u: UnplannedSubmission) -> str:
     """What to do about a submission that could not be planned."""
     return f"fix the manifest or the export, then: iplosctl plan {u.manifest_path}"

@@ -25,6 +25,7 @@ def submission_dict(s: SubmissionPlan) -> dict[str, Any]:
         "summary": s.summary,
         "previousSummary": s.previous_summary,
         "deadline": s.deadline,
+        "route": s.route,
         "digests": {
             "manifest": s.manifest_digest,
             "source": s.source_digest,

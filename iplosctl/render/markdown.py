@@ -17,6 +17,7 @@ from iplosctl.render.common import (
     deadline_text,
     next_command,
     refs_text,
+    route_text,
     summary_line,
     unplanned_next,
 )
@@ -45,6 +46,7 @@ def _details(s: SubmissionPlan, *, with_refs: bool) -> str:
         "",
         f"**Why:** {_cell(s.reason)}  ",
         f"**Deadline:** {deadline_text(s)}  ",
+        f"**Route:** {_cell(route_text(s))}  ",
         f"**Next:** `{next_command(s)}`",
         "",
     ]

@@ -8,6 +8,7 @@ from iplosctl.render.common import (
     deadline_text,
     next_command,
     refs_text,
+    route_text,
     summary_line,
     unplanned_next,
 )
@@ -19,6 +20,7 @@ def _submission(s: SubmissionPlan) -> list[str]:
         f"{s.name}  ({s.municipality}, {s.year}, {s.environment}): {s.action.upper()}",
         f"  why: {s.reason}",
         f"  deadline: {deadline_text(s)}",
+        f"  route: {route_text(s)}",
     ]
     if s.findings:
         lines.append("  findings:")
