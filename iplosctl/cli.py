@@ -282,6 +282,8 @@ def apply(
         assert paths is not None
         saved_plan = read_saved_plan(paths[0])
         saved_by_manifest = {s["manifest"]: s for s in saved_plan["submissions"]}
+        if "planDigest" in saved_plan:  # the digest the reviewed comment showed
+            output.note(f"applying saved plan {paths[0]}, plan digest {saved_plan['planDigest']}")
         manifests, broken = _select([Path(m) for m in saved_by_manifest], only)
     else:
         manifests, broken = _select(paths, only)

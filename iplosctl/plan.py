@@ -630,9 +630,19 @@ def make_plan(
 # --- saved plans ------------------------------------------------------------------
 
 
-def saved_form(plan: Plan) -> dict[str, Any]:
+def plan_digest(plan: Plan) -> str:
+    """One digest of everything `apply` would send and check: per submission the manifest,
+    export and payload digests, lineage, serial, attempt, action and each part's digest and
+    message id. Printed in every plan format, stored in the saved plan and printed by
+    `apply PLANFILE`, it ties a pull-request comment to the send that follows it."""
+    entries = saved_form(plan, with_digest=False)["submissions"]
+    canonical = json.dumps(entries, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def saved_form(plan: Plan, *, with_digest: bool = True) -> dict[str, Any]:
     """What `plan --out` writes: enough to refuse a stale apply; no personal data."""
-    return {
+    form = {
         "formatVersion": PLAN_FORMAT_VERSION,
         "kind": "iplosctl-saved-plan",
         "toolVersion": plan.tool_version,
@@ -653,3 +663,6 @@ def saved_form(plan: Plan) -> dict[str, Any]:
             for s in plan.submissions
         ],
     }
+    if with_digest:
+        form["planDigest"] = plan_digest(plan)
+    return form

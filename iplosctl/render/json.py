@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from iplosctl.plan import PLAN_FORMAT_VERSION, Plan, SubmissionPlan
+from iplosctl.plan import PLAN_FORMAT_VERSION, Plan, SubmissionPlan, plan_digest
 from iplosctl.render.common import next_command, summary_line, unplanned_next
 
 
@@ -48,6 +48,7 @@ def render_json(plan: Plan) -> str:
                 "toolVersion": plan.tool_version,
                 "createdAt": plan.created_at,
                 "summary": summary_line(plan),
+                "planDigest": plan_digest(plan),
                 "submissions": [submission_dict(s) for s in plan.submissions],
                 # Submissions that could not be planned (broken manifest, unreadable export):
                 # blocked, with one line per reason.

@@ -11,7 +11,7 @@ that could not be planned at all are never cut: their reasons are short.
 
 from __future__ import annotations
 
-from iplosctl.plan import Plan, SubmissionPlan, UnplannedSubmission
+from iplosctl.plan import Plan, SubmissionPlan, UnplannedSubmission, plan_digest
 from iplosctl.profiles import load_profile
 from iplosctl.render.common import (
     deadline_text,
@@ -71,7 +71,8 @@ def _details(s: SubmissionPlan, *, with_refs: bool) -> str:
             f"Messages (attempt {s.attempt}"
             + (", the export's files unchanged" if s.payload_format == "passthrough" else "")
             + "): "
-            + ", ".join(f"`{p.type}` {p.size_bytes:,} bytes" for p in s.parts),
+            + ", ".join(f"`{p.type}` {p.size_bytes:,} bytes" for p in s.parts)
+            + f"; payload `{s.payload_digest}`",
         ]
     lines += ["", "</details>", ""]
     return "\n".join(lines)
@@ -121,6 +122,11 @@ def render_markdown(plan: Plan) -> str:
         "",
         f"**{summary_line(plan)}**",
         "",
+        *(
+            [f"Plan digest `{plan_digest(plan)}`: `apply` of the saved plan prints the same.", ""]
+            if plan.submissions
+            else []
+        ),
         "| submission | year | environment | action | errors | warnings |",
         "|---|---|---|---|---:|---:|",
     ]

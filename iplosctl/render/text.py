@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iplosctl.plan import Plan, SubmissionPlan, UnplannedSubmission
+from iplosctl.plan import Plan, SubmissionPlan, UnplannedSubmission, plan_digest
 from iplosctl.profiles import load_profile
 from iplosctl.render.common import (
     deadline_text,
@@ -40,6 +40,7 @@ def _submission(s: SubmissionPlan) -> list[str]:
         f"    {label:<{width}}  {value:<6} {delta}".rstrip() for label, value, delta in rows
     )
     if s.parts:
+        lines.append(f"  payload digest: {s.payload_digest}")
         how = ", the export's files unchanged" if s.payload_format == "passthrough" else ""
         lines.append(f"  messages (attempt {s.attempt}{how}):")
         lines.extend(
@@ -59,7 +60,10 @@ def _unplanned(u: UnplannedSubmission) -> list[str]:
 
 
 def render_text(plan: Plan) -> str:
-    out = [summary_line(plan), ""]
+    out = [summary_line(plan)]
+    if plan.submissions:
+        out.append(f"plan digest: {plan_digest(plan)} (apply of the saved plan prints it too)")
+    out.append("")
     for s in plan.submissions:
         out.extend(_submission(s))
         out.append("")
