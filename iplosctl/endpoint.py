@@ -29,10 +29,34 @@ from iplosctl.secrets import get_secret
 SERVICE_NAME = "Saksbehandling"
 
 
-def state_dir() -> Path:
-    """Local, git-ignored state (sandbox certificates and queues): `IPLOSCTL_STATE_DIR` or
-    `.iplosctl/` in the current folder."""
-    return Path(os.environ.get("IPLOSCTL_STATE_DIR", ".iplosctl"))
+STATE_FOLDER = ".iplosctl"
+
+
+def state_dir(manifest: Manifest | None = None) -> Path:
+    """Local, git-ignored state (sandbox certificates and queues, quarantine).
+
+    `IPLOSCTL_STATE_DIR` when set; else `.iplosctl/` at the root of the repository that
+    holds the manifest (the nearest folder above it with `.git`), or beside the manifest
+    outside a repository. It follows the manifest, not the current folder: `apply` run
+    from the repository root and `receipts` run from `manifests/` must see the same
+    sandbox queues and quarantine. Without a manifest (`sandbox serve`), the current folder.
+    """
+    override = os.environ.get("IPLOSCTL_STATE_DIR")
+    if override:
+        return Path(override)
+    if manifest is None:
+        return Path(STATE_FOLDER)
+    return repository_root(manifest.path) / STATE_FOLDER
+
+
+def repository_root(path: Path) -> Path:
+    """The nearest folder above `path` holding `.git` (a folder, or a file in a worktree),
+    else the folder of `path`."""
+    folder = path.resolve().parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder
 
 
 @dataclass(frozen=True)
@@ -77,7 +101,7 @@ class Keys:
 
 
 def addressing(manifest: Manifest) -> Addressing:
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
     env = profile.environments[manifest.environment]
     endpoint = manifest.endpoint
     return Addressing(
@@ -130,7 +154,7 @@ class Route:
 def route(manifest: Manifest) -> Route:
     """The resolved receiver, queues, broker and namespace (for plan and status)."""
     address = addressing(manifest)
-    env = profiles.load_profile(manifest.reporting_year).environments[manifest.environment]
+    env = profiles.profile_for(manifest).environments[manifest.environment]
     endpoint = manifest.endpoint
     if endpoint is None:
         transport, broker, namespace = "amqp", "built-in sandbox register (loopback)", None
@@ -196,7 +220,7 @@ def transport_settings(manifest: Manifest) -> TransportSettings:
     endpoint = manifest.endpoint
     if endpoint is None:
         raise IplosctlError(f"{manifest.path}: spec.endpoint is required outside the sandbox")
-    env = profiles.load_profile(manifest.reporting_year).environments[manifest.environment]
+    env = profiles.profile_for(manifest).environments[manifest.environment]
     url = endpoint.url or env.broker_url
     if not url:
         raise IplosctlError(
@@ -225,7 +249,7 @@ def receive_limit(manifest: Manifest) -> int:
     endpoint = manifest.endpoint
     if endpoint is not None and endpoint.max_message_size_bytes:
         return endpoint.max_message_size_bytes
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
     return 2 * (manifest.message_size_limit_bytes or profile.message_limit_bytes)
 
 
@@ -242,13 +266,13 @@ class Connection:
 @contextlib.contextmanager
 def connect(manifest: Manifest) -> Iterator[Connection]:
     """Open the manifest's transport; in the sandbox, start the built-in register first."""
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
     env = profile.environments[manifest.environment]
     address = addressing(manifest)
     if env.sandbox and manifest.endpoint is None:
         from iplosctl.sandbox.embedded import embedded_register
 
-        with embedded_register(state_dir() / "sandbox", address) as register:
+        with embedded_register(state_dir(manifest) / "sandbox", address) as register:
             transport = plugins.load("transport", "amqp")(register.transport_settings)
             try:
                 yield Connection(transport, register.municipality_keys(), address, sandbox=True)

@@ -115,6 +115,10 @@ class SubmissionPlan:
     receipt_errors: tuple[dict[str, str], ...] = ()
     #: iplosctl-export-v1 (records re-written) or passthrough (the export's files unchanged)
     payload_format: str = EXPORT_V1_PAYLOAD
+    #: digest of the year profile (and overlay), the format profile and its XSD
+    profile_digest: str = ""
+    #: the profile the plan was made with (renderers name service codes from it)
+    profile: Profile | None = field(default=None, compare=False, repr=False)
     #: where it goes: receiver HER-id, queues, broker (no credentials), namespace
     #: (`endpoint.Route.as_dict`); None only for plans built by hand in tests
     route: dict[str, Any] | None = None
@@ -180,18 +184,55 @@ def _cache_dir() -> Path:
     return Path(base) / "iplosctl" / "plan"
 
 
+def _source(manifest: Manifest) -> Any:
+    source_cls = plugins.load("source", manifest.source.plugin)
+    return source_cls() if isinstance(source_cls, type) else source_cls
+
+
+def _source_spec(manifest: Manifest) -> SourceSpec:
+    return SourceSpec(manifest.source.path, manifest.source.format, manifest.source.options)
+
+
+def profile_files(manifest: Manifest, profile: Profile, source: Any = None) -> list[Path]:
+    """Every file whose bytes decide the plan besides export, manifest and lockfile.
+
+    The year profile as shipped (and the shipped base it extends), the
+    overlay from the repository, and what the source plugin reads the export
+    through (a format profile and its XSD, when the plugin says so).
+    """
+    files = list(profile.files)
+    source = source if source is not None else _source(manifest)
+    format_files = getattr(source, "profile_files", None)
+    if format_files is not None:
+        files.extend(format_files(_source_spec(manifest)))
+    return files
+
+
+def profile_inputs_digest(manifest: Manifest, profile: Profile, source: Any = None) -> str:
+    """`profileDigest`: the content of every profile file, in order (paths do not count)."""
+    h = hashlib.sha256()
+    for path in profile_files(manifest, profile, source):
+        try:
+            digest = file_digest(path)
+        except OSError as exc:
+            raise IplosctlError(f"profile file {path}: cannot read ({exc.strerror})") from None
+        h.update(f"{digest}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
 def _cache_key(
     manifest: Manifest,
     previous: dict[str, Any] | None,
     today: dt.date,
     late: bool,
     rule_ids: Sequence[str],
+    *,
+    profile_digest: str = "",
 ) -> str | None:
     try:
         st = manifest.source.path.stat()
     except OSError:
         return None
-    profile_file = profiles.PROFILE_DIR / f"{manifest.reporting_year}.yaml"
     key = json.dumps(
         {
             "version": __version__,
@@ -200,7 +241,8 @@ def _cache_key(
             "mtime": st.st_mtime_ns,
             "inode": st.st_ino,
             "manifest": manifest.digest,
-            "profile": profile_file.stat().st_mtime_ns,
+            # content, not mtimes: a profile restored from git keeps its old mtime
+            "profile": profile_digest,
             "previous": previous,
             "today": today.isoformat(),
             "late": late,
@@ -276,6 +318,7 @@ def analyse(
     today: dt.date,
     late: bool = False,
     payload_outputs: Mapping[str, BinaryIO] | None = None,
+    profile_digest: str | None = None,
 ) -> Analysis:
     """Stream the export once through rules, summary and payload digests.
 
@@ -283,12 +326,15 @@ def analyse(
     payload written in the same pass, from exactly the records the plan saw.
     """
     rules = load_rules()
-    key = _cache_key(manifest, previous, today, late, [r.id for r in rules])
+    source = _source(manifest)
+    if profile_digest is None:
+        profile_digest = profile_inputs_digest(manifest, profile, source)
+    key = _cache_key(
+        manifest, previous, today, late, [r.id for r in rules], profile_digest=profile_digest
+    )
     if payload_outputs is None and key is not None and (cached := _load_cached(key)) is not None:
         return cached
-    source_cls = plugins.load("source", manifest.source.plugin)
-    source = source_cls() if isinstance(source_cls, type) else source_cls
-    spec = SourceSpec(manifest.source.path, manifest.source.format, manifest.source.options)
+    spec = _source_spec(manifest)
     source_digest = file_digest(manifest.source.path)
     export = source.read(spec)
     payload = export.payload or PayloadSpec()
@@ -512,6 +558,47 @@ def payload_format_findings(
     ]
 
 
+UNVERIFIED_RULE = "profile-unverified"
+
+
+def unverified_findings(
+    manifest: Manifest, profile: Profile, environment: profiles.Environment
+) -> list[Finding]:
+    """`profile-unverified`: facts this plan relies on that no source confirms, named.
+
+    Outside the sandbox only (a rehearsal sends nothing to the register). Facts
+    of other environments than the manifest's are not relied on. One finding
+    per plan, counting the facts, so fifty manifests stay readable; the reasons
+    are in the profile file. The severity can be changed in `spec.rules`.
+    """
+    severity = manifest.rule_severities.get(UNVERIFIED_RULE, "warning")
+    if environment.sandbox or severity == "off":
+        return []
+    facts = []
+    for fact in profile.unverified:
+        parts = fact.path.split(".")
+        if parts[0] == "environments" and len(parts) > 1 and parts[1] != manifest.environment:
+            continue
+        facts.append(fact.path)
+    if not facts:
+        return []
+    where = " and ".join(
+        f"iplosctl/profiles/{f.name}" if f.parent == profiles.PROFILE_DIR else str(f)
+        for f in profile.files
+    )
+    return [
+        Finding(
+            UNVERIFIED_RULE,
+            severity,  # type: ignore[arg-type]
+            f"the {profile.year} profile has UNVERIFIED facts this plan relies on: "
+            f"{', '.join(facts)} (reasons in {where}): confirm them with the register and "
+            "restate them in a profile overlay (spec.profile or profiles/"
+            f"{profile.year}.yaml beside manifests/)",
+            len(facts),
+        )
+    ]
+
+
 def transport_findings(manifest: Manifest) -> list[Finding]:
     """`transport-security` warnings (e.g. `tls.verifyPeerName: false` in test), so the
     reviewer of the pull request sees them; the refusals already stopped validation."""
@@ -532,7 +619,8 @@ def plan_submission(
 ) -> SubmissionPlan:
     """Plan one manifest (already validated)."""
     today = today or dt.date.today()
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
+    digest = profile_inputs_digest(manifest, profile)
     lock_path = lockfile_path or manifest.lockfile_path
     lock = lockfile.load(lock_path)
     if lock is not None and lock.submission != manifest.name:
@@ -542,11 +630,15 @@ def plan_submission(
         )
     accepted = lock.last_accepted if lock else None
     previous = dict(accepted.summary) if accepted else None
-    analysis = analyse(manifest, profile, previous=previous, today=today, late=late)
+    analysis = analyse(
+        manifest, profile, previous=previous, today=today, late=late, profile_digest=digest
+    )
+    environment = profile.environments[manifest.environment]
     findings = (
         analysis.findings
         + tuple(size_findings(manifest, profile, analysis))
         + tuple(payload_format_findings(manifest, profile, analysis))
+        + tuple(unverified_findings(manifest, profile, environment))
         + tuple(transport_findings(manifest))
     )
     if accepted is not None:
@@ -585,7 +677,6 @@ def plan_submission(
             for p in last.parts
             if p.transport_error
         )
-    environment = profile.environments[manifest.environment]
     return SubmissionPlan(
         name=manifest.name,
         manifest_path=manifest.path,
@@ -608,6 +699,8 @@ def plan_submission(
         parts=parts,
         receipt_errors=receipt_errors,
         payload_format=analysis.payload_mode,
+        profile_digest=digest,
+        profile=profile,
         route=endpoint.route(manifest).as_dict(),
     )
 
@@ -655,6 +748,7 @@ def saved_form(plan: Plan, *, with_digest: bool = True) -> dict[str, Any]:
                 "manifestDigest": s.manifest_digest,
                 "sourceDigest": s.source_digest,
                 "payloadDigest": s.payload_digest,
+                "profileDigest": s.profile_digest,
                 "lineage": s.lineage,
                 "serial": s.serial,
                 "attempt": s.attempt,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -25,6 +25,8 @@ GROUPS: dict[str, str] = {
     "source": "iplosctl.sources",
     "transport": "iplosctl.transports",
     "rules": "iplosctl.rules",
+    # a format profile YAML (a path, or a callable returning one); see README
+    "format": "iplosctl.formats",
 }
 LOAD_PLUGINS_ENV = "IPLOSCTL_LOAD_PLUGINS"
 
@@ -115,6 +117,14 @@ class SourcePlugin(Protocol):
 
     def read(self, spec: SourceSpec) -> Export:
         """Open the export; validate as it streams; never load it whole."""
+        ...
+
+    def profile_files(self, spec: SourceSpec) -> Sequence[Path]:
+        """Optional: the files that decide how `spec` is read (a format profile and its XSD).
+
+        Their bytes join the plan's cache key and its `profileDigest`, so editing
+        one makes the next plan read the export again and a saved plan stale.
+        """
         ...
 
 

@@ -227,3 +227,22 @@ def test_secrets_set_on_a_server_without_a_usable_keyring_says_what_to_do(
     with pytest.raises(SecretError) as caught:
         secrets.set_secret("fjordvik-amqp", "value")
     assert "set the environment variable IPLOSCTL_SECRET_FJORDVIK_AMQP" in caught.value.message
+
+
+def test_sandbox_state_follows_the_manifest_not_the_current_folder(
+    cli, demo_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13, item 9: apply from one folder and receipts from another used to wait forever
+    (two sandbox registers, one per current folder)."""
+    monkeypatch.delenv("IPLOSCTL_STATE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "somewhere" / "else").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "somewhere")
+    assert cli("apply", "--auto-approve", demo_copy).code == 0
+    monkeypatch.chdir(tmp_path / "somewhere" / "else")
+    result = cli("receipts", demo_copy, "--wait", "30s")
+    assert result.code == 0, result.all
+    assert "KPR_IPL accepted" in result.out
+    # Outside a git repository the state sits beside the manifest, never in the cwd.
+    assert (demo_copy.parent / ".iplosctl" / "sandbox").is_dir()
+    assert not (tmp_path / "somewhere" / ".iplosctl").exists()

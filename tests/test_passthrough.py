@@ -50,20 +50,12 @@ def pki_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def synthetic_format(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pki_once: Path) -> None:
-    """`format: synthetic-register-v1` loads the test folder's profile (never shipped).
-
-    Every test's folder also gets the test PKI the manifests name (`pki/`).
-    """
+def municipality_repository(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pki_once: Path):  # type: ignore[no-untyped-def]
+    """Each test's folder is a municipality's repository: the synthetic format profile and
+    its XSD under `formats/` (named by a manifest-relative path, never shipped), and the
+    test PKI the manifests name under `pki/`."""
     shutil.copytree(pki_once, tmp_path / "pki")
-    real = iplosctl_source_xml.load_format
-
-    def load(name: str | None = None) -> format_profile.FormatProfile:
-        if name == "synthetic-register-v1":
-            return format_profile.load_format_file(PROFILE)
-        return real(name)
-
-    monkeypatch.setattr(iplosctl_source_xml, "load_format", load)
+    shutil.copytree(DATA, tmp_path / "formats")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
@@ -160,7 +152,7 @@ def manifest_text(environment: str, source: str, extra: str = "") -> str:
 PASSTHROUGH_SOURCE = """  source:
     plugin: xml
     path: ../exports/ipl.xml
-    format: synthetic-register-v1
+    format: ../formats/synthetic-register-v1.yaml
     parts: {KPR_IDE: ../exports/ide.xml}
 """
 
@@ -291,7 +283,7 @@ def test_parts_the_profile_and_manifest_disagree_on_are_named(tmp_path: Path) ->
     with pytest.raises(ManifestError, match=r"name it in spec.source.parts.KPR_IDE"):
         plan_submission(load_manifest(manifest), today=dt.date.fromisoformat(TODAY))
     v1 = text.replace("path: ../exports/ipl.xml", "path: ../exports/demo.xml").replace(
-        "format: synthetic-register-v1", "format: iplos-export-v1"
+        "format: ../formats/synthetic-register-v1.yaml", "format: iplos-export-v1"
     )
     (tmp_path / "exports" / "demo.xml").write_bytes(DEMO_EXPORT.read_bytes())
     manifest.write_text(v1)

@@ -128,6 +128,8 @@ class Manifest:
     payload_schema: str | None = None
     #: "iplosctl-export-v1" when the receiver agreed to iplosctl's own format
     payload_format_agreement: str | None = None
+    #: a reporting-year profile overlay named by `spec.profile`, resolved like other paths
+    profile: Path | None = None
     #: the ruamel tree, kept to point later errors at lines
     node: Any = field(default=None, compare=False, repr=False)
 
