@@ -22,9 +22,10 @@ from typing import Any, BinaryIO
 
 from iplosctl import __version__, endpoint, lockfile, plugins, profiles, transport_policy
 from iplosctl.atomic import write_atomic
-from iplosctl.errors import IplosctlError
+from iplosctl.errors import IplosctlError, Location, Problem, SourceError
 from iplosctl.manifest import Manifest
 from iplosctl.payload import passthrough
+from iplosctl.payload.export_writer import RecordPayloadError
 from iplosctl.payload.msghead import message_id
 from iplosctl.payload.parts import PayloadHasher
 from iplosctl.plausibility import plausibility_findings, previous_year_summary
@@ -257,9 +258,34 @@ def _cache_key(
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _identities(paths: Sequence[Path]) -> list[list[Any]] | None:
+    """Path, size, mtime and inode of each file (None when one cannot be read)."""
+    try:
+        return [
+            [str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino]
+            for p in paths
+            for st in (p.stat(),)
+        ]
+    except OSError:
+        return None
+
+
+def sources_digest(main: Path, extra: Sequence[Path]) -> str:
+    """`file_digest` of the export, or of the export and its other files together."""
+    if not extra:
+        return file_digest(main)
+    joined = "\n".join(file_digest(p) for p in (main, *extra))
+    return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()
+
+
 def _load_cached(key: str) -> Analysis | None:
     try:
         data = json.loads((_cache_dir() / f"{key}.json").read_text(encoding="utf-8"))
+        # The source's other files (source_inputs) are checked here rather than in the
+        # key, so that a cache hit still needs no source plugin.
+        inputs = data.get("inputs", [])
+        if inputs and _identities([Path(p) for p, *_ in inputs]) != inputs:
+            return None
         h = data["header"]
         return Analysis(
             header=ExportHeader(
@@ -289,7 +315,13 @@ def _load_cached(key: str) -> Analysis | None:
         return None
 
 
-def _store_cached(key: str, analysis: Analysis) -> None:
+def _store_cached(
+    key: str, analysis: Analysis, identities: Sequence[Sequence[Any]] | None = ()
+) -> None:
+    """Keep `analysis`; `identities` are the source's other files as they were before reading
+    (None when one was unreadable: then nothing is kept)."""
+    if identities is None:
+        return
     h = analysis.header
     data = {
         "header": {
@@ -305,6 +337,7 @@ def _store_cached(key: str, analysis: Analysis) -> None:
         "parts": [list(p) for p in analysis.part_digests],
         "payloadMode": analysis.payload_mode,
         "payloadSchema": analysis.payload_schema,
+        "inputs": [list(i) for i in identities],
     }
     with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
         write_atomic(_cache_dir() / f"{key}.json", json.dumps(data).encode("utf-8"))
@@ -335,8 +368,10 @@ def analyse(
     if payload_outputs is None and key is not None and (cached := _load_cached(key)) is not None:
         return cached
     spec = _source_spec(manifest)
-    source_digest = file_digest(manifest.source.path)
-    export = source.read(spec)
+    extra = plugins.source_inputs(source, spec)
+    identities = _identities(extra)  # before reading: a file changed meanwhile is read again
+    export = source.read(spec)  # opens every file, so a missing one is the source's error
+    source_digest = sources_digest(manifest.source.path, extra)
     payload = export.payload or PayloadSpec()
     hasher: PayloadHasher | passthrough.PassthroughHasher
     xsd = None
@@ -369,7 +404,10 @@ def analyse(
     for record in export.recipients:
         if run.record(record):
             summary.add(record)
-            hasher.add(record)
+            try:
+                hasher.add(record)
+            except RecordPayloadError as exc:
+                raise _unwritable(manifest.source.path, exc) from None
         else:
             summary.exclude()
             excluded_count += 1
@@ -388,8 +426,19 @@ def analyse(
         payload_schema=str(xsd) if xsd is not None else None,
     )
     if key is not None:
-        _store_cached(key, analysis)
+        _store_cached(key, analysis, identities)
     return analysis
+
+
+def _unwritable(export: Path, exc: RecordPayloadError) -> SourceError:
+    """A record the payload cannot carry, blamed on the export file and record it came from.
+
+    The writer knows the record but not the file; with `plan manifests/` over
+    many municipalities the file is what the reader needs first.
+    """
+    return SourceError(
+        [Problem(Location(str(export), exc.line or 0), f"record #{exc.index}: {exc.reason}")]
+    )
 
 
 # --- deciding ---------------------------------------------------------------------
@@ -610,6 +659,25 @@ def transport_findings(manifest: Manifest) -> list[Finding]:
     ]
 
 
+def sandbox_findings(manifest: Manifest, profile: Profile) -> list[Finding]:
+    """`sandbox-certificates`: which certificates a rehearsal with the built-in register uses,
+    so nobody believes the sandbox checked something it did not."""
+    if not profile.environments[manifest.environment].sandbox or manifest.endpoint is not None:
+        return []
+    if manifest.certificates is None:
+        message = (
+            "the built-in register and this municipality both use the sandbox's own test "
+            "certificates (the manifest names none)"
+        )
+    else:
+        message = (
+            "the built-in register trusts your signing certificate and encrypts its receipts "
+            "to your encryption certificate; its own side uses the sandbox's test "
+            "certificates, not certificates.register (nobody has KPR's private keys)"
+        )
+    return [Finding("sandbox-certificates", "info", message, 1)]
+
+
 def plan_submission(
     manifest: Manifest,
     *,
@@ -640,6 +708,7 @@ def plan_submission(
         + tuple(payload_format_findings(manifest, profile, analysis))
         + tuple(unverified_findings(manifest, profile, environment))
         + tuple(transport_findings(manifest))
+        + tuple(sandbox_findings(manifest, profile))
     )
     if accepted is not None:
         since = f"the accepted attempt {accepted.number}"

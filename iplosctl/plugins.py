@@ -128,6 +128,18 @@ class SourcePlugin(Protocol):
         ...
 
 
+def source_inputs(source: Any, spec: SourceSpec) -> list[Path]:
+    """Files a source reads besides `spec.path` (the csv source's assessments and diagnoses).
+
+    Optional for a source plugin: an `inputs(spec)` method. The plan digests
+    these files with the export and its cache notices when one changes (so a
+    saved plan goes stale). `validate` does not load source plugins (a cached
+    plan needs none), so a missing one is the source's error when it reads.
+    """
+    inputs = getattr(source, "inputs", None)
+    return list(inputs(spec)) if callable(inputs) else []
+
+
 # --- transport plugins (entry point group iplosctl.transports) -----------------
 
 
