@@ -459,3 +459,22 @@ def test_the_kit_messages_name_the_plugin() -> None:
     ctx = rule_context(DEMO_MANIFEST)
     with pytest.raises(ContractViolation, match=r"^rule pack 'mine': "):
         check_rule_pack(lambda: [_BadId()], ctx, name="mine")
+
+
+def test_the_readme_plugin_example_runs_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- plugin-example -->\n```python\n", 1)[1].split("\n```", 1)[0]
+    namespace: dict[str, Any] = {"__name__": "fjordvik_rules"}
+    exec(compile(block, "README.md (plugin example)", "exec"), namespace)
+    monkeypatch.chdir(REPO)
+    namespace["test_fjordvik_rules_honour_the_contract"]()
+    # the example's rule fires on a record it is about, so the check exercised a hit
+    ctx = rule_context(DEMO_MANIFEST)
+    record = sample_recipients(1)[0]
+    home_care = dataclasses.replace(
+        record, services=(dataclasses.replace(record.services[0], code="15", hours_per_week=None),)
+    )
+    (rule,) = namespace["rules"]()
+    assert [h.message for h in rule.check_record(ctx, home_care)] == [
+        "home care (15) without hours per week"
+    ]
