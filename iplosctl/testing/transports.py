@@ -95,7 +95,7 @@ def _receive(
     return out
 
 
-def _ids(messages: Iterable[IncomingMessage]) -> list[str | None]:
+def _ids(messages: Iterable[IncomingMessage | OutgoingMessage]) -> list[str | None]:
     return sorted((m.message_id for m in messages), key=str)
 
 
@@ -163,15 +163,15 @@ def check_transport(
             f"receive() yielded {len(got)} of the 3 messages put on {endpoint.queue!r}"
             + (" (some twice)" if len(set(_ids(got))) < len(got) else ""),
         )
-    for message in got:
-        _same(plugin, "receive", by_id[str(message.message_id)], message)
+    for incoming in got:
+        _same(plugin, "receive", by_id[str(incoming.message_id)], incoming)
 
     transport = factory(endpoint.settings)
     try:
         again = _receive(plugin, transport, endpoint, lambda d: d.accept())
     finally:
         transport.close()
-    expected = _ids([_as_incoming(released), _as_incoming(unsettled)])
+    expected = _ids([released, unsettled])
     if _ids(again) != expected:
         lost = [
             label
@@ -197,17 +197,6 @@ def check_transport(
     # failures
     for number, settings in enumerate(endpoint.broken, 1):
         _check_broken(plugin, factory, settings, endpoint, f"broken setting {number}", secrets)
-
-
-def _as_incoming(message: OutgoingMessage) -> IncomingMessage:
-    return IncomingMessage(
-        queue=message.to_queue,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        subject=message.subject,
-        body=message.body,
-        application_properties=message.application_properties,
-    )
 
 
 def _check_broken(
