@@ -586,6 +586,25 @@ def transport_findings(manifest: Manifest) -> list[Finding]:
     ]
 
 
+def sandbox_findings(manifest: Manifest, profile: Profile) -> list[Finding]:
+    """`sandbox-certificates`: which certificates a rehearsal with the built-in register uses,
+    so nobody believes the sandbox checked something it did not."""
+    if not profile.environments[manifest.environment].sandbox or manifest.endpoint is not None:
+        return []
+    if manifest.certificates is None:
+        message = (
+            "the built-in register and this municipality both use the sandbox's own test "
+            "certificates (the manifest names none)"
+        )
+    else:
+        message = (
+            "the built-in register trusts your signing certificate and encrypts its receipts "
+            "to your encryption certificate; its own side uses the sandbox's test "
+            "certificates, not certificates.register (nobody has KPR's private keys)"
+        )
+    return [Finding("sandbox-certificates", "info", message, 1)]
+
+
 def plan_submission(
     manifest: Manifest,
     *,
@@ -615,6 +634,7 @@ def plan_submission(
         + tuple(size_findings(manifest, profile, analysis))
         + tuple(unverified_findings(manifest, profile, environment))
         + tuple(transport_findings(manifest))
+        + tuple(sandbox_findings(manifest, profile))
     )
     if accepted is not None:
         since = f"the accepted attempt {accepted.number}"
