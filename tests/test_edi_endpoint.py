@@ -48,6 +48,7 @@ spec:
     - {{orgNumber: "310000043", name: Demo bofellesskap}}
   source: {{plugin: xml, path: ../exports/kommune-2023.xml}}
   testPersons: {{names: ["Test Testesen"]}}
+  payloadFormatAgreement: iplosctl-export-v1
   endpoint:
 {endpoint}
   certificates:
@@ -113,7 +114,7 @@ def test_validate_refuses_credentials_in_the_smtp_url(cli, tmp_path: Path) -> No
     assert result.code == 1 and "secret" not in result.err and "smtp" in result.err
 
 
-def test_plan_json_carries_the_edi_route(cli, tmp_path: Path) -> None:
+def test_plan_shows_the_edi_route_outside_the_sandbox(cli, tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path, "test", EDI + "\n    registerAddress: kpr@testedi.nhn.no")
     result = cli("plan", "--today", TODAY, manifest)
     assert result.code in (0, 2), result.err
