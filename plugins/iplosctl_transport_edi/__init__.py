@@ -15,7 +15,7 @@ Sources (see README "Choosing the channel"):
   `Message-ID` it has seen before (so a resend must reuse the Message-ID, which is why
   ours is derived from the MsgId); the whole message may be at most 51 200 000 bytes;
   `@edi.nhn.no` is production, `@testedi.nhn.no` test.
-* RFC 8551 (S/MIME 4.0) §3.2/§3.3: `application/pkcs7-mime; smime-type=enveloped-data;
+* RFC 8551 (S/MIME 4.0), sections 3.2 and 3.3: `application/pkcs7-mime; smime-type=enveloped-data;
   name=smime.p7m`, base64, attachment `smime.p7m`.
 
 UNVERIFIED (no NHN or KPR document in reach says it): whether KPR's EDI receiver takes
