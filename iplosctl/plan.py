@@ -27,6 +27,7 @@ from iplosctl.manifest import Manifest
 from iplosctl.payload.msghead import message_id
 from iplosctl.payload.parts import PayloadHasher
 from iplosctl.plugins import SourceSpec
+from iplosctl.privacy import scrub
 from iplosctl.profiles import Profile
 from iplosctl.records import ExportHeader
 from iplosctl.rules import Finding, RecordRef, RuleContext, RuleRun, load_rules
@@ -447,17 +448,24 @@ def plan_submission(
     receipt_errors: tuple[dict[str, str], ...] = ()
     last = lock.last_attempt if lock else None
     if last is not None:
+        # The register's texts are scrubbed again here: a lockfile written by an older
+        # iplosctl may hold them verbatim, and this goes into the pull request.
         receipt_errors = tuple(
-            {"part": p.type, "code": e.code, "system": e.system, "text": e.text}
+            {
+                "part": p.type,
+                "code": scrub(e.code),
+                "system": scrub(e.system),
+                "text": scrub(e.text),
+            }
             for p in last.parts
             if p.receipt
             for e in p.receipt.errors
         ) + tuple(
             {
                 "part": p.type,
-                "code": p.transport_error.get("condition", ""),
+                "code": scrub(p.transport_error.get("condition", "")),
                 "system": "transport",
-                "text": p.transport_error.get("description", ""),
+                "text": scrub(p.transport_error.get("description", "")),
             }
             for p in last.parts
             if p.transport_error

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from iplosctl import endpoint, lockfile
+from iplosctl import endpoint, lockfile, privacy
 from iplosctl.atomic import write_atomic
 from iplosctl.errors import IplosctlError, TransportError
 from iplosctl.locking import submission_lock
@@ -76,17 +76,7 @@ ERROR_CONDITION = "errorCondition"
 ERROR_DESCRIPTION = "errorDescription"
 ERROR_CONDITION_DATA = "errorConditionData"
 
-_PERSON_ID = re.compile(r"(?<!\d)\d{6} ?\d{5}(?!\d)")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def scrub(text: str) -> str:
-    """`text` with anything shaped like a person id (11 digits) replaced by `[id]`.
-
-    Register texts (AppRec DN/OT, error descriptions) are kept verbatim in the
-    lockfile, but may quote a fødselsnummer; everything printed goes through this.
-    """
-    return _PERSON_ID.sub("[id]", text)
 
 
 def _now() -> dt.datetime:
@@ -128,7 +118,7 @@ class RecordedPart(NamedTuple):
     state: str
     #: AppRec error codes (V), or the error-queue condition
     codes: tuple[str, ...]
-    #: the AppRec errors verbatim (for printing: codes and DN, scrubbed)
+    #: the AppRec errors as recorded (codes; DN and OT already scrubbed)
     errors: tuple[lockfile.ReceiptError, ...] = ()
 
 
@@ -254,9 +244,9 @@ def detail_lines(result: ReceiptsResult) -> list[str]:
     for p in result.recorded:
         lines.append(f"  {p.type} {p.msg_id}: {p.state}")
         for e in p.errors:
-            lines.append("    " + scrub(f"{e.code}: {e.text}" if e.text else e.code))
+            lines.append("    " + privacy.scrub(f"{e.code}: {e.text}" if e.text else e.code))
     for p in result.transport_errors:
-        lines.append(scrub(f"  {p.type} {p.msg_id}: transport-error {', '.join(p.codes)}"))
+        lines.append(privacy.scrub(f"  {p.type} {p.msg_id}: transport-error {', '.join(p.codes)}"))
     for q in result.quarantined:
         lines.append(f"  quarantined: {q}")
     return lines
@@ -425,7 +415,7 @@ class _Run:
     def quarantine(
         self, message: IncomingMessage, kind: str, reason: str, original: str | None = None
     ) -> _Quarantine:
-        return _Quarantine(message, kind, scrub(reason), original)
+        return _Quarantine(message, kind, privacy.scrub(reason), original)
 
     def decide_receipt(self, message: IncomingMessage) -> _Effect:
         keys = self.conn.keys
@@ -494,12 +484,15 @@ class _Run:
                 f"{part.state}",
                 original,
             )
+        # DN and OT are the register's free text and may quote a person id: the lockfile is
+        # committed and printed, so it keeps them scrubbed (DESIGN.md §5). The AppRec itself
+        # is not kept: its codes and the scrubbed texts are what anyone needs to act.
         errors = [
             lockfile.ReceiptError(
-                code=e.code or "",
-                system=e.system or "",
-                text=e.text or "",
-                original_text=e.original_text or "",
+                code=privacy.scrub(e.code or ""),
+                system=privacy.scrub(e.system or ""),
+                text=privacy.scrub(e.text or ""),
+                original_text=privacy.scrub(e.original_text or ""),
             )
             for e in rec.errors
         ]
@@ -521,7 +514,7 @@ class _Run:
     def decide_error(self, message: IncomingMessage) -> _Effect:
         props = message.application_properties
         original = (props.get(ORIGINAL_MESSAGE_ID) or "").strip()
-        condition = (props.get(ERROR_CONDITION) or "").strip()
+        condition = privacy.scrub((props.get(ERROR_CONDITION) or "").strip())
         if not original or not condition:
             return self.quarantine(
                 message,
@@ -540,12 +533,13 @@ class _Run:
             )
         _, part = found
         # The condition is the bus's code; description and data are free text from the
-        # receiver and may quote data, so 11-digit numbers are scrubbed before the lockfile.
+        # receiver and may quote data: all of it goes through the one scrubber before the
+        # lockfile (DESIGN.md §5); the unscrubbed text is not kept anywhere.
         error = {"condition": condition}
         for key, prop in (("description", ERROR_DESCRIPTION), ("data", ERROR_CONDITION_DATA)):
             value = (props.get(prop) or "").strip()
             if value:
-                error[key] = scrub(value)
+                error[key] = privacy.scrub(value)
         if part.state == "transport-error" and part.transport_error == error:
             return _Duplicate()
         if part.state not in WAITING:
