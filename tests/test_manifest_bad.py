@@ -202,3 +202,35 @@ def test_no_files_skips_existence_checks_only(cli, demo_copy: Path) -> None:
     assert cli("validate", "--no-files", demo_copy).code == 0
     demo_copy.write_bytes(GOOD.replace(b'"310000019"', b'"310000018"'))
     assert cli("validate", "--no-files", demo_copy).code == 1  # everything else still checked
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "amqps://kommune:{secret}@sb.test.nhn.no:5671",
+        "amqps://{secret}@sb.test.nhn.no",
+        "amqp://kommune:a/b@{secret}@127.0.0.1:5672",  # '/' and '@' inside the password
+    ],
+)
+@pytest.mark.parametrize("command", ["validate", "plan", "support-bundle"])
+def test_a_password_in_the_broker_url_is_refused_and_never_echoed(
+    cli, demo_copy: Path, tmp_path: Path, url: str, command: str
+) -> None:
+    """Issue 12: validate, plan and support-bundle echoed the first 37 characters of the URL."""
+    secret = "PlantedPw9"
+    demo_copy.write_bytes(
+        GOOD
+        + (
+            "  endpoint:\n    transport: amqp\n"
+            f'    url: "{url.format(secret=secret)}"\n    credential: demo-amqp\n'
+        ).encode()
+    )
+    extra = ["--out", str(tmp_path / "bundle.zip")] if command == "support-bundle" else []
+    result = cli(command, *extra, demo_copy)
+    assert result.code == 1
+    assert secret not in result.all and "kommune:" not in result.all
+    problems = [ln for ln in result.err.splitlines() if "spec.endpoint.url" in ln]
+    assert len(problems) == 1, result.err
+    assert problems[0].endswith("IPLOSCTL_SECRET_<NAME> in CI)")
+    assert "never put credentials in the URL" in problems[0]
+    assert not (tmp_path / "bundle.zip").exists()
