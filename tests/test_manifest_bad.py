@@ -3,6 +3,9 @@ naming the file and line, never a traceback (issue 2, "Bad input")."""
 
 from __future__ import annotations
 
+import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -234,3 +237,60 @@ def test_a_password_in_the_broker_url_is_refused_and_never_echoed(
     assert problems[0].endswith("IPLOSCTL_SECRET_<NAME> in CI)")
     assert "never put credentials in the URL" in problems[0]
     assert not (tmp_path / "bundle.zip").exists()
+
+
+def _alias_bomb(levels: int = 10) -> str:
+    """Nested aliases: ten levels of nine expand to 9^10 (3.5 billion) strings."""
+    lines = ['x0: &x0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for n in range(1, levels):
+        lines.append(f"x{n}: &x{n} [" + ",".join([f"*x{n - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_the_alias_bomb_is_refused_before_it_expands(demo_copy: Path) -> None:
+    """Issue 12: a 600-byte manifest of nested aliases took 84 s and 1.2 GB to validate.
+    Here validate runs under a 400 MB address-space limit that the expansion would exceed."""
+    bomb = _alias_bomb()
+    assert len(bomb) < 700
+    demo_copy.write_text(GOOD.decode() + bomb)
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (400 * 2**20, 400 * 2**20))
+
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("iplosctl")), "validate", str(demo_copy)],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit_memory,
+        timeout=300,  # a safety net for a regression, not a speed assertion
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(str(demo_copy))]
+    first_anchor = GOOD.decode().count("\n") + 1
+    assert lines == [
+        f"{demo_copy}:{first_anchor}:5: YAML anchors and aliases are not allowed in a manifest "
+        "(anchor &x0): write the value out where it is used"
+    ], proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "kind"),
+    [
+        ("a: &shared {x: 1}\nb: 2\n", "p.yaml:1:4", "anchor &shared"),
+        ("a: 1\nb:\n  - *missing\n", "p.yaml:3:5", "alias *missing"),
+    ],
+)
+def test_anchors_and_aliases_are_refused_in_every_yaml_file(
+    text: str, where: str, kind: str
+) -> None:
+    """One loader for manifests, profiles, format profiles and lockfiles: all refuse them."""
+    from iplosctl import yamlio
+    from iplosctl.errors import InputError
+
+    with pytest.raises(InputError) as caught:
+        yamlio.loads(text, name="p.yaml", what="profile")
+    assert caught.value.lines() == [
+        f"{where}: YAML anchors and aliases are not allowed in a profile ({kind}): "
+        "write the value out where it is used"
+    ]
