@@ -654,12 +654,53 @@ def _load_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+#: damaged quarantine files already warned about in this process (one warning each)
+_WARNED_DAMAGED: set[Path] = set()
+
+
+def _metadata_problem(meta: Mapping[str, Any] | None) -> str | None:
+    """What makes a quarantine `.json` unusable, in words that quote none of its content."""
+    if meta is None:
+        return "not a readable JSON object"
+    amqp = meta.get("amqp", {})
+    if not isinstance(amqp, Mapping):
+        return "'amqp' is not an object"
+    for key, value in (
+        *((k, meta.get(k, "")) for k in ("quarantinedAt", "queue", "kind", "reason")),
+        ("originalMsgId", meta.get("originalMsgId")),
+        ("amqp.messageId", amqp.get("messageId")),
+        ("amqp.correlationId", amqp.get("correlationId")),
+        ("amqp.subject", amqp.get("subject")),
+    ):
+        if value is not None and not isinstance(value, str):
+            return f"{key!r} is not a string"
+    if not isinstance(amqp.get("applicationProperties") or {}, Mapping):
+        return "'amqp.applicationProperties' is not an object"
+    return None
+
+
+def _warn_damaged(path: Path, problem: str) -> None:
+    if path in _WARNED_DAMAGED:
+        return
+    _WARNED_DAMAGED.add(path)
+    log.warning(
+        "warning: skipped the damaged quarantine file %s (%s): look at it, then move it out of %s",
+        path,
+        problem,
+        path.parent,
+    )
+
+
 def _read_quarantine(folder: Path) -> Iterable[QuarantinedReceipt]:
+    """The folder's entries; a damaged `.json` is skipped with a warning, never fatal: one
+    bad file made every `receipts` and `status` run crash (issue 12)."""
     if not folder.is_dir():
         return
     for meta_path in sorted(folder.glob("*.json")):
         meta = _load_json(meta_path)
-        if meta is None:
+        problem = _metadata_problem(meta)
+        if problem is not None or meta is None:
+            _warn_damaged(meta_path, problem or "unreadable")
             continue
         amqp: Mapping[str, Any] = meta.get("amqp") or {}
         yield QuarantinedReceipt(
@@ -681,7 +722,9 @@ def _stored_message(entry: QuarantinedReceipt) -> IncomingMessage | None:
         body = entry.path.read_bytes()
     except OSError:
         return None
-    if meta is None or hashlib.sha256(body).hexdigest() != meta.get("bodySha256"):
+    if _metadata_problem(meta) is not None or meta is None:
+        return None  # changed since it was listed: the next run warns about it
+    if hashlib.sha256(body).hexdigest() != meta.get("bodySha256"):
         return None
     amqp: Mapping[str, Any] = meta.get("amqp") or {}
     props = amqp.get("applicationProperties") or {}

@@ -868,3 +868,38 @@ def test_errors_never_show_the_broker_password(
         collect(made)
     assert wrong not in str(info.value) and broker.PASSWORD not in str(info.value)
     assert PERSON_ID not in str(info.value)
+
+
+def test_damaged_quarantine_files_are_skipped_with_a_warning(
+    cli, offline: tuple[Env, FakeBus], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12: one malformed metadata file made every receipts and status run exit 3."""
+    env, bus = offline
+    bus.put(env.reply_queue, b"garbage")  # one good quarantine entry
+    collect(env)
+    folder = receipts.quarantine_dir(env.manifest)
+    other = folder.parent / "another-submission"  # adopted from: every folder is read
+    other.mkdir()
+    damaged = {
+        folder / "20240101T000000Z-a.json": "{not json",
+        folder / "20240101T000000Z-b.json": json.dumps({"amqp": ["x"]}),
+        other / "20240101T000000Z-c.json": json.dumps(
+            {"kind": "unmatched", "queue": env.reply_queue, "originalMsgId": 7}
+        ),
+        other / "20240101T000000Z-d.json": json.dumps(["a list"]),
+    }
+    for path, text in damaged.items():
+        path.write_text(text, encoding="utf-8")
+    bus.put(env.reply_queue, apprec_body(env, env.part("KPR_IPL")))
+    with caplog.at_level("WARNING"):
+        result = collect(env)
+        status = cli("status", "--format", "json", env.manifest.path)
+    assert [r.type for r in result.recorded] == ["KPR_IPL"]  # the run went on
+    assert status.code == 0, status.all
+    assert len(json.loads(status.out)["submissions"][0]["quarantined"]) == 1
+    assert len(env.quarantine()) == 1
+    warned = [r.getMessage() for r in caplog.records if "damaged quarantine file" in r.getMessage()]
+    for path in damaged:
+        assert sum(str(path) in w for w in warned) == 1, warned  # once per file and process
+    assert any("'amqp' is not an object" in w for w in warned)
+    assert any("'originalMsgId' is not a string" in w for w in warned)
