@@ -50,6 +50,7 @@ from iplosctl.manifest import Manifest
 from iplosctl.payload.apprec import AppRec, parse_apprec
 from iplosctl.payload.cms import decrypt_then_verify
 from iplosctl.plugins import Delivery, IncomingMessage
+from iplosctl.private_files import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -603,7 +604,7 @@ def _write_quarantine(
     """Write `<UTC time>-<message id>.p7m` and its `.json`; the same message twice is kept once."""
     message = item.message
     digest = hashlib.sha256(message.body).hexdigest()
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(folder)  # the state folder above it too, when this creates it
     for existing in _read_quarantine(folder):
         meta = _load_json(existing.metadata_path) or {}
         if (
