@@ -3,7 +3,8 @@
 Per submission, under its lock:
   1. plan again and compare with the saved plan (stale → refuse);
   2. stream the export once more, writing each part's payload to a private
-     temporary file, and check its digest against the plan;
+     file under the state folder (`inflight`: 0700/0600, removed at the end, and
+     after a kill at the next start), and check its digest against the plan;
   3. journal the attempt (all parts `journaled`, message ids fixed) — atomically,
      before the first byte leaves;
   4. per part: MsgHead → (optional official-XSD validation) → CMS sign then
@@ -18,14 +19,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iplosctl import endpoint, lockfile, profiles
+from iplosctl import endpoint, inflight, lockfile, profiles
 from iplosctl.errors import IplosctlError, PayloadError
 from iplosctl.formats import EXPORT_V1_XSD
 from iplosctl.locking import submission_lock
@@ -34,6 +34,7 @@ from iplosctl.payload.cms import check_sending_keys, sign_then_encrypt
 from iplosctl.payload.msghead import build_msghead, load_schemas, validate_msghead
 from iplosctl.plan import CHANGING, SubmissionPlan, analyse, plan_submission
 from iplosctl.plugins import OutgoingMessage, TransportPlugin
+from iplosctl.private_files import open_private
 
 #: what apply reports per step (for progress bars and logs): part type, step
 Progress = Callable[[str, str], None]
@@ -107,6 +108,7 @@ def apply_submission(
     """Apply one validated manifest; see the module docstring for the steps."""
     report = progress or (lambda part, step: None)
     lock_path = manifest.lockfile_path
+    inflight.remove_stale()  # a killed apply's payloads go before anything else happens
     with submission_lock(lock_path, "iplosctl apply"):
         plan = plan_submission(manifest, today=today, late=late)
         if saved is not None:
@@ -119,9 +121,9 @@ def apply_submission(
         if not approve(plan):
             raise IplosctlError(f"{plan.name}: apply cancelled; nothing was sent")
         profile = profiles.load_profile(manifest.reporting_year)
-        with tempfile.TemporaryDirectory(prefix="iplosctl-apply-") as tmp:
-            payload_paths = {p.type: Path(tmp) / f"{p.type}.xml" for p in profile.message_parts}
-            files = {t: path.open("wb") for t, path in payload_paths.items()}
+        with inflight.payload_dir() as tmp:
+            payload_paths = {p.type: tmp / f"{p.type}.xml" for p in profile.message_parts}
+            files = {t: open_private(path) for t, path in payload_paths.items()}
             try:
                 lock = lockfile.load(lock_path)
                 accepted = lock.last_accepted if lock else None

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from iplosctl import __version__, lockfile, plugins, profiles
+from iplosctl import __version__, inflight, lockfile, plugins, profiles
 from iplosctl.atomic import write_atomic
 from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
@@ -419,6 +419,7 @@ def plan_submission(
     lockfile_path: Path | None = None,
 ) -> SubmissionPlan:
     """Plan one manifest (already validated)."""
+    inflight.remove_stale()  # plaintext payloads a killed apply left: gone at the next start
     today = today or dt.date.today()
     profile = profiles.load_profile(manifest.reporting_year)
     lock_path = lockfile_path or manifest.lockfile_path

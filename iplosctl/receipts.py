@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from iplosctl import endpoint, lockfile, privacy
+from iplosctl import endpoint, inflight, lockfile, privacy
 from iplosctl.atomic import write_atomic
 from iplosctl.errors import IplosctlError, TransportError
 from iplosctl.locking import submission_lock
@@ -176,6 +176,7 @@ def collect_receipts(
     """
     path = lockfile_path or manifest.lockfile_path
     result = ReceiptsResult(name=manifest.name, lockfile_path=path)
+    inflight.remove_stale()  # plaintext payloads a killed apply left: gone at the next start
     with submission_lock(path, "iplosctl receipts"):
         lock = lockfile.load(path)
         if lock is None or not lock.attempts:
