@@ -125,6 +125,8 @@ def validate(
         )
     for problem in result.problems:
         output.error(str(problem))
+    for warning in result.warnings:
+        output.note(f"warning: {warning}")
     for m in result.manifests:
         output.out(
             f"ok  {m.path}  ({m.name}: {m.municipality.number} {m.municipality.name}, "

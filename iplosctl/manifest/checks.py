@@ -9,6 +9,7 @@ from pathlib import Path
 
 from iplosctl import plugins, profiles
 from iplosctl.errors import ManifestError, PluginError, Problem, ProfileError
+from iplosctl.manifest.keyfiles import key_file_warnings
 from iplosctl.manifest.loader import discover, load_manifest
 from iplosctl.manifest.model import Manifest
 
@@ -20,6 +21,8 @@ class Validation:
     manifests: list[Manifest] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     files: int = 0
+    #: worth fixing, not blocking (e.g. a private key tracked by git: manifest/keyfiles.py)
+    warnings: list[Problem] = field(default_factory=list)
 
 
 def validate_paths(paths: Iterable[Path], *, check_files: bool = True) -> Validation:
@@ -41,6 +44,8 @@ def validate_paths(paths: Iterable[Path], *, check_files: bool = True) -> Valida
             continue
         problems = check_manifest(manifest, check_files=check_files)
         result.problems.extend(problems)
+        if check_files:
+            result.warnings.extend(key_file_warnings(manifest))
         if not problems:
             loaded.append(manifest)
     duplicates = _duplicate_names(loaded)
