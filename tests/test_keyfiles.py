@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from iplosctl.sandbox.pki import generate_pki
-from tests.conftest import DEMO_EXPORT
+from tests.conftest import DEMO_EXPORT, REPO
 from tests.test_apply import manifest_text
 
 
@@ -89,3 +89,56 @@ def test_an_encrypted_key_is_fine_and_test_keys_may_be_unencrypted(
     result = cli("validate", manifest)
     assert result.code == 0, result.all
     assert _warnings(result) == []
+
+
+EXAMPLE = REPO / "examples" / "fjordvik"
+EXAMPLE_PASSPHRASE = "fjordvik-example-only"  # published in certs/README.md: example keys only
+
+
+def test_the_example_commits_only_encrypted_keys_marked_example_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 12: the example committed unencrypted private keys beside its manifest."""
+    from iplosctl import endpoint
+    from iplosctl.errors import IplosctlError
+    from iplosctl.manifest import load_manifest
+    from iplosctl.payload.cms import load_private_key
+
+    keys = sorted(EXAMPLE.rglob("*.key"))
+    assert [k.name for k in keys] == [
+        "municipality-encryption.example-only.key",
+        "municipality-signing.example-only.key",
+    ]
+    for key in keys:
+        assert b"ENCRYPTED PRIVATE KEY" in key.read_bytes()
+        with pytest.raises(IplosctlError):
+            load_private_key(key, None)
+    assert f"`{EXAMPLE_PASSPHRASE}`" in (EXAMPLE / "certs" / "README.md").read_text()
+    # the manifest names the passphrase by secret; with the secrets set, the keys load
+    # and belong to the example's certificates
+    monkeypatch.setenv("IPLOSCTL_SECRET_FJORDVIK_SIGNING", EXAMPLE_PASSPHRASE)
+    monkeypatch.setenv("IPLOSCTL_SECRET_FJORDVIK_ENCRYPTION", EXAMPLE_PASSPHRASE)
+    loaded = endpoint.load_keys(load_manifest(EXAMPLE / "manifests" / "fjordvik-2023.yaml"))
+    assert loaded.signing_key.public_key() == loaded.signing_cert.public_key()
+    assert loaded.encryption_key.public_key() == loaded.encryption_cert.public_key()
+
+
+@pytest.mark.parametrize(
+    ("name", "ignored"),
+    [
+        ("certs/signing.key", True),
+        ("certs/virksomhet.p12", True),
+        ("certs/virksomhet.pfx", True),
+        ("certs/tls-key.pem", True),
+        ("keys/signing.key", True),
+        ("certs/municipality-signing.example-only.key", False),
+        ("certs/municipality-signing.pem", False),
+    ],
+)
+def test_the_example_gitignore_ignores_key_files(name: str, ignored: bool) -> None:
+    proc = subprocess.run(
+        ["git", "-C", str(EXAMPLE), "check-ignore", "--no-index", "-q", name],
+        capture_output=True,
+        check=False,
+    )
+    assert proc.returncode == (0 if ignored else 1), proc.stderr
