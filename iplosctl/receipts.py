@@ -250,7 +250,7 @@ def detail_lines(result: ReceiptsResult) -> list[str]:
     for p in result.transport_errors:
         lines.append(privacy.scrub(f"  {p.type} {p.msg_id}: transport-error {', '.join(p.codes)}"))
     for q in result.quarantined:
-        lines.append(f"  quarantined: {q}")
+        lines.append(privacy.scrub(f"  quarantined: {q}"))
     return lines
 
 
@@ -615,7 +615,9 @@ def _write_quarantine(
             and existing.path.exists()
         ):
             return existing.path  # redelivered after a crash before accept
-    safe_id = _UNSAFE_NAME.sub("_", message.message_id or "")[:80] or str(uuid.uuid4())
+    # the message id comes from outside too: scrubbed before it names a file
+    safe_id = _UNSAFE_NAME.sub("_", privacy.scrub(message.message_id or ""))[:80]
+    safe_id = safe_id or str(uuid.uuid4())
     stem = f"{moment.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{safe_id}"
     n = 1
     while (folder / f"{stem}.json").exists() or (folder / f"{stem}.p7m").exists():

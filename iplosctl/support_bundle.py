@@ -291,7 +291,8 @@ def _quarantine(manifest: Manifest) -> list[dict[str, Any]]:
             "queue": q.queue,
             "kind": q.kind,
             "reason": scrub(q.reason),
-            "originalMsgId": q.original_msg_id,
+            # read from a message that came from outside: scrubbed like any outside text
+            "originalMsgId": scrub(q.original_msg_id) if q.original_msg_id else None,
         }
         for q in list_quarantine(manifest)
     ]

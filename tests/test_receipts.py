@@ -903,3 +903,27 @@ def test_damaged_quarantine_files_are_skipped_with_a_warning(
         assert sum(str(path) in w for w in warned) == 1, warned  # once per file and process
     assert any("'amqp' is not an object" in w for w in warned)
     assert any("'originalMsgId' is not a string" in w for w in warned)
+
+
+def test_an_id_shaped_message_id_names_no_file_and_prints_scrubbed(
+    offline: tuple[Env, FakeBus],
+) -> None:
+    """The AMQP message id and OriginalMsgId of a message are text from outside too."""
+    env, bus = offline
+    dotted = f"{PERSON_ID[:6]}.{PERSON_ID[6:]}"
+    bus.queues[env.reply_queue].append(
+        IncomingMessage(env.reply_queue, dotted, dotted, "APPREC", b"garbage", {})
+    )
+    bus.put(
+        env.error_queue,
+        b"",
+        {"originalMessageId": PERSON_ID, "errorCondition": "transport:internal-error"},
+    )
+    result = collect(env)
+    assert len(result.quarantined) == 2
+    printed = "\n".join([receipts.summary_line(result), *receipts.detail_lines(result)])
+    names = " ".join(p.name for p in receipts.quarantine_dir(env.manifest).iterdir())
+    for text in (printed, names):
+        assert PERSON_ID not in text and dotted not in text
+    reasons = " ".join(q.reason for q in env.quarantine())
+    assert PERSON_ID not in reasons and "[id]" in reasons
