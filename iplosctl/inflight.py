@@ -9,9 +9,11 @@ it ends, and a folder whose process is gone (SIGKILL, power loss) is removed by
 the next `plan`, `apply` or `receipts` on this host. A folder of another host
 (a state folder on a network share) is left to that host.
 
-Measured with `benchmarks/apply_throughput.py --parts 3` (README, Security and
-privacy): the same disk as `/tmp` here, so no cost worth keeping the payloads
-in memory for, which at 20 MB parts would also double apply's peak memory.
+Why files and not memory: `/tmp` and the state folder are on the same disk
+here, so moving them costs nothing measurable (`benchmarks/apply_throughput.py
+--parts 3`, old and new interleaved: within the machine's noise, README
+"Security and privacy"), while keeping 20 MB parts in memory would add their
+size to apply's peak, and a crash then leaves nothing to clean either way.
 """
 
 from __future__ import annotations
