@@ -185,13 +185,22 @@ def plan(
     today: TodayOpt = None,
     late: LateOpt = False,
     lockfile_path: LockfileOpt = None,
+    reviewed: Annotated[
+        Path | None,
+        typer.Option(
+            "--reviewed",
+            metavar="PLANFILE",
+            help="Fail unless this plan equals a saved plan that was reviewed (CI on merge).",
+        ),
+    ] = None,
 ) -> int:
     """Check the export against every pre-flight rule and show what apply would send."""
     from iplosctl.plan import Plan, plan_submission
     from iplosctl.render import RENDERERS, summary_line
-    from iplosctl.savedplan import write_saved_plan
+    from iplosctl.savedplan import read_saved_plan, reviewed_differences, write_saved_plan
 
     day = _parse_day(today)
+    reviewed_plan = read_saved_plan(reviewed) if reviewed is not None else None
     manifests = _valid_manifests(paths, only)
     if lockfile_path is not None and len(manifests) != 1:
         raise UsageError("--lockfile needs exactly one manifest")
@@ -204,6 +213,9 @@ def plan(
         except IplosctlError as exc:
             failures.extend(exc.lines())
     result = Plan(tuple(submissions))
+    if reviewed_plan is not None:
+        assert reviewed is not None
+        failures.extend(reviewed_differences(result, reviewed_plan, reviewed))
     if submissions:
         rendered = RENDERERS[fmt.value](result)
         if fmt is Format.json:
