@@ -96,4 +96,4 @@ def test_a_plan_with_no_rule_loaded_is_refused(
     assert result.code == 1
     errors = [ln for ln in result.err.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "no pre-flight rules are loaded" in errors[0], result.all
-    assert result.out == ""  # no plan at all, so nothing that says submit
+    assert "0 to submit" in result.out and "BLOCKED" in result.out

@@ -71,3 +71,24 @@ def test_a_file_that_is_not_a_saved_plan_is_one_line_exit_1(cli, demo_copy: Path
     assert result.code == 1
     assert "not a saved plan" in result.err
     assert "Traceback" not in result.all
+
+
+def test_one_plan_digest_ties_the_comment_to_the_saved_plan_and_the_send(
+    cli, demo_copy: Path
+) -> None:
+    """Issue 13, item 11: the reviewer sees a digest that apply of the saved plan repeats."""
+    import json
+    import re
+
+    saved = demo_copy.parent.parent / "plan.json"
+    markdown = cli("plan", demo_copy, "--format", "markdown", "--out", saved)
+    digest = json.loads(saved.read_text(encoding="utf-8"))["planDigest"]
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
+    assert f"Plan digest `{digest}`" in markdown.out
+    assert f"plan digest: {digest}" in cli("plan", demo_copy).out
+    assert json.loads(cli("plan", demo_copy, "--format", "json").out)["planDigest"] == digest
+    applied = cli("apply", saved)
+    assert applied.code == 0, applied.all
+    assert f"plan digest {digest}" in applied.err
+    # What was sent changes the digest: the next plan (no-op after the send) differs.
+    assert f"plan digest: {digest}" not in cli("plan", demo_copy).out
