@@ -110,7 +110,7 @@ def apply_submission(
     """Apply one validated manifest; see the module docstring for the steps."""
     report = progress or (lambda part, step: None)
     lock_path = manifest.lockfile_path
-    inflight.remove_stale()  # a killed apply's payloads go before anything else happens
+    inflight.remove_stale(manifest)  # a killed apply's payloads go before anything else happens
     with submission_lock(lock_path, "iplosctl apply"):
         plan = plan_submission(manifest, today=today, late=late)
         if saved is not None:
@@ -123,7 +123,7 @@ def apply_submission(
         if not approve(plan):
             raise IplosctlError(f"{plan.name}: apply cancelled; nothing was sent")
         profile = profiles.profile_for(manifest)
-        with inflight.payload_dir() as tmp:
+        with inflight.payload_dir(manifest) as tmp:
             payload_paths = {p.type: tmp / f"{p.type}.xml" for p in profile.message_parts}
             files = {t: open_private(path) for t, path in payload_paths.items()}
             try:

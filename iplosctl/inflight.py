@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from iplosctl import endpoint
+from iplosctl.manifest import Manifest
 from iplosctl.private_files import DIR_MODE, private_dir
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9-]")
 _NAME = re.compile(r"^(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>[0-9]+)\.(?P<token>[0-9a-f]+)$")
 
 
-def inflight_root() -> Path:
-    """`<state folder>/inflight/`: one folder per running apply."""
-    return endpoint.state_dir() / "inflight"
+def inflight_root(manifest: Manifest | None = None) -> Path:
+    """`<state folder>/inflight/` (the manifest's state folder: `endpoint.state_dir`): one
+    folder per running apply."""
+    return endpoint.state_dir(manifest) / "inflight"
 
 
 def _host() -> str:
@@ -47,10 +49,10 @@ def _host() -> str:
 
 
 @contextlib.contextmanager
-def payload_dir() -> Iterator[Path]:
+def payload_dir(manifest: Manifest | None = None) -> Iterator[Path]:
     """A private folder for this run's payloads, removed when the block ends (any way but
     a kill, which the next start cleans up)."""
-    root = private_dir(inflight_root())
+    root = private_dir(inflight_root(manifest))
     ignore = root / ".gitignore"
     if not ignore.exists():  # plaintext payloads must never be committed by accident
         with contextlib.suppress(OSError):
@@ -75,10 +77,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale() -> list[Path]:
+def remove_stale(manifest: Manifest | None = None) -> list[Path]:
     """Remove the payload folders of runs on this host whose process is gone; never fails
     (a start must not be stopped by a leftover it cannot remove, which it then names)."""
-    root = inflight_root()
+    root = inflight_root(manifest)
     if not root.is_dir():
         return []
     removed: list[Path] = []

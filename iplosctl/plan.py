@@ -622,7 +622,7 @@ def plan_submission(
     lockfile_path: Path | None = None,
 ) -> SubmissionPlan:
     """Plan one manifest (already validated)."""
-    inflight.remove_stale()  # plaintext payloads a killed apply left: gone at the next start
+    inflight.remove_stale(manifest)  # plaintext payloads a killed apply left: gone now
     today = today or dt.date.today()
     profile = profiles.profile_for(manifest)
     digest = profile_inputs_digest(manifest, profile)

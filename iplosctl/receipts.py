@@ -183,7 +183,7 @@ def collect_receipts(
     """
     path = lockfile_path or manifest.lockfile_path
     result = ReceiptsResult(name=manifest.name, lockfile_path=path)
-    inflight.remove_stale()  # plaintext payloads a killed apply left: gone at the next start
+    inflight.remove_stale(manifest)  # plaintext payloads a killed apply left: gone now
     with submission_lock(path, "iplosctl receipts"):
         lock = lockfile.load(path)
         if lock is None or not lock.attempts:
