@@ -3,8 +3,10 @@
 Per submission, under its lock:
   1. plan again and compare with the saved plan (stale → refuse);
   2. stream the export once more, writing each part's payload to a private
-     temporary file (for a pass-through profile: a copy of the part's file, made
-     in the read that digests it), and check its digest against the plan;
+     file under the state folder (`inflight`: 0700/0600, removed at the end, and
+     after a kill at the next start; for a pass-through profile: a copy of the
+     part's file, made in the read that digests it), and check its digest
+     against the plan;
   3. journal the attempt (all parts `journaled`, message ids fixed) — atomically,
      before the first byte leaves;
   4. per part: MsgHead → (optional official-XSD validation) → CMS sign then
@@ -19,14 +21,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iplosctl import endpoint, lockfile, profiles
+from iplosctl import endpoint, inflight, lockfile, profiles
 from iplosctl.errors import IplosctlError, PayloadError
 from iplosctl.formats import EXPORT_V1_NAMESPACE, EXPORT_V1_XSD
 from iplosctl.locking import submission_lock
@@ -36,6 +37,7 @@ from iplosctl.payload.metadata import message_info_properties
 from iplosctl.payload.msghead import build_msghead, load_schemas, validate_msghead
 from iplosctl.plan import CHANGING, SubmissionPlan, analyse, plan_submission
 from iplosctl.plugins import OutgoingMessage, TransportPlugin
+from iplosctl.private_files import open_private
 
 #: what apply reports per step (for progress bars and logs): part type, step
 Progress = Callable[[str, str], None]
@@ -111,6 +113,7 @@ def apply_submission(
     """Apply one validated manifest; see the module docstring for the steps."""
     report = progress or (lambda part, step: None)
     lock_path = manifest.lockfile_path
+    inflight.remove_stale(manifest)  # a killed apply's payloads go before anything else happens
     with submission_lock(lock_path, "iplosctl apply"):
         plan = plan_submission(
             manifest, today=today, late=late, offline_revocation=offline_revocation
@@ -125,9 +128,9 @@ def apply_submission(
         if not approve(plan):
             raise IplosctlError(f"{plan.name}: apply cancelled; nothing was sent")
         profile = profiles.profile_for(manifest)
-        with tempfile.TemporaryDirectory(prefix="iplosctl-apply-") as tmp:
-            payload_paths = {p.type: Path(tmp) / f"{p.type}.xml" for p in profile.message_parts}
-            files = {t: path.open("wb") for t, path in payload_paths.items()}
+        with inflight.payload_dir(manifest) as tmp:
+            payload_paths = {p.type: tmp / f"{p.type}.xml" for p in profile.message_parts}
+            files = {t: open_private(path) for t, path in payload_paths.items()}
             try:
                 lock = lockfile.load(lock_path)
                 accepted = lock.last_accepted if lock else None

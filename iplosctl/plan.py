@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from iplosctl import __version__, endpoint, lockfile, plugins, profiles, transport_policy
+from iplosctl import (
+    __version__,
+    endpoint,
+    inflight,
+    lockfile,
+    plugins,
+    profiles,
+    transport_policy,
+)
 from iplosctl.atomic import write_atomic
 from iplosctl.certificates import CertificateCheck, check_certificates
 from iplosctl.errors import IplosctlError, Location, Problem, SourceError
@@ -31,6 +39,7 @@ from iplosctl.payload.msghead import message_id
 from iplosctl.payload.parts import PayloadHasher
 from iplosctl.plausibility import plausibility_findings, previous_year_summary
 from iplosctl.plugins import EXPORT_V1_PAYLOAD, PayloadSpec, SourceSpec
+from iplosctl.privacy import scrub
 from iplosctl.profiles import Profile
 from iplosctl.records import ExportHeader
 from iplosctl.rules import Finding, RecordRef, RuleContext, RuleRun, load_rules
@@ -720,6 +729,7 @@ def plan_submission(
     Certificates are checked against the real clock, not `today`: `--today` rehearses
     deadlines, while a certificate that expired is expired for the register too.
     """
+    inflight.remove_stale(manifest)  # plaintext payloads a killed apply left: gone now
     today = today or dt.date.today()
     profile = profiles.profile_for(manifest)
     digest = profile_inputs_digest(manifest, profile)
@@ -768,17 +778,24 @@ def plan_submission(
     receipt_errors: tuple[dict[str, str], ...] = ()
     last = lock.last_attempt if lock else None
     if last is not None:
+        # The register's texts are scrubbed again here: a lockfile written by an older
+        # iplosctl may hold them verbatim, and this goes into the pull request.
         receipt_errors = tuple(
-            {"part": p.type, "code": e.code, "system": e.system, "text": e.text}
+            {
+                "part": p.type,
+                "code": scrub(e.code),
+                "system": scrub(e.system),
+                "text": scrub(e.text),
+            }
             for p in last.parts
             if p.receipt
             for e in p.receipt.errors
         ) + tuple(
             {
                 "part": p.type,
-                "code": p.transport_error.get("condition", ""),
+                "code": scrub(p.transport_error.get("condition", "")),
                 "system": "transport",
-                "text": p.transport_error.get("description", ""),
+                "text": scrub(p.transport_error.get("description", "")),
             }
             for p in last.parts
             if p.transport_error
