@@ -108,10 +108,10 @@ def test_validate_names_missing_servers(cli, tmp_path: Path) -> None:
 
 def test_validate_refuses_credentials_in_the_smtp_url(cli, tmp_path: Path) -> None:
     manifest = write_manifest(
-        tmp_path, "sandbox", EDI.replace("smtp://smtp", "smtp://iplos:secret@smtp")
+        tmp_path, "sandbox", EDI.replace("smtp://smtp", "smtp://iplos:planted-pw-93@smtp")
     )
     result = cli("validate", manifest)
-    assert result.code == 1 and "secret" not in result.err and "smtp" in result.err
+    assert result.code == 1 and "planted-pw-93" not in result.err and "smtp" in result.err
 
 
 def test_plan_shows_the_edi_route_outside_the_sandbox(cli, tmp_path: Path) -> None:
