@@ -30,6 +30,7 @@ from iplosctl.errors import (
     EXIT_INTERNAL,
     EXIT_OK,
     EXIT_USAGE,
+    EXIT_WAITING,
     IplosctlError,
     ManifestError,
     UsageError,
@@ -338,12 +339,15 @@ def lock_force_unlock(
 def _collect_receipts(
     manifests: list[Manifest], wait_seconds: float | None, lockfile_path: Path | None = None
 ) -> int:
-    """Collect receipts for each manifest; with a wait, exit 1 while any is outstanding."""
+    """Collect receipts for each manifest and turn where each submission stands into the
+    exit code (README, "Exit codes"): 1 when a part is rejected or has a transport
+    error (or the run failed), else 75 when `--wait` ran out with receipts outstanding,
+    else 0. Accepted with errors is 0 with a warning: the register took the data."""
     from iplosctl.receipts import collect_receipts, detail_lines, summary_line
 
     progress = output.note if output.is_terminal() else None
     deadline = time.monotonic() + (wait_seconds or 0.0)  # one budget for all submissions
-    failures = waiting = 0
+    failures = waiting = rejected = 0
     for manifest in manifests:
         try:
             result = collect_receipts(
@@ -361,15 +365,27 @@ def _collect_receipts(
         for line in detail_lines(result):
             output.out(line)
         waiting += result.outstanding
-    if failures:
-        return EXIT_ERROR
+        if result.failed:
+            rejected += 1
+            what = ", ".join(f"{part} {state}" for part, state in result.failed)
+            output.error(
+                f"error: {manifest.name}: attempt {result.attempt} failed ({what}): run "
+                f"`iplosctl plan {manifest.path}` for the register's errors, fix them, then apply "
+                "(resubmit)"
+            )
+        elif result.with_errors:
+            output.note(
+                f"warning: {manifest.name}: attempt {result.attempt} was accepted with errors "
+                f"({', '.join(result.with_errors)}): read them above; a correction may be due"
+            )
     if wait_seconds is not None and waiting:
         output.error(
-            f"error: still waiting for {waiting} receipt(s): run `iplosctl receipts --wait` "
-            "again later; never resend before they are checked"
+            f"still waiting for {waiting} receipt(s): run `iplosctl receipts --wait` again "
+            "later; never resend before they are checked"
         )
+    if failures or rejected:
         return EXIT_ERROR
-    return EXIT_OK
+    return EXIT_WAITING if wait_seconds is not None and waiting else EXIT_OK
 
 
 @app.command()
