@@ -277,7 +277,9 @@ def apply(
         saved = saved_by_manifest.get(str(manifest.path)) if saved_by_manifest else None
         try:
             parts = len(load_profile(manifest.reporting_year).message_parts)
-            with output.step_progress(f"{manifest.name}: sending", total=parts) as advance:
+            with output.lazy_progress(f"{manifest.name}: sending", total=parts) as advance:
+                # the bar starts with the first step, after the question was answered:
+                # drawn earlier it hid "Send …? [y/N]" (issue 13.1)
                 result = apply_submission(
                     manifest,
                     saved=saved,
