@@ -321,6 +321,66 @@ def _parse_wait(wait: str | None) -> float | None:
         raise typer.BadParameter(str(exc), param_hint="--wait") from None
 
 
+attempt_app = typer.Typer(
+    help="Record an operator's decision about an attempt in the lockfile.", no_args_is_help=True
+)
+app.add_typer(attempt_app, name="attempt")
+
+
+@attempt_app.command("abandon")
+def attempt_abandon(
+    manifest_path: Annotated[Path, typer.Argument(help="The submission's manifest.")],
+    attempt: Annotated[
+        int, typer.Option("--attempt", min=1, help="The attempt's number (the last one).")
+    ],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why, for whoever reads the lockfile next.")
+    ],
+    never_sent: Annotated[
+        bool,
+        typer.Option(
+            "--never-sent",
+            help="You state that the attempt never left this machine (journaled parts only).",
+        ),
+    ] = False,
+    confirmed_by_register: Annotated[
+        bool,
+        typer.Option(
+            "--confirmed-by-register", help="KPR confirmed that the attempt never arrived."
+        ),
+    ] = False,
+    by: Annotated[
+        str | None,
+        typer.Option("--by", help="Who decides (default: $IPLOSCTL_OPERATOR, CI user, login)."),
+    ] = None,
+    lockfile_path: LockfileOpt = None,
+) -> int:
+    """Abandon an attempt that will never be answered or never left: the next plan sends a new
+    attempt with new message ids, and the abandoned ids are never sent again."""
+    from iplosctl.decisions import CONFIRMED_BY_REGISTER, NEVER_SENT, abandon
+
+    if never_sent == confirmed_by_register:
+        raise UsageError("say what the decision rests on: --never-sent or --confirmed-by-register")
+    manifests = _valid_manifests([manifest_path], None)
+    if len(manifests) != 1:
+        raise UsageError("attempt abandon takes exactly one manifest")
+    manifest = manifests[0]
+    done = abandon(
+        lockfile_path or manifest.lockfile_path,
+        name=manifest.name,
+        attempt_number=attempt,
+        reason=reason,
+        basis=NEVER_SENT if never_sent else CONFIRMED_BY_REGISTER,
+        by=by,
+    )
+    output.out(
+        f"{done.name}: attempt {done.attempt} abandoned ({', '.join(done.parts)}) by "
+        f"{done.decision.by} at {done.decision.at} (lockfile serial {done.serial})"
+    )
+    output.note(f"next: iplosctl plan {manifest.path} (a new attempt, new message ids)")
+    return EXIT_OK
+
+
 lock_app = typer.Typer(help="Inspect or clear a submission's apply lock.", no_args_is_help=True)
 app.add_typer(lock_app, name="lock")
 
