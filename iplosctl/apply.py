@@ -22,7 +22,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import sys
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,9 +48,19 @@ Progress = Callable[[str, str], None]
 CRASH_AT_ENV = "IPLOSCTL_TEST_CRASH_AT"
 
 
+#: interruption tests set this to a step name to stop there (printing `paused at STEP` on
+#: stderr) until a signal arrives, e.g. the SIGINT of a Ctrl-C
+PAUSE_AT_ENV = "IPLOSCTL_TEST_PAUSE_AT"
+
+
 def _crash_point(step: str) -> None:
     if os.environ.get(CRASH_AT_ENV) == step:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(PAUSE_AT_ENV) == step:
+        sys.stderr.write(f"paused at {step}\n")
+        sys.stderr.flush()
+        while True:
+            time.sleep(60)  # a signal's handler (SIGINT: KeyboardInterrupt) ends it
 
 
 class StalePlanError(IplosctlError):
@@ -84,10 +96,36 @@ def check_saved(plan: SubmissionPlan, saved: dict[str, Any]) -> None:
         "action": plan.action,
     }
     changed = [key for key, value in checks.items() if saved.get(key) != value]
+    if changed and _interrupted_apply_of(plan, saved):
+        return  # the reviewed attempt, journaled by an apply that did not finish: recover it
     if changed:
         raise StalePlanError(
             f"plan is stale for {plan.name} ({', '.join(changed)} changed): run iplosctl plan again"
         )
+
+
+def _interrupted_apply_of(plan: SubmissionPlan, saved: dict[str, Any]) -> bool:
+    """Whether `plan` is the recovery of exactly the attempt `saved` planned (issue 13.5).
+
+    An apply of a saved plan that is interrupted after journaling leaves the attempt
+    `journaled`: the lockfile's serial and the action (now `recover`) differ from the
+    saved plan's, but what would be sent does not: same digests, same attempt number,
+    same message ids. Resending those is what the reviewer approved.
+    """
+    if plan.action != "recover" or saved.get("action") not in CHANGING:
+        return False
+    same = ("manifestDigest", "sourceDigest", "payloadDigest", "lineage", "attempt")
+    values = {
+        "manifestDigest": plan.manifest_digest,
+        "sourceDigest": plan.source_digest,
+        "payloadDigest": plan.payload_digest,
+        "lineage": plan.lineage,
+        "attempt": plan.attempt,
+    }
+    if any(saved.get(key) != values[key] for key in same):
+        return False
+    saved_ids = [(p.get("type"), p.get("msgId")) for p in saved.get("parts", [])]
+    return saved_ids == [(p.type, p.msg_id) for p in plan.parts]
 
 
 def _now() -> dt.datetime:
@@ -166,6 +204,7 @@ def apply_submission(
             if upcoming is not None:
                 report(pending[0].type, "building")
                 _prepare(conn.transport, conn.addressing.to_queue, upcoming[1])
+            _crash_point("prepared")  # everything checked, nothing journaled yet
             # the first byte can leave now: only from here on is the attempt journaled
             lock = _journal(lock, plan, analysis, now())
             lockfile.save(lock_path, lock)

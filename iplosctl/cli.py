@@ -28,6 +28,7 @@ from iplosctl.crashlog import write_crash_log
 from iplosctl.errors import (
     EXIT_ERROR,
     EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     EXIT_WAITING,
@@ -275,6 +276,7 @@ def apply(
     failures = 0
     for manifest in manifests:
         saved = saved_by_manifest.get(str(manifest.path)) if saved_by_manifest else None
+        before = _file_bytes(manifest.lockfile_path)
         try:
             parts = len(load_profile(manifest.reporting_year).message_parts)
             with output.lazy_progress(f"{manifest.name}: sending", total=parts) as advance:
@@ -293,6 +295,10 @@ def apply(
             for line in exc.lines():
                 output.error(f"error: {line}")
             continue
+        except KeyboardInterrupt:
+            again = str(paths[0]) if saved_by_manifest and paths else str(manifest.path)
+            output.error(f"interrupted: {_interrupted_state(manifest, before, again)}")
+            return EXIT_INTERRUPTED
         if not result.sent:
             output.out(f"{result.name}: {result.action}: {result.skipped_reason}")
             continue
@@ -308,6 +314,37 @@ def apply(
     if wait_seconds is not None:
         return _collect_receipts(manifests, wait_seconds)
     return EXIT_OK
+
+
+def _file_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _interrupted_state(manifest: Manifest, before: bytes | None, again: str) -> str:
+    """Where an interrupted apply left the lockfile, and the command that goes on from there."""
+    from iplosctl import lockfile
+
+    path = manifest.lockfile_path
+    if _file_bytes(path) == before:
+        return f"{manifest.name}: {path} is unchanged: nothing was journaled, nothing was sent"
+    lock = lockfile.load(path)
+    last = lock.last_attempt if lock else None
+    if last is None:  # cannot happen: apply only ever writes attempts
+        return f"{manifest.name}: {path} holds no attempt"
+    states = ", ".join(f"{p.type} {p.state}" for p in last.parts)
+    if "journaled" in last.states:
+        return (
+            f"{manifest.name}: attempt {last.number} is journaled in {path} ({states}); a "
+            f"journaled part may or may not have left: run `iplosctl apply {again}` again to "
+            "resend it with the same message ids (the register drops duplicates)"
+        )
+    return (
+        f"{manifest.name}: attempt {last.number} is sent ({states}, {path}): next: "
+        f"iplosctl receipts {manifest.path} --wait 10m"
+    )
 
 
 def _parse_wait(wait: str | None) -> float | None:
@@ -886,7 +923,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         output.error("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:
         if _state["debug"]:
             raise
