@@ -91,6 +91,7 @@ def check_saved(plan: SubmissionPlan, saved: dict[str, Any]) -> None:
         "manifestDigest": plan.manifest_digest,
         "sourceDigest": plan.source_digest,
         "payloadDigest": plan.payload_digest,
+        "profileDigest": plan.profile_digest,
         "lineage": plan.lineage,
         "serial": plan.serial,
         "attempt": plan.attempt,
@@ -115,8 +116,16 @@ def _interrupted_apply_of(plan: SubmissionPlan, saved: dict[str, Any]) -> bool:
     """
     if plan.action != "recover" or saved.get("action") not in CHANGING:
         return False
-    same = ("manifestDigest", "sourceDigest", "payloadDigest", "lineage", "attempt")
+    same = (
+        "manifestDigest",
+        "sourceDigest",
+        "payloadDigest",
+        "profileDigest",
+        "lineage",
+        "attempt",
+    )
     values = {
+        "profileDigest": plan.profile_digest,
         "manifestDigest": plan.manifest_digest,
         "sourceDigest": plan.source_digest,
         "payloadDigest": plan.payload_digest,
@@ -146,6 +155,7 @@ def apply_submission(
     late: bool = False,
     progress: Progress | None = None,
     now: Callable[[], dt.datetime] = _now,
+    offline_revocation: bool = False,
 ) -> ApplyResult:
     """Apply one validated manifest; see the module docstring for the steps.
 
@@ -157,7 +167,9 @@ def apply_submission(
     report = progress or (lambda part, step: None)
     lock_path = manifest.lockfile_path
     with submission_lock(lock_path, "iplosctl apply"):
-        plan = plan_submission(manifest, today=today, late=late)
+        plan = plan_submission(
+            manifest, today=today, late=late, offline_revocation=offline_revocation
+        )
         if saved is not None:
             check_saved(plan, saved)
         if plan.action not in CHANGING:
@@ -167,7 +179,7 @@ def apply_submission(
             return ApplyResult(plan.name, plan.action, plan.attempt, skipped_reason=plan.reason)
         if not approve(plan):
             raise IplosctlError(f"{plan.name}: apply cancelled; nothing was sent")
-        profile = profiles.load_profile(manifest.reporting_year)
+        profile = profiles.profile_for(manifest)
         with (
             tempfile.TemporaryDirectory(prefix="iplosctl-apply-") as tmp,
             endpoint.connect(manifest) as conn,
@@ -283,7 +295,7 @@ class _Sender:
         payload_paths: dict[str, Path],
         now: Callable[[], dt.datetime],
     ) -> None:
-        profile = profiles.load_profile(manifest.reporting_year)
+        profile = profiles.profile_for(manifest)
         self.manifest, self.conn, self.worker = manifest, conn, worker
         self.payload_paths, self.now = payload_paths, now
         self.limit = manifest.message_size_limit_bytes or profile.message_limit_bytes

@@ -97,6 +97,9 @@ class Certificates:
     signing: KeyPair
     encryption: KeyPair
     register: RegisterCertificates
+    encryption_previous: KeyPair | None = None
+    crls: tuple[Path, ...] = ()
+    intermediates: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,8 @@ class Manifest:
     digest: str
     description: str = ""
     owner: str = ""
+    #: a reporting-year profile overlay named by `spec.profile`, resolved like other paths
+    profile: Path | None = None
     #: the ruamel tree, kept to point later errors at lines
     node: Any = field(default=None, compare=False, repr=False)
 
