@@ -5,7 +5,10 @@ Per submission, under its lock:
   2. open the transport with the manifest's secrets and keys and check the keys
      (a missing secret or passphrase, a refused certificate fail here);
   3. stream the export once more, writing each part's payload to a private
-     temporary file, and check its digest against the plan;
+     file under the state folder (`inflight`: 0700/0600, removed at the end, and
+     after a kill at the next start; for a pass-through profile: a copy of the
+     part's file, made in the read that digests it), and check its digest
+     against the plan;
   4. let the transport `prepare()` (login, queue) while the first part is protected;
   5. only then journal the attempt (all parts `journaled`, message ids fixed) —
      atomically, before the first byte leaves; a failure in 1-4 leaves the
@@ -23,7 +26,6 @@ import datetime as dt
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iplosctl import endpoint, lockfile, profiles
+from iplosctl import endpoint, inflight, lockfile, profiles
 from iplosctl.errors import IplosctlError, PayloadError
 from iplosctl.formats import EXPORT_V1_NAMESPACE, EXPORT_V1_XSD
 from iplosctl.locking import submission_lock
@@ -41,6 +43,7 @@ from iplosctl.payload.metadata import message_info_properties
 from iplosctl.payload.msghead import build_msghead, load_schemas, validate_msghead
 from iplosctl.plan import CHANGING, SubmissionPlan, analyse, plan_submission
 from iplosctl.plugins import OutgoingMessage, TransportPlugin
+from iplosctl.private_files import open_private
 
 #: what apply reports per step (for progress bars and logs): part type, step
 Progress = Callable[[str, str], None]
@@ -166,6 +169,7 @@ def apply_submission(
     """
     report = progress or (lambda part, step: None)
     lock_path = manifest.lockfile_path
+    inflight.remove_stale(manifest)  # a killed apply's payloads go before anything else happens
     with submission_lock(lock_path, "iplosctl apply"):
         plan = plan_submission(
             manifest, today=today, late=late, offline_revocation=offline_revocation
@@ -181,7 +185,7 @@ def apply_submission(
             raise IplosctlError(f"{plan.name}: apply cancelled; nothing was sent")
         profile = profiles.profile_for(manifest)
         with (
-            tempfile.TemporaryDirectory(prefix="iplosctl-apply-") as tmp,
+            inflight.payload_dir(manifest) as tmp,
             endpoint.connect(manifest) as conn,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="iplosctl-protect") as worker,
         ):
@@ -190,8 +194,8 @@ def apply_submission(
             check_sending_keys(
                 keys.signing_cert, keys.signing_key, keys.register_encryption_cert, now()
             )
-            payload_paths = {p.type: Path(tmp) / f"{p.type}.xml" for p in profile.message_parts}
-            files = {t: path.open("wb") for t, path in payload_paths.items()}
+            payload_paths = {p.type: tmp / f"{p.type}.xml" for p in profile.message_parts}
+            files = {t: open_private(path) for t, path in payload_paths.items()}
             try:
                 lock = lockfile.load(lock_path)
                 accepted = lock.last_accepted if lock else None
@@ -211,7 +215,8 @@ def apply_submission(
                     f"plan is stale for {plan.name} (the export changed while "
                     "applying): run iplosctl plan again"
                 )
-            sender = _Sender(manifest, conn, worker, payload_paths, now)
+            xsd = Path(analysis.payload_schema) if analysis.payload_schema else EXPORT_V1_XSD
+            sender = _Sender(manifest, conn, worker, payload_paths, now, payload_xsd=xsd)
             pending = _pending(plan, lock)
             upcoming = sender.start(pending[0]) if pending else None
             if upcoming is not None:
@@ -280,6 +285,9 @@ def _journal(
 class _Sender:
     """Protect and send each `journaled` part, recording `sent` after each ACCEPTED.
 
+    `payload_xsd` is compiled beside MsgHead's when `spec.schemas` is set: the
+    export v1 XSD, or a pass-through payload's register-format XSD.
+
     Protecting (MsgHead, sign, encrypt) runs one part ahead on a worker thread, because
     cryptography and lxml release the GIL: the first part is protected while the
     transport connects, and each next part while the one before it is on the wire.
@@ -294,12 +302,14 @@ class _Sender:
         worker: ThreadPoolExecutor,
         payload_paths: dict[str, Path],
         now: Callable[[], dt.datetime],
+        *,
+        payload_xsd: Path = EXPORT_V1_XSD,
     ) -> None:
         profile = profiles.profile_for(manifest)
         self.manifest, self.conn, self.worker = manifest, conn, worker
         self.payload_paths, self.now = payload_paths, now
         self.limit = manifest.message_size_limit_bytes or profile.message_limit_bytes
-        self.schema = load_schemas(manifest.schemas, [EXPORT_V1_XSD]) if manifest.schemas else None
+        self.schema = load_schemas(manifest.schemas, [payload_xsd]) if manifest.schemas else None
         self.part_names = {p.type: p.description for p in profile.message_parts}
 
     def protect(self, part: _PendingPart, moment: dt.datetime) -> bytes:

@@ -28,6 +28,7 @@ from ruamel.yaml import YAML
 from iplosctl import yamlio
 from iplosctl.atomic import write_atomic
 from iplosctl.errors import InputError, IplosctlError, Location, Problem
+from iplosctl.privacy import scrub
 
 LOCKFILE_VERSION = 1
 STATES = (
@@ -187,10 +188,12 @@ def _to_data(lock: Lockfile) -> dict[str, Any]:
                     "errors": [
                         _drop_empty(
                             {
-                                "code": e.code,
-                                "system": e.system,
-                                "text": e.text,
-                                "originalText": e.original_text,
+                                # free text from the register: scrubbed on every write,
+                                # whoever recorded it (the lockfile is committed)
+                                "code": scrub(e.code),
+                                "system": scrub(e.system),
+                                "text": scrub(e.text),
+                                "originalText": scrub(e.original_text),
                             }
                         )
                         for e in p.receipt.errors
@@ -208,7 +211,11 @@ def _to_data(lock: Lockfile) -> dict[str, Any]:
                 "sentAt": p.sent_at,
                 "receiptAt": p.receipt_at,
                 "receipt": receipt,
-                "transportError": p.transport_error,
+                "transportError": (
+                    {k: scrub(v) for k, v in p.transport_error.items()}
+                    if p.transport_error
+                    else None
+                ),
             }
         )
 

@@ -20,19 +20,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from iplosctl import __version__, endpoint, lockfile, plugins, profiles, transport_policy
+from iplosctl import (
+    __version__,
+    endpoint,
+    inflight,
+    lockfile,
+    plugins,
+    profiles,
+    transport_policy,
+)
 from iplosctl.atomic import write_atomic
 from iplosctl.certificates import CertificateCheck, check_certificates
 from iplosctl.errors import IplosctlError, Location, Problem, SourceError
 from iplosctl.manifest import Manifest
+from iplosctl.payload import passthrough
 from iplosctl.payload.export_writer import RecordPayloadError
 from iplosctl.payload.msghead import message_id
 from iplosctl.payload.parts import PayloadHasher
 from iplosctl.plausibility import plausibility_findings, previous_year_summary
-from iplosctl.plugins import SourceSpec
+from iplosctl.plugins import EXPORT_V1_PAYLOAD, PayloadSpec, SourceSpec
+from iplosctl.privacy import scrub
 from iplosctl.profiles import Profile
 from iplosctl.records import ExportHeader
 from iplosctl.rules import Finding, RecordRef, RuleContext, RuleRun, load_rules
+from iplosctl.rules.engine import MAX_REFS
 from iplosctl.summary import SummaryBuilder
 
 PLAN_FORMAT_VERSION = "1"
@@ -78,6 +89,10 @@ class Analysis:
     findings: tuple[Finding, ...]
     summary: dict[str, Any]
     part_digests: tuple[tuple[str, str, int], ...]  # (type, digest, size)
+    #: what the payload is: iplosctl-export-v1 (re-written) or passthrough (the files)
+    payload_mode: str = EXPORT_V1_PAYLOAD
+    #: the XSD apply loads beside MsgHead's for a pass-through payload
+    payload_schema: str | None = None
 
     @property
     def payload_digest(self) -> str:
@@ -112,6 +127,8 @@ class SubmissionPlan:
     #: the command that leads out when the findings are not the reason (a journaled
     #: attempt the changed export cannot recover); empty otherwise
     way_out: str = ""
+    #: iplosctl-export-v1 (records re-written) or passthrough (the export's files unchanged)
+    payload_format: str = EXPORT_V1_PAYLOAD
     #: digest of the year profile (and overlay), the format profile and its XSD
     profile_digest: str = ""
     #: the profile the plan was made with (renderers name service codes from it)
@@ -250,6 +267,10 @@ def _cache_key(
             "today": today.isoformat(),
             "late": late,
             "rules": list(rule_ids),
+            "parts": {t: passthrough.file_identity(p) for t, p in manifest.source.parts.items()},
+            "payloadSchema": passthrough.file_identity(manifest.schemas / manifest.payload_schema)
+            if manifest.schemas is not None and manifest.payload_schema is not None
+            else None,
         },
         sort_keys=True,
     )
@@ -306,6 +327,8 @@ def _load_cached(key: str) -> Analysis | None:
             ),
             summary=data["summary"],
             part_digests=tuple((t, d, s) for t, d, s in data["parts"]),
+            payload_mode=data.get("payloadMode", EXPORT_V1_PAYLOAD),
+            payload_schema=data.get("payloadSchema"),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -331,6 +354,8 @@ def _store_cached(
         "findings": [f.as_dict() for f in analysis.findings],
         "summary": analysis.summary,
         "parts": [list(p) for p in analysis.part_digests],
+        "payloadMode": analysis.payload_mode,
+        "payloadSchema": analysis.payload_schema,
         "inputs": [list(i) for i in identities],
     }
     with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
@@ -366,6 +391,20 @@ def analyse(
     identities = _identities(extra)  # before reading: a file changed meanwhile is read again
     export = source.read(spec)  # opens every file, so a missing one is the source's error
     source_digest = sources_digest(manifest.source.path, extra)
+    payload = export.payload or PayloadSpec()
+    hasher: PayloadHasher | passthrough.PassthroughHasher
+    xsd = None
+    if payload.passthrough:
+        files = passthrough.part_files(manifest, payload, profile.message_parts)
+        xsd = passthrough.payload_xsd(manifest, payload)
+        for path in files.values():
+            # The export part was validated against the profile's XSD while it streams.
+            same = path == manifest.source.path and xsd == payload.schema
+            passthrough.check_part(path, None if same else xsd)
+        hasher = passthrough.PassthroughHasher(files, payload_outputs)
+    else:
+        passthrough.no_parts_without_passthrough(manifest, payload)
+        hasher = PayloadHasher(export.header, profile.message_parts, payload_outputs)
     environment = profile.environments[manifest.environment]
     ctx = RuleContext(
         manifest=manifest,
@@ -378,7 +417,9 @@ def analyse(
     )
     run = RuleRun(rules, ctx)
     summary = SummaryBuilder(profile, manifest.reporting_year)
-    hasher = PayloadHasher(export.header, profile.message_parts, payload_outputs)
+    # Pass-through cannot leave anyone out: excluded records block the plan instead.
+    excluded: list[RecordRef] = []
+    excluded_count = 0
     for record in export.recipients:
         if run.record(record):
             summary.add(record)
@@ -388,12 +429,20 @@ def analyse(
                 raise _unwritable(manifest.source.path, exc) from None
         else:
             summary.exclude()
+            excluded_count += 1
+            if len(excluded) < MAX_REFS:
+                excluded.append(RecordRef(record.index, record.line))
+    findings = run.finish()
+    if payload.passthrough:
+        findings = passthrough.blocking_test_persons(findings, excluded, excluded_count)
     analysis = Analysis(
         header=export.header,
         source_digest=source_digest,
-        findings=tuple(run.finish()),
+        findings=tuple(findings),
         summary=summary.build(),
         part_digests=tuple(hasher.finish()),
+        payload_mode=payload.mode,
+        payload_schema=str(xsd) if xsd is not None else None,
     )
     if key is not None:
         _store_cached(key, analysis, identities)
@@ -560,6 +609,39 @@ def size_findings(manifest: Manifest, profile: Profile, analysis: Analysis) -> l
     return out
 
 
+#: rule id of "iplosctl's own format would go to a real receiver"
+PAYLOAD_FORMAT_RULE = "payload-format"
+
+
+def payload_format_findings(
+    manifest: Manifest, profile: Profile, analysis: Analysis
+) -> list[Finding]:
+    """`payload-format`: outside the sandbox, iplosctl's own format only by agreement.
+
+    KPR expects its own IPLOS format (DOMAIN.md §1.2, §2.6); iplosctl's
+    export v1 is our invention. Sending it to test, qa or production without
+    the receiver's word would look like a submission and be none.
+    """
+    if profile.environments[manifest.environment].sandbox:
+        return []
+    if analysis.payload_mode != EXPORT_V1_PAYLOAD:
+        return []
+    if manifest.payload_format_agreement == EXPORT_V1_PAYLOAD:
+        return []
+    return [
+        Finding(
+            PAYLOAD_FORMAT_RULE,
+            "error",
+            f"the payload would be iplosctl's own export format (urn:iplosctl:export:v1), "
+            f"which the register in {manifest.environment} does not expect: use a format "
+            "profile with payload: {mode: passthrough} for the register-format file your EPJ "
+            "writes (README: 'Sending the register's own file'), or, if the receiver agreed "
+            "in writing to this format, set spec.payloadFormatAgreement: iplosctl-export-v1",
+            1,
+        )
+    ]
+
+
 UNVERIFIED_RULE = "profile-unverified"
 
 
@@ -668,6 +750,7 @@ def plan_submission(
     Certificates are checked against the real clock, not `today`: `--today` rehearses
     deadlines, while a certificate that expired is expired for the register too.
     """
+    inflight.remove_stale(manifest)  # plaintext payloads a killed apply left: gone now
     today = today or dt.date.today()
     profile = profiles.profile_for(manifest)
     digest = profile_inputs_digest(manifest, profile)
@@ -688,6 +771,7 @@ def plan_submission(
     findings = (
         analysis.findings
         + tuple(size_findings(manifest, profile, analysis))
+        + tuple(payload_format_findings(manifest, profile, analysis))
         + tuple(unverified_findings(manifest, profile, environment))
         + tuple(transport_findings(manifest))
         + tuple(sandbox_findings(manifest, profile))
@@ -722,17 +806,24 @@ def plan_submission(
     receipt_errors: tuple[dict[str, str], ...] = ()
     last = lock.last_attempt if lock else None
     if last is not None:
+        # The register's texts are scrubbed again here: a lockfile written by an older
+        # iplosctl may hold them verbatim, and this goes into the pull request.
         receipt_errors = tuple(
-            {"part": p.type, "code": e.code, "system": e.system, "text": e.text}
+            {
+                "part": p.type,
+                "code": scrub(e.code),
+                "system": scrub(e.system),
+                "text": scrub(e.text),
+            }
             for p in last.parts
             if p.receipt
             for e in p.receipt.errors
         ) + tuple(
             {
                 "part": p.type,
-                "code": p.transport_error.get("condition", ""),
+                "code": scrub(p.transport_error.get("condition", "")),
                 "system": "transport",
-                "text": p.transport_error.get("description", ""),
+                "text": scrub(p.transport_error.get("description", "")),
             }
             for p in last.parts
             if p.transport_error
@@ -759,6 +850,7 @@ def plan_submission(
         parts=parts,
         receipt_errors=receipt_errors,
         way_out=way_out,
+        payload_format=analysis.payload_mode,
         profile_digest=digest,
         profile=profile,
         route=endpoint.route(manifest).as_dict(),

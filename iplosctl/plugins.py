@@ -4,7 +4,9 @@ First-party plugins under `plugins/` register exactly as a third party's
 would, so the core never imports a plugin module by name. Like datasette,
 `IPLOSCTL_LOAD_PLUGINS` pins the set (comma-separated names; empty means
 none), and two plugins of one kind with the same name are fatal rather than
-silently shadowing each other.
+silently shadowing each other. The pin cannot unplug the built-in rule pack
+(`BUILTIN`): pinning `xml,amqp` once dropped every pre-flight rule, and the
+plan said SUBMIT for an export full of test users (issue 12).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ GROUPS: dict[str, str] = {
     "format": "iplosctl.formats",
 }
 LOAD_PLUGINS_ENV = "IPLOSCTL_LOAD_PLUGINS"
+#: kind → {name: entry-point target} loaded whatever the pin says: the register's own
+#: checks. Matched by target too, so a third-party pack called `kpr` is not exempt.
+BUILTIN: dict[str, dict[str, str]] = {"rules": {"kpr": "iplosctl.rules.kpr:rules"}}
 
 
 # --- source plugins (entry point group iplosctl.sources) -----------------------
@@ -63,6 +68,34 @@ class FieldCoverage:
     unread: list[str] = field(default_factory=list)
 
 
+#: `PayloadSpec.mode` values: iplosctl's own format, or the export's bytes unchanged
+EXPORT_V1_PAYLOAD = "iplosctl-export-v1"
+PASSTHROUGH_PAYLOAD = "passthrough"
+
+
+@dataclass(frozen=True)
+class PayloadSpec:
+    """What apply sends for an export, as its format profile says (`payload`).
+
+    `iplosctl-export-v1`: the records re-written in iplosctl's own format, one
+    payload per message part. `passthrough`: the export is already in the
+    register's format; `parts` maps each message part type, in sending order, to
+    `export` (the file the source read) or `file` (a file of its own, named in
+    the manifest's `spec.source.parts`), and those bytes are sent unchanged.
+    `schema` is the XSD of that format (the profile's), `origin` names the
+    profile in messages.
+    """
+
+    mode: str = EXPORT_V1_PAYLOAD
+    parts: tuple[tuple[str, str], ...] = ()
+    schema: Path | None = None
+    origin: str = ""
+
+    @property
+    def passthrough(self) -> bool:
+        return self.mode == PASSTHROUGH_PAYLOAD
+
+
 @dataclass
 class Export:
     """An opened export: its header, then its recipients streamed in file order.
@@ -70,12 +103,15 @@ class Export:
     `recipients` is a one-shot iterator; reading it to the end closes the
     file. Problems raise `SourceError` naming the file and line. A source that
     can say which mapped fields it found sets `coverage`; it is complete once
-    `recipients` is exhausted.
+    `recipients` is exhausted. A source whose format profile says the export
+    is already the register's own file sets `payload` (pass-through).
     """
 
     header: ExportHeader
     recipients: Iterator[Recipient]
     coverage: FieldCoverage | None = None
+    #: what apply sends; None means iplosctl's own export format (PayloadSpec())
+    payload: PayloadSpec | None = None
 
 
 class SourcePlugin(Protocol):
@@ -238,9 +274,10 @@ def _entry_points(kind: str) -> dict[str, EntryPoint]:
     if kind not in GROUPS:
         raise PluginError(f"unknown plugin kind {kind!r} (kinds: {', '.join(GROUPS)})")
     pinned = _pinned()
+    builtin = BUILTIN.get(kind, {})
     found: dict[str, EntryPoint] = {}
     for ep in entry_points(group=GROUPS[kind]):
-        if pinned is not None and ep.name not in pinned:
+        if pinned is not None and ep.name not in pinned and builtin.get(ep.name) != ep.value:
             continue
         if ep.name in found and found[ep.name].value != ep.value:
             raise PluginError(

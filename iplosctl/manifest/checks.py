@@ -10,6 +10,7 @@ from pathlib import Path
 
 from iplosctl import plugins, profiles, transport_policy
 from iplosctl.errors import IplosctlError, ManifestError, PluginError, Problem, ProfileError
+from iplosctl.manifest.keyfiles import key_file_warnings
 from iplosctl.manifest.loader import discover, load_manifest
 from iplosctl.manifest.model import Manifest
 
@@ -44,7 +45,8 @@ class Validation:
     files: int = 0
     #: per file, the manifests with problems (the problems are also in `problems`)
     broken: list[BrokenManifest] = field(default_factory=list)
-    #: things that do not stop a command but must be seen (printed as `warning:` lines)
+    #: things that do not stop a command but must be seen (printed as `warning:` lines),
+    #: e.g. a private key tracked by git (manifest/keyfiles.py)
     warnings: list[Problem] = field(default_factory=list)
 
     def only(self, patterns: Sequence[str] | None) -> Validation:
@@ -85,6 +87,8 @@ def validate_paths(paths: Iterable[Path], *, check_files: bool = True) -> Valida
             continue
         problems = check_manifest(manifest, check_files=check_files)
         result.problems.extend(problems)
+        if check_files:
+            result.warnings.extend(key_file_warnings(manifest))
         result.warnings.extend(
             Problem(manifest.locate(*c.path), c.message, ".".join(c.path))
             for c in transport_concerns(manifest)
@@ -159,6 +163,22 @@ def check_manifest(m: Manifest, *, check_files: bool = True) -> list[Problem]:
             add(f"file {_shown(m, path)} does not exist", *where)
     if check_files and m.schemas is not None and not m.schemas.is_dir():
         add(f"schema folder {_shown(m, m.schemas)} does not exist", "spec", "schemas")
+    for part, path in m.source.parts.items() if check_files else ():
+        if not path.is_file():
+            add(f"file {_shown(m, path)} does not exist", "spec", "source", "parts", part)
+    if m.payload_schema is not None:
+        if m.schemas is None:
+            add(
+                "payloadSchema names a file in the spec.schemas folder: set spec.schemas too",
+                "spec",
+                "payloadSchema",
+            )
+        elif check_files and m.schemas.is_dir() and not (m.schemas / m.payload_schema).is_file():
+            add(
+                f"{m.payload_schema} is not in the schema folder {_shown(m, m.schemas)}",
+                "spec",
+                "payloadSchema",
+            )
 
     seen: dict[str, int] = {}
     for index, unit in enumerate(m.service_units):
