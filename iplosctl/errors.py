@@ -17,6 +17,12 @@ EXIT_ERROR = 1
 EXIT_CHANGES = 2
 EXIT_INTERNAL = 3
 EXIT_USAGE = 64
+#: sysexits' EX_TEMPFAIL ("try again later"): `receipts --wait` / `apply --wait` ran out of
+#: time with receipts still outstanding. Not 1, so that automation can tell "nothing is
+#: wrong yet, run again later" from "rejected" or "broken"; from sysexits.h like 64.
+EXIT_WAITING = 75
+#: Ctrl-C (128 + SIGINT), as shells report it
+EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)

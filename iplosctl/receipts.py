@@ -146,6 +146,13 @@ class ReceiptsResult:
     outstanding: int = 0
     #: set when there was nothing to read for (no lockfile, nothing sent)
     nothing_to_do: str = ""
+    #: the last attempt's number and its parts that the register refused or that the
+    #: error queue reported (`rejected`, `transport-error`), after the run: the CLI's
+    #: exit code (issue 13: a rejection must not leave the hourly CI job green)
+    attempt: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    #: parts of the last attempt answered `accepted-with-errors`
+    with_errors: list[str] = field(default_factory=list)
     #: `unverified` quarantine entries that verified this time and were recorded
     reexamined: int = 0
     #: one line per message the transport refused without reading it (too large)
@@ -219,7 +226,23 @@ def collect_receipts(
                     )
                 sleep(min(poll_seconds, left))
         result.serial = run.lock.serial
+        _outcome(run.lock, result)
     return result
+
+
+#: part states after which the register will not process the attempt
+FAILED = frozenset({"rejected", "transport-error"})
+
+
+def _outcome(lock: lockfile.Lockfile, result: ReceiptsResult) -> None:
+    """Where the last attempt stands, whatever this run recorded (a rejection recorded
+    an hour ago still fails the next run, until a new attempt or a decision follows)."""
+    last = lock.last_attempt
+    if last is None:
+        return
+    result.attempt = last.number
+    result.failed = [(p.type, p.state) for p in last.parts if p.state in FAILED]
+    result.with_errors = [p.type for p in last.parts if p.state == "accepted-with-errors"]
 
 
 def quarantine_dir(manifest: Manifest) -> Path:
