@@ -22,7 +22,8 @@ from typing import Any, BinaryIO
 
 from iplosctl import __version__, lockfile, plugins, profiles
 from iplosctl.atomic import write_atomic
-from iplosctl.errors import IplosctlError
+from iplosctl.coverage import export_findings
+from iplosctl.errors import IplosctlError, Location, Problem, SourceError
 from iplosctl.manifest import Manifest
 from iplosctl.payload.msghead import message_id
 from iplosctl.payload.parts import PayloadHasher
@@ -30,6 +31,7 @@ from iplosctl.plugins import SourceSpec
 from iplosctl.profiles import Profile
 from iplosctl.records import ExportHeader
 from iplosctl.rules import Finding, RecordRef, RuleContext, RuleRun, load_rules
+from iplosctl.rules.engine import SEVERITIES
 from iplosctl.summary import SummaryBuilder
 
 PLAN_FORMAT_VERSION = "1"
@@ -149,6 +151,21 @@ def file_digest(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def source_digest(path: Path) -> str:
+    """`file_digest` of the export, with an unreadable file or a folder as a user error."""
+    try:
+        return file_digest(path)
+    except IsADirectoryError:
+        message = "is a folder, not an export file: point spec.source.path at the export"
+    except FileNotFoundError:
+        message = "export file not found"
+    except PermissionError:
+        message = "cannot read the export: permission denied (let this user read the file)"
+    except OSError as exc:
+        message = f"cannot read the export: {exc.strerror or type(exc).__name__}"
+    raise SourceError([Problem(Location(str(path)), message)])
+
+
 def _cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "iplosctl" / "plan"
@@ -255,8 +272,9 @@ def analyse(
     source_cls = plugins.load("source", manifest.source.plugin)
     source = source_cls() if isinstance(source_cls, type) else source_cls
     spec = SourceSpec(manifest.source.path, manifest.source.format, manifest.source.options)
-    source_digest = file_digest(manifest.source.path)
+    # The source first: it says best what is wrong with a file it cannot open.
     export = source.read(spec)
+    digest = source_digest(manifest.source.path)
     environment = profile.environments[manifest.environment]
     ctx = RuleContext(
         manifest=manifest,
@@ -270,22 +288,44 @@ def analyse(
     run = RuleRun(rules, ctx)
     summary = SummaryBuilder(profile, manifest.reporting_year)
     hasher = PayloadHasher(export.header, profile.message_parts, payload_outputs)
+    recipients = services = 0
     for record in export.recipients:
+        recipients += 1
+        services += len(record.services)
         if run.record(record):
             summary.add(record)
             hasher.add(record)
         else:
             summary.exclude()
+    zero = export_findings(
+        recipients=recipients,
+        services=services,
+        coverage=export.coverage,
+        profile=_profile_label(manifest),
+    )
     analysis = Analysis(
         header=export.header,
-        source_digest=source_digest,
-        findings=tuple(run.finish()),
+        source_digest=digest,
+        findings=tuple(sorted((*run.finish(), *zero), key=_finding_order)),
         summary=summary.build(),
         part_digests=tuple(hasher.finish()),
     )
     if key is not None:
         _store_cached(key, analysis)
     return analysis
+
+
+def _finding_order(f: Finding) -> tuple[int, str, str]:
+    """The rule engine's order (errors first, then by rule), kept with the zero findings."""
+    return (SEVERITIES.index(f.severity), f.rule, f.message)
+
+
+def _profile_label(manifest: Manifest) -> str:
+    """How findings name the mapping the source read with."""
+    fmt = manifest.source.format
+    if fmt:
+        return f"the format profile {fmt}"
+    return f"the {manifest.source.plugin} source's default profile"
 
 
 # --- deciding ---------------------------------------------------------------------

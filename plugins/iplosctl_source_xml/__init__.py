@@ -313,18 +313,25 @@ class _Stream:
         return ExportHeader(**values)
 
     def _fill_coverage(self) -> None:
-        """Coverage is complete once the last recipient has been read."""
+        """Coverage is complete once the last recipient has been read.
+
+        `mapped` lists what the profile expects to find somewhere: each item
+        kind's element under the bare kind (`service`) and each field under
+        `<kind>.<field>`; what the profile marks `optional` is left out, so the
+        plan's zero findings never fire for it.
+        """
         cov = self.coverage
         readers = [self.recipient_reader.own, *self.recipient_reader.items.values()]
         readers += list(self.joins.readers.values())
         for reader in readers:
             kind = reader.kind
             cov.items[kind] += reader.count
+            if kind != "recipient" and not reader.emap.optional:
+                cov.mapped[kind] = reader.emap.expression
             for f in reader.emap.fields:
-                cov.mapped.setdefault(f"{kind}.{f.key}", f.expression)
+                if not f.optional:
+                    cov.mapped[f"{kind}.{f.key}"] = f.expression
                 cov.present[f"{kind}.{f.key}"] += reader.present(f.target)
-        for kind, _emap in self.profile.items():
-            cov.items[kind] += 0  # a kind that matched nothing is listed with 0
         named = _names_in_expressions(self.profile)
         cov.unread = sorted(
             {local_name(tag) for tag in self.ctx.unread if isinstance(tag, str)} - named
