@@ -25,7 +25,7 @@ RULE_UNMATCHED = "profile-unmatched"
 RULE_UNREAD = "export-unread"
 #: how many unread element names the warning lists before "and N more"
 UNREAD_SHOWN = 12
-_PLURAL = {
+PLURAL = {
     "recipient": "recipients",
     "service": "services",
     "assessment": "assessments",
@@ -78,7 +78,7 @@ def export_findings(
             continue
         items = coverage.items.get(kind, 0)
         if items > 0 and coverage.present.get(key, 0) == 0:
-            plural = _PLURAL.get(kind, kind)
+            plural = PLURAL.get(kind, kind)
             out.append(_unmatched(expression, key, items, plural, profile))
     if coverage.unread:
         shown = ", ".join(coverage.unread[:UNREAD_SHOWN])
@@ -102,6 +102,6 @@ def _unmatched(expression: str, key: str, n: int, plural: str, profile: str) -> 
         RULE_UNMATCHED,
         "error",
         f"the profile's `{expression}` ({key}) matched nothing in {_count(n)} {plural}: fix "
-        f"{profile}, or mark the field `optional: true` there if the export never has it",
+        f"{profile}, or mark it `optional: true` there if the export never has it",
         1,
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from iplosctl import plugins
-from iplosctl.coverage import export_findings
+from iplosctl.coverage import PLURAL, export_findings
 from iplosctl.errors import PluginError, ProfileError
 from iplosctl.formats.profile import FormatProfile, load_format, load_format_file
 from iplosctl.plugins import SourceSpec
@@ -76,16 +76,23 @@ def check_sample(profile: str, sample: Path, *, plugin: str = "xml") -> CheckRep
             f"  {key:<{width}}{_count(cov.present.get(key, 0)):>14}  "
             f"{_count(cov.items.get(kind, 0)):>8}  {_failed(failed)}{optional}"
         )
-    kinds = ", ".join(f"{_count(n)} {kind}" for kind, n in sorted(cov.items.items()))
+    kinds = ", ".join(
+        f"{_count(n)} {PLURAL.get(kind, kind)}" for kind, n in sorted(cov.items.items())
+    )
     lines.append(f"items read: {kinds or 'none'}")
     if cov.unread:
         lines.append(f"elements no mapping reads: {', '.join(cov.unread)}")
     failed_recipients = {i for where in failures.values() for i, _ in where if i is not None}
-    zero = export_findings(
-        recipients=result.records + len(failed_recipients),
-        services=cov.items.get("service", 0),
-        coverage=cov,
-        profile=f"the format profile {loaded.path.name}",
+    # Records that failed are not counted, so "matched nothing" would only repeat them.
+    zero = (
+        []
+        if failures
+        else export_findings(
+            recipients=result.records + len(failed_recipients),
+            services=cov.items.get("service", 0),
+            coverage=cov,
+            profile=f"the format profile {loaded.path.name}",
+        )
     )
     errors = [f for f in zero if f.severity == "error"]
     for finding in zero:

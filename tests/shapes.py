@@ -35,7 +35,9 @@ VENDOR_A_CODES = {
 
 
 def records(count: int, seed: int, test_persons: int = 0) -> tuple[ExportHeader, list[Recipient]]:
-    header = synthetic_header(municipality="9999", year=2023, epj_system="DemoEPJ", epj_version="4.2.0")
+    header = synthetic_header(
+        municipality="9999", year=2023, epj_system="DemoEPJ", epj_version="4.2.0"
+    )
     recipients = list(
         synthetic_recipients(
             recipients=count,
@@ -91,7 +93,8 @@ def vendor_a(header: ExportHeader, recipients: Iterable[Recipient]) -> str:
             )
         for a in r.assessments:
             out.append(
-                f'    <Kartlegging variabel="{a.variable}" skaar="{a.score}" dato="{_no(a.date)}"/>\n'
+                f'    <Kartlegging variabel="{a.variable}" skaar="{a.score}" '
+                f'dato="{_no(a.date)}"/>\n'
             )
         out.append("  </Bruker>\n")
     out.append("</Uttrekk>\n")
