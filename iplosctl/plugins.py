@@ -52,7 +52,9 @@ class FieldCoverage:
     how many of each item kind were read, and `unread` names the columns or
     elements the export has that no mapping reads (names only, each once). The
     plan turns a mapped field that matched nothing into a blocking finding that
-    points at the profile, and `unread` into one warning.
+    points at the profile, and `unread` into one warning. A bare item kind
+    (`service`) in `mapped` is the item's own element: 0 in `items` means the
+    profile's element for it matched nothing.
     """
 
     mapped: dict[str, str] = field(default_factory=dict)
