@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -141,15 +142,22 @@ def run_lxml_floor(export: Path, workdir: Path) -> Measured:
 
 def shape_export(shape: str, recipients: int, seed: int) -> Path:
     """The export v1 records written in a test shape, generated once per size and seed."""
-    from tests.shapes import write_shape
-
     directory = cache_root() / "exports"
     directory.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256((REPO / "tests" / "shapes.py").read_bytes()).hexdigest()[:12]
     path = directory / f"{shape}-{recipients}-s{seed}-{digest}.xml"
     if not path.is_file():
+        # In a child process: the writer builds the file in memory, and a parent that
+        # grew would inflate every later child's peak RSS (Linux carries the parent's
+        # high-water mark across vfork+exec into the child's ru_maxrss).
         partial = path.with_suffix(".part")
-        write_shape(shape, partial, recipients, seed)
+        code = (
+            "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+            "from tests.shapes import write_shape; "
+            "write_shape(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))"
+        )
+        args = [str(REPO), shape, str(partial), str(recipients), str(seed)]
+        subprocess.run([sys.executable, "-c", code, *args], check=True)
         partial.replace(path)
     return path
 
