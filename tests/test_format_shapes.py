@@ -136,6 +136,26 @@ def test_linked_lists_in_another_order_give_the_same_records(tmp_path: Path) -> 
     assert [stripped(r) for r in export.recipients] == [stripped(r) for r in people]
 
 
+def test_two_recipients_with_one_join_key_is_a_located_error(tmp_path: Path) -> None:
+    header, people = records(30, SEED)
+    text = SHAPES["vendor-b"](header, people, SEED)
+    second = people[7].local_id
+    assert text.count(f"<b:Id>{second}</b:Id>") == 1
+    text = text.replace(f"<b:Id>{second}</b:Id>", f"<b:Id>{people[3].local_id}</b:Id>")
+    path = tmp_path / "b.xml"
+    path.write_text(text, encoding="utf-8")
+    line = text[: text.index(f"<b:Id>{people[3].local_id}</b:Id><b:Fnr>{people[7].person_id}")]
+    from iplosctl.errors import SourceError
+
+    with pytest.raises(SourceError) as info:
+        list(XmlSource().read(SourceSpec(path, str(FORMATS / "vendor-b.yaml"))).recipients)
+    (problem,) = info.value.problems
+    assert problem.location.file == str(path)
+    assert problem.location.line == line.count("\n") + 1
+    assert problem.message.startswith("record 7: two recipients have the same localId (b:Id)")
+    assert people[3].local_id not in str(info.value)
+
+
 # --- the profile's mistakes ---------------------------------------------------------------
 
 

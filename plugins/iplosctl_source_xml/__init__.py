@@ -576,7 +576,7 @@ class _JoinStore:
                 [
                     Problem(
                         Location(self.ctx.filename, elem.sourceline or 0),
-                        f"record {index}: two recipients have the same {self._references()}, "
+                        f"record {index}: two recipients have the same {self._recipient_key()}, "
                         "so the items that name it cannot be given to either: make the key "
                         "unique in the export, or join on another field",
                     )
@@ -601,6 +601,13 @@ class _JoinStore:
                 self.ctx.fail("join", None, bucket[0])
             return
         raise SourceError([Problem(Location(self.ctx.filename, line), message)])
+
+    def _recipient_key(self) -> str:
+        """The recipient field the items join on, as the profile maps it: `localId (b:Id)`."""
+        for f in self.ctx.profile.recipient.fields:
+            if f.target == self.target:
+                return f"{f.key} ({f.expression})"
+        return "key"
 
     def _references(self) -> str:
         for _kind, emap in self.ctx.profile.items():
