@@ -72,6 +72,8 @@ CHUNK_SIZE = 1 << 16
 _KEY = "__join_key__"
 _SERVICE_ORDER = ("code", "start", "end", "hours_per_week", "decision_date", "org_number")
 _SERVICE, _ASSESSMENT, _DIAGNOSIS = "service", "assessment", "diagnosis"
+#: where each joined kind goes in a `_JoinStore` bucket
+_SLOTS = {_SERVICE: 1, _ASSESSMENT: 2, _DIAGNOSIS: 3}
 
 
 @dataclass
@@ -224,17 +226,22 @@ class _Stream:
         self.joins = _JoinStore(profile, self.ctx)
         self.recipient_reader = _RecipientReader(profile, self.ctx, self.joins)
         self.coverage = FieldCoverage()
+        self.recipient_total = 0
 
     def items(self) -> Iterator[ExportHeader | Recipient]:
         if self.joins.readers:
             yield from self._pass(validate=True, recipients=False)
-            yield from self._pass(validate=False, recipients=True)
+            # Pass 1 proved the file whole and valid and counted the recipients, so
+            # pass 2 stops after the last one (item lists after it need no second parse).
+            yield from self._pass(validate=False, recipients=True, stop=self.recipient_total)
             self.joins.finish()
         else:
             yield from self._pass(validate=True, recipients=True)
         self._fill_coverage()
 
-    def _pass(self, *, validate: bool, recipients: bool) -> Iterator[ExportHeader | Recipient]:
+    def _pass(
+        self, *, validate: bool, recipients: bool, stop: int | None = None
+    ) -> Iterator[ExportHeader | Recipient]:
         """Stream the file once: with `validate` the XSD runs and the header is yielded;
         with `recipients` recipients are read and yielded, else joined items are stored."""
         profile = self.profile
@@ -276,6 +283,8 @@ class _Stream:
                         _drop(elem)
                         if recipients and recipient is not None:
                             yield recipient
+                        if index == stop:
+                            return
                     elif tag in joined and seen_header:
                         if not recipients:
                             store(tag, elem)
@@ -296,6 +305,7 @@ class _Stream:
                 raise self._diagnosed(exc) from None
         if not complete or not seen_header:
             raise self._diagnosed(None)
+        self.recipient_total = index
 
     def _checked(self, elem: etree._Element, index: int) -> Recipient | None:
         """format check: a recipient that cannot be read is counted per failing field."""
@@ -522,9 +532,8 @@ class _JoinStore:
         self.seen: set[str] = set()
 
     def add(self, tag: str, elem: etree._Element) -> None:
-        """Pass 1: read one joined item and file it under its key."""
+        """Pass 1: read one joined item and file it under its key (a hot path)."""
         reader = self.readers[tag]
-        line = elem.sourceline or 0
         try:
             values = reader.read(elem)
             key = values.pop(_KEY, None)
@@ -535,37 +544,34 @@ class _JoinStore:
             if self.ctx.check is None:
                 raise
             for key_name in reader.failing_keys(elem) or [f"{reader.kind}.join"]:
-                self.ctx.fail(key_name, None, line)
+                self.ctx.fail(key_name, None, elem.sourceline or 0)
             return
         bucket = self.pending.get(key)
         if bucket is None:
-            bucket = self.pending[key] = [line, [], [], []]
-        bucket[{_SERVICE: 1, _ASSESSMENT: 2}.get(reader.kind, 3)].append(item)
+            bucket = self.pending[key] = [elem.sourceline or 0, [], [], []]
+        bucket[_SLOTS[reader.kind]].append(item)
 
-    def _compact(self, reader: _ElementReader, elem: etree._Element, values: dict[str, Any]) -> Any:
+    @staticmethod
+    def _compact(reader: _ElementReader, elem: etree._Element, values: dict[str, Any]) -> Any:
         intern = sys.intern
-        if reader.kind == _SERVICE:
-            if "code" not in values:
-                raise reader.missing(elem, "code", None)
-            code = intern(values["code"])
-            org = values.get("org_number")
-            return (
-                code,
-                values.get("start"),
-                values.get("end"),
-                values.get("hours_per_week"),
-                values.get("decision_date"),
-                intern(org) if org is not None else None,
-                elem.sourceline,
-            )
-        if reader.kind == _ASSESSMENT:
-            for target in ("variable", "score"):
-                if target not in values:
-                    raise reader.missing(elem, target, None)
-            return (intern(values["variable"]), values["score"], values.get("date"))
-        if "code" not in values:
-            raise reader.missing(elem, "code", None)
-        return intern(str(values["code"]))
+        kind = reader.kind
+        try:
+            if kind == _ASSESSMENT:
+                return (intern(values["variable"]), values["score"], values.get("date"))
+            if kind == _SERVICE:
+                org = values.get("org_number")
+                return (
+                    intern(values["code"]),
+                    values.get("start"),
+                    values.get("end"),
+                    values.get("hours_per_week"),
+                    values.get("decision_date"),
+                    intern(org) if org is not None else None,
+                    elem.sourceline,
+                )
+            return intern(str(values["code"]))
+        except KeyError as exc:
+            raise reader.missing(elem, str(exc.args[0]), None) from None
 
     def take(self, key: str | None, elem: etree._Element, index: int) -> list[Any] | None:
         """Pass 2: the items of the recipient with `key`; refuses a key seen twice."""
