@@ -15,12 +15,16 @@ take two streaming passes. Pass 1 validates the XSD and reads the header and
 every joined item into a compact tuple filed under its recipient key; pass 2
 (no XSD, already checked) reads the recipients in file order and attaches each
 one's items, dropping them as it goes. **Memory bound:** pass 1 holds every
-joined item (about 70 bytes for an assessment, 120 for a service, values
-shared through the converters' caches) and pass 2 holds those items whose
-recipient has not been read yet plus one key per recipient read; neither
-holds recipients, names or person ids beyond the one being read. For 100,000
-recipients with about nine assessments and two services each that is under
-150 MB (measured in benchmarks/plan_scale.py). An item whose key matches no
+joined item as a tuple (about 70 bytes an assessment, 150 a service; codes,
+dates and numbers are shared through interning and the converters' caches)
+plus, per recipient that has items, its key and a small bucket (about 300
+bytes); pass 2 holds the items whose recipient it has not reached yet plus
+one key per recipient read. Neither pass holds recipients, names or person
+ids beyond the one being read. So memory grows with the number of joined
+items, not with the file's bytes: measured at 100,000 recipients (about a
+million joined items) the whole plan peaks at about 215 MB against export
+v1's 70 MB (benchmarks/plan_scale.py), so about 150,000 such recipients fit
+in 300 MB. An item whose key matches no
 recipient, and two recipients with one key, are located errors.
 
 While reading, the source fills `Export.coverage` (iplosctl.plugins.FieldCoverage):
@@ -527,7 +531,7 @@ class _JoinStore:
         self.target = next(
             (emap.join.target for _k, emap in profile.items() if emap.join is not None), ""
         )
-        #: key → [line of its first item, services, assessments, diagnoses]
+        #: key → [line of its first item, services, assessments, diagnoses] (None: none)
         self.pending: dict[str, list[Any]] = {}
         self.seen: set[str] = set()
 
@@ -548,8 +552,13 @@ class _JoinStore:
             return
         bucket = self.pending.get(key)
         if bucket is None:
-            bucket = self.pending[key] = [elem.sourceline or 0, [], [], []]
-        bucket[_SLOTS[reader.kind]].append(item)
+            bucket = self.pending[key] = [elem.sourceline or 0, None, None, None]
+        slot = _SLOTS[reader.kind]
+        kept = bucket[slot]
+        if kept is None:
+            bucket[slot] = [item]  # lists only for the kinds a recipient has: less memory
+        else:
+            kept.append(item)
 
     @staticmethod
     def _compact(reader: _ElementReader, elem: etree._Element, values: dict[str, Any]) -> Any:
@@ -596,7 +605,7 @@ class _JoinStore:
         if not self.pending:
             return
         line = min(bucket[0] for bucket in self.pending.values())
-        items = sum(len(b[1]) + len(b[2]) + len(b[3]) for b in self.pending.values())
+        items = sum(len(kept or ()) for b in self.pending.values() for kept in b[1:])
         message = (
             f"{items} joined item(s) name a recipient by {self._references()} that is not "
             f"in the export (the first at this line): the export lacks those recipients, "
@@ -709,9 +718,13 @@ class _RecipientReader:
         if self.join_target is not None:
             bucket = self.joins.take(values.get(self.join_target), elem, index)
             if bucket is not None:
-                services.extend(Service(*s[:6], line=s[6]) for s in bucket[1])
-                assessments.extend(Assessment(*a) for a in bucket[2])
-                diagnoses.extend(bucket[3])
+                _, joined_services, joined_assessments, joined_diagnoses = bucket
+                if joined_services:
+                    services.extend(Service(*s[:6], line=s[6]) for s in joined_services)
+                if joined_assessments:
+                    assessments.extend(Assessment(*a) for a in joined_assessments)
+                if joined_diagnoses:
+                    diagnoses.extend(joined_diagnoses)
         return Recipient(
             index=index,
             line=elem.sourceline,
