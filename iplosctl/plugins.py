@@ -115,6 +115,11 @@ class TransportSettings:
     password: str | None = field(default=None, repr=False)
     tls: TlsSettings = TlsSettings()
     timeout_seconds: float = 30.0
+    #: `amqp://` (no TLS) to a non-loopback host is allowed: only in the sandbox environment
+    #: (iplosctl.transport_policy); a plugin must refuse it otherwise
+    allow_plaintext: bool = False
+    #: the largest message a receiving link accepts; None lets the plugin choose
+    max_message_size: int | None = None
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from iplosctl import endpoint, lockfile
+from iplosctl import endpoint, lockfile, privacy
 from iplosctl.atomic import write_atomic
 from iplosctl.errors import IplosctlError, TransportError
 from iplosctl.locking import submission_lock
@@ -69,6 +69,9 @@ UNVERIFIED = "unverified"  #: decryption or signature check failed
 MALFORMED = "malformed"  #: not an AppRec we can read
 CONFLICT = "conflict"  #: contradicts what the lockfile already records
 UNEXPECTED = "unexpected"  #: readable, but not something a register sends
+#: an error-queue message whose fromHerId, toHerId or subject is not the register's, ours
+#: and the part's: unsigned by NHN's design, so this is all that tells it came from KPR
+MISMATCHED = "mismatched"
 
 # Error-queue application properties (DOMAIN.md §5.7).
 ORIGINAL_MESSAGE_ID = "originalMessageId"
@@ -150,6 +153,10 @@ class ReceiptsResult:
     outstanding: int = 0
     #: set when there was nothing to read for (no lockfile, nothing sent)
     nothing_to_do: str = ""
+    #: `unverified` quarantine entries that verified this time and were recorded
+    reexamined: int = 0
+    #: one line per message the transport refused without reading it (too large)
+    refused: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -219,7 +226,7 @@ def collect_receipts(
 
 def quarantine_dir(manifest: Manifest) -> Path:
     """`<state dir>/quarantine/<submission name>/`: git-ignored, never in the lockfile."""
-    return endpoint.state_dir() / "quarantine" / manifest.name
+    return endpoint.state_dir(manifest) / "quarantine" / manifest.name
 
 
 def list_quarantine(manifest: Manifest) -> list[QuarantinedReceipt]:
@@ -238,8 +245,12 @@ def summary_line(result: ReceiptsResult) -> str:
     parts = [f"{len(done)} recorded" + (f" ({', '.join(done)})" if done else "")]
     if result.duplicates:
         parts.append(f"{result.duplicates} duplicate(s) ignored")
+    if result.reexamined:
+        parts.append(f"{result.reexamined} from quarantine now verified")
     if result.quarantined:
         parts.append(f"{len(result.quarantined)} quarantined")
+    if result.refused:
+        parts.append(f"{len(result.refused)} refused as too large")
     waiting = (
         f"still waiting for {result.outstanding} receipt(s)"
         if result.outstanding
@@ -259,6 +270,7 @@ def detail_lines(result: ReceiptsResult) -> list[str]:
         lines.append(scrub(f"  {p.type} {p.msg_id}: transport-error {', '.join(p.codes)}"))
     for q in result.quarantined:
         lines.append(f"  quarantined: {q}")
+    lines.extend(f"  {line}" for line in result.refused)
     return lines
 
 
@@ -376,6 +388,10 @@ class _Run:
         ):
             for delivery in self.conn.transport.receive(queue, timeout=timeout):
                 self.process(delivery, decide)
+        # messages the transport refused itself (too large), one line each; optional API
+        take_refusals = getattr(self.conn.transport, "take_refusals", None)
+        if take_refusals is not None:
+            self.result.refused.extend(privacy.scrub(line) for line in take_refusals())
 
     def adopt_quarantined(self) -> None:
         """Record quarantined messages (of any submission) that match this lockfile now."""
@@ -384,10 +400,13 @@ class _Run:
             address.reply_queue: self.decide_receipt,
             address.error_queue: self.decide_error,
         }
-        root = endpoint.state_dir() / "quarantine"
+        root = endpoint.state_dir(self.manifest) / "quarantine"
         folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         for folder in folders:
             for entry in _read_quarantine(folder):
+                if entry.kind == UNVERIFIED and entry.queue == address.reply_queue:
+                    self.reexamine_unverified(entry)
+                    continue
                 decide = decide_by_queue.get(entry.queue)
                 if entry.kind != UNMATCHED or decide is None or not entry.original_msg_id:
                     continue
@@ -400,6 +419,27 @@ class _Run:
                 if isinstance(effect, _Quarantine):
                     continue  # still not recordable: leave it where it is
                 self.process(_StoredDelivery(entry, message), lambda _m, e=effect: e)
+
+    def reexamine_unverified(self, entry: QuarantinedReceipt) -> None:
+        """Try an `unverified` receipt again with today's keys and trust anchors.
+
+        A receipt fails verification when the manifest names the wrong register
+        certificate or trust anchor; once that is fixed, the next run records it. The
+        certificates are checked as of when it was quarantined (it arrived then), so a
+        certificate that expired since does not lose it. Still unverifiable: it stays.
+        Now readable but for another submission or otherwise unrecordable: its entry
+        says so from now on (kind and reason rewritten), so the right run adopts it.
+        """
+        message = _stored_message(entry)
+        if message is None:
+            return  # damaged files: listed by status, never guessed at
+        effect = self.decide_receipt(message, at=_parse_iso(entry.quarantined_at))
+        if isinstance(effect, _Quarantine):
+            if effect.kind != UNVERIFIED:
+                _rewrite_quarantine(entry, effect.kind, effect.reason, effect.original_msg_id)
+            return
+        self.result.reexamined += 1
+        self.process(_StoredDelivery(entry, message), lambda _m, e=effect: e)
 
     def process(self, delivery: Delivery, decide: Callable[[IncomingMessage], _Effect]) -> None:
         """Decide, make it durable, and only then accept; release if it never became durable."""
@@ -427,7 +467,8 @@ class _Run:
     ) -> _Quarantine:
         return _Quarantine(message, kind, scrub(reason), original)
 
-    def decide_receipt(self, message: IncomingMessage) -> _Effect:
+    def decide_receipt(self, message: IncomingMessage, *, at: dt.datetime | None = None) -> _Effect:
+        """What an AppRec means; certificates are checked as of `at` (default: now)."""
         keys = self.conn.keys
         try:
             content = decrypt_then_verify(
@@ -436,7 +477,7 @@ class _Run:
                 own_key=keys.encryption_key,
                 sender_certs=[keys.register_signing_cert],
                 trust_anchors=keys.trust_anchors,
-                now=self.now(),
+                now=at or self.now(),
             )
         except IplosctlError as exc:
             return self.quarantine(message, UNVERIFIED, f"not accepted as the register's: {exc}")
@@ -539,6 +580,16 @@ class _Run:
                 original,
             )
         _, part = found
+        mismatch = self._error_origin_mismatch(message, part)
+        if mismatch:
+            return self.quarantine(
+                message,
+                MISMATCHED,
+                f"transport error {condition} for {part.type} {original} is not from the "
+                f"register to us about that part ({mismatch}): error-queue messages are "
+                "unsigned, so it was not recorded",
+                original,
+            )
         # The condition is the bus's code; description and data are free text from the
         # receiver and may quote data, so 11-digit numbers are scrubbed before the lockfile.
         error = {"condition": condition}
@@ -567,8 +618,40 @@ class _Run:
             transport_error=True,
         )
 
+    def _error_origin_mismatch(self, message: IncomingMessage, part: lockfile.Part) -> str:
+        """What about an error-queue message does not fit the part it names ("" if all does).
+
+        NHN's receivers answer a transport problem with an unsigned, empty message on the
+        sender's error queue, `fromHerId`/`toHerId` swapped and the original subject kept
+        (DOMAIN.md §5.7). Anyone on the bus can write such a message, so it is recorded
+        only when it claims to come from the register's HER-id, to the HER-id we sent
+        from, about a message of the part's type; everything else is quarantined.
+        """
+        address = self.conn.addressing
+        props = message.application_properties
+        wanted = {
+            "fromHerId": str(address.receiver_her_id),
+            "toHerId": str(address.service_her_id),
+        }
+        problems = [
+            f"{key} {_short(props.get(key))} is not {value}"
+            for key, value in wanted.items()
+            if (props.get(key) or "").strip() != value
+        ]
+        if (message.subject or "").strip() != part.type:
+            problems.append(f"subject {_short(message.subject)} is not {part.type}")
+        return "; ".join(problems)
+
 
 # --- helpers ----------------------------------------------------------------------
+
+
+def _short(value: str | None) -> str:
+    """An outside value for a reason line: quoted, at most 40 characters."""
+    if value is None or not value.strip():
+        return "(missing)"
+    text = value.strip()
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def _find_part(
@@ -678,6 +761,29 @@ def _read_quarantine(folder: Path) -> Iterable[QuarantinedReceipt]:
             message_id=amqp.get("messageId"),
             original_msg_id=meta.get("originalMsgId"),
         )
+
+
+def _parse_iso(text: str) -> dt.datetime | None:
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _rewrite_quarantine(
+    entry: QuarantinedReceipt, kind: str, reason: str, original_msg_id: str | None
+) -> None:
+    """Give an entry a new kind and reason (the body is untouched); skip it if damaged."""
+    meta = _load_json(entry.metadata_path)
+    if meta is None:
+        return
+    meta.update(kind=kind, reason=reason, originalMsgId=original_msg_id)
+    write_atomic(
+        entry.metadata_path,
+        (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(),
+        mode=0o600,
+    )
 
 
 def _stored_message(entry: QuarantinedReceipt) -> IncomingMessage | None:

@@ -15,6 +15,19 @@ from iplosctl.atomic import write_atomic
 from iplosctl.errors import InputError, Location, Problem
 from iplosctl.plan import PLAN_FORMAT_VERSION, Plan, saved_form
 
+#: what must be equal for a plan made now to be the plan a reviewer saw (`apply.check_saved`
+#: refuses on the same keys; the part list adds the message ids the register will see)
+REVIEWED_KEYS = (
+    "manifestDigest",
+    "sourceDigest",
+    "payloadDigest",
+    "lineage",
+    "serial",
+    "attempt",
+    "action",
+    "parts",
+)
+
 
 def write_saved_plan(path: Path, plan: Plan) -> None:
     """Write atomically, so a CI artifact is never half a plan."""
@@ -52,3 +65,33 @@ def read_saved_plan(path: Path) -> dict[str, Any]:
             ]
         )
     return data
+
+
+def reviewed_differences(plan: Plan, reviewed: dict[str, Any], path: Path) -> list[str]:
+    """One line per submission whose plan now differs from the reviewed saved plan.
+
+    CI plans again at merge time and must send what the pull request showed: a
+    submission that is new or changed in any digest means the reviewer saw
+    something else, so the merge pipeline stops before anyone approves a send.
+    Names and digest keys only: no personal data.
+    """
+    now = {s["manifest"]: s for s in saved_form(plan)["submissions"]}
+    before = {s.get("manifest"): s for s in reviewed.get("submissions", [])}
+    lines = []
+    for manifest, current in sorted(now.items()):
+        seen = before.get(manifest)
+        if seen is None:
+            lines.append(
+                f"{manifest}: not in the reviewed plan {path}: "
+                "open a pull request so its plan is reviewed"
+            )
+            continue
+        changed = [key for key in REVIEWED_KEYS if seen.get(key) != current.get(key)]
+        if changed:
+            lines.append(
+                f"{manifest}: differs from the reviewed plan {path} ({', '.join(changed)} "
+                "changed since the review): plan it again in a pull request and review that"
+            )
+    # A reviewed submission not planned now (left out by --only, or its manifest removed)
+    # sends nothing, so it is no difference.
+    return lines

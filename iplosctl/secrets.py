@@ -60,7 +60,12 @@ def set_secret(name: str, value: str) -> None:
     except keyring.errors.NoKeyringError:
         raise _no_backend(name, "store") from None
     except keyring.errors.KeyringError as exc:
-        raise SecretError(f"cannot store secret {name!r} in the keyring: {exc}") from None
+        # A headless server usually has a keyring library but no unlocked keyring to use.
+        raise SecretError(
+            f"cannot store secret {name!r} in the keyring ({type(exc).__name__}): on a "
+            f"server without a desktop session, set the environment variable "
+            f"{env_var_name(name)} instead (e.g. from your CI's secret store)"
+        ) from None
 
 
 def delete_secret(name: str) -> None:

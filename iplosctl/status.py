@@ -10,9 +10,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from iplosctl import lockfile
+from iplosctl import endpoint, lockfile
 from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
+from iplosctl.manifest.checks import BrokenManifest
 from iplosctl.plan import plan_submission
 from iplosctl.receipts import list_quarantine
 from iplosctl.render.common import next_command
@@ -22,7 +23,7 @@ from iplosctl.render.common import next_command
 class SubmissionStatus:
     name: str
     manifest: str
-    year: int
+    year: int | None
     environment: str
     deadline: dict[str, Any] = field(default_factory=dict)
     action: str = ""
@@ -30,6 +31,8 @@ class SubmissionStatus:
     attempt: dict[str, Any] | None = None
     quarantined: list[dict[str, str]] = field(default_factory=list)
     next: str = ""
+    #: receiver HER-id, queues, broker and namespace (endpoint.Route.as_dict)
+    route: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -47,6 +50,10 @@ def submission_status(manifest: Manifest, *, today: dt.date | None = None) -> Su
     else:
         status.deadline, status.action, status.reason = plan.deadline, plan.action, plan.reason
         status.next = next_command(plan)
+    try:
+        status.route = endpoint.route(manifest).as_dict()
+    except IplosctlError:
+        status.route = None
     lock = lockfile.load(manifest.lockfile_path)
     last = lock.last_attempt if lock else None
     if last is not None:
@@ -72,6 +79,20 @@ def submission_status(manifest: Manifest, *, today: dt.date | None = None) -> Su
     return status
 
 
+def broken_status(broken: BrokenManifest) -> SubmissionStatus:
+    """A manifest that cannot be used is that submission's error; the others go on."""
+    first = str(broken.problems[0]) if broken.problems else "the manifest cannot be read"
+    return SubmissionStatus(
+        broken.label,
+        str(broken.path),
+        None,
+        "unknown",
+        action="error",
+        reason=f"the manifest cannot be used: {first}",
+        next=f"fix the manifest, then: iplosctl validate {broken.path}",
+    )
+
+
 def render_status(statuses: list[SubmissionStatus]) -> str:
     lines: list[str] = []
     for s in statuses:
@@ -82,10 +103,18 @@ def render_status(statuses: list[SubmissionStatus]) -> str:
             else d.get("window", "unknown")
         )
         lines += [
-            f"{s.name}  ({s.year}, {s.environment})",
+            f"{s.name}  ({s.year or '?'}, {s.environment})",
             f"  deadline:   {window}",
             f"  state:      {s.action}: {s.reason}",
         ]
+        if s.route:
+            r = s.route
+            ns = f", namespace {r['namespace']}" if r.get("namespace") else ""
+            lines += [
+                f"  sends to:   HER-id {r['receiverHerId']} queue {r['toQueue']} via "
+                f"{r['transport']} {r['broker']}{ns}",
+                f"  reads:      receipts {r['replyQueue']}, errors {r['errorQueue']}",
+            ]
         if s.attempt:
             lines.append(f"  attempt {s.attempt['number']} ({s.attempt['createdAt']}):")
             for p in s.attempt["parts"]:

@@ -42,6 +42,7 @@ from iplosctl import __version__, endpoint, lockfile, plugins, profiles
 from iplosctl.atomic import write_atomic
 from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
+from iplosctl.manifest.checks import BrokenManifest
 from iplosctl.plan import deadline_window, file_digest, plan_submission
 from iplosctl.privacy import suppressed
 from iplosctl.receipts import list_quarantine
@@ -152,7 +153,7 @@ def _certificates(manifest: Manifest, sandbox: bool) -> dict[str, Any] | None:
     # The embedded register's test PKI, if a rehearsal has created it (never created here).
     from iplosctl.sandbox.pki import LEAVES, PkiFiles
 
-    pki = PkiFiles(endpoint.state_dir() / "sandbox" / "pki")
+    pki = PkiFiles(endpoint.state_dir(manifest) / "sandbox" / "pki")
     if not pki.ca.is_file():
         return {"sandboxPki": "not created yet"}
     return {"sandboxPki": {stem: _certificate(pki.certificate(stem)) for stem in LEAVES}}
@@ -362,8 +363,13 @@ def bundle_data(
     *,
     today: dt.date | None = None,
     created_at: dt.datetime | None = None,
+    broken: Sequence[BrokenManifest] = (),
 ) -> dict[str, Any]:
-    """Everything `bundle.json` holds, as plain data (see the module docstring for why each)."""
+    """Everything `bundle.json` holds, as plain data (see the module docstring for why each).
+
+    `broken` manifests (unreadable, failing a check, export missing) are listed with their
+    problems, scrubbed: a bundle is most needed exactly when something is broken.
+    """
     today = today or dt.date.today()
     created = created_at or dt.datetime.now(dt.UTC)
     return {
@@ -371,6 +377,14 @@ def bundle_data(
         "createdAt": _iso(created),
         "tool": _tool(),
         "submissions": [_submission(m, today) for m in manifests],
+        "unusableManifests": [
+            {
+                "manifest": str(b.path),
+                "name": b.label,
+                "problems": [scrub(str(p)) for p in b.problems],
+            }
+            for b in broken
+        ],
     }
 
 
@@ -392,8 +406,14 @@ def _contacts_text(data: dict[str, Any]) -> list[str]:
 def _attempt_text(attempt: dict[str, Any]) -> list[str]:
     lines = [f"  attempt {attempt['number']} ({attempt['createdAt']}):"]
     for p in attempt["parts"]:
-        when = p["sentAt"] or p["journaledAt"]
-        lines.append(f"    {p['type']:<8} msgId {p['msgId']}  {p['state']}  sent {when or '-'}")
+        when = (
+            f"sent {p['sentAt']}"
+            if p["sentAt"]
+            else f"journaled {p['journaledAt']}, not known to be sent"
+            if p["journaledAt"]
+            else "not sent"
+        )
+        lines.append(f"    {p['type']:<8} msgId {p['msgId']}  {p['state']}  {when}")
         receipt = p["receipt"]
         if receipt:
             lines.append(
@@ -490,6 +510,10 @@ def render_readme(data: dict[str, Any]) -> str:
     ]
     for s in data["submissions"]:
         lines += _submission_text(s)
+    for b in data.get("unusableManifests", []):
+        lines += [f"{b['name']}: the manifest {b['manifest']} cannot be used:"]
+        lines += [f"  {problem}" for problem in b["problems"]]
+        lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -516,6 +540,7 @@ def build_support_bundle(
     *,
     today: dt.date | None = None,
     now: dt.datetime | None = None,
+    broken: Sequence[BrokenManifest] = (),
 ) -> Path:
     """Write the support bundle zip for `manifests` to `out` and return its path.
 
@@ -523,7 +548,7 @@ def build_support_bundle(
     time, which is the only thing that differs between two bundles of one state.
     """
     created = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
-    data = bundle_data(manifests, today=today, created_at=created)
+    data = bundle_data(manifests, today=today, created_at=created, broken=broken)
     members = {
         BUNDLE_JSON: json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
         README_TXT: render_readme(data),

@@ -94,7 +94,12 @@ fi
 [ "$(id -u)" -eq 0 ] || die "the broker's configuration must change; run as root: sudo $0"
 
 if port_open "$AMQP_PORT" || pgrep -u rabbitmq beam.smp >/dev/null 2>&1; then
-  say "stopping the running node to apply the configuration"
+  if [ -n "${IPLOSCTL_KEEP_BROKER:-}" ]; then
+    die "the running RabbitMQ node must restart to load the test configuration; IPLOSCTL_KEEP_BROKER is set, so stopping here"
+  fi
+  say "the RabbitMQ node on this machine will restart now to load the test configuration"
+  say "(AMQP 1.0 plugin, loopback only, user $IPLOSCTL_TEST_AMQP_USER); its open connections will drop."
+  say "Set IPLOSCTL_KEEP_BROKER=1 to refuse instead. Stopping the running node..."
   # Stop with the configuration the node was started with (its node name), then make sure.
   rabbitmqctl stop >/dev/null 2>&1 || true
   for _ in $(seq 1 40); do pgrep -u rabbitmq beam.smp >/dev/null 2>&1 || break; sleep 0.25; done

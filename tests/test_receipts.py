@@ -215,8 +215,17 @@ def apprec_body(
     )
 
 
-def error_properties(part: lockfile.Part, condition: str = "transport:invalid-field-value"):
+def error_properties(
+    part: lockfile.Part,
+    condition: str = "transport:invalid-field-value",
+    *,
+    to_her_id: int | None = None,
+) -> dict[str, str]:
+    """An error-queue message's properties; `to_her_id` adds the HER-ids the register sets
+    (`publish` adds them from the queue name)."""
+    her_ids = {"fromHerId": REGISTER_HER_ID, "toHerId": str(to_her_id)} if to_her_id else {}
     return {
+        **her_ids,
         "originalMessageId": part.msg_id,
         "receiverTimeStamp": "2024-01-20T09:31:00Z",
         "errorCondition": condition,
@@ -260,9 +269,15 @@ class FakeBus:
     before_receive: Callable[[str], None] | None = None
     connections: int = 0
 
-    def put(self, queue: str, body: bytes = b"", props: Mapping[str, str] | None = None) -> None:
+    def put(
+        self,
+        queue: str,
+        body: bytes = b"",
+        props: Mapping[str, str] | None = None,
+        subject: str = "APPREC",
+    ) -> None:
         mid = str(uuid.uuid4())
-        self.queues[queue].append(IncomingMessage(queue, mid, mid, "APPREC", body, props or {}))
+        self.queues[queue].append(IncomingMessage(queue, mid, mid, subject, body, props or {}))
 
     def send(self, message: OutgoingMessage) -> None:
         raise AssertionError("receipts never sends")
@@ -543,7 +558,11 @@ def test_printed_lines_show_codes_and_dn_never_ot_or_ids(offline: tuple[Env, Fak
     bus.put(
         env.error_queue,
         b"",
-        {**error_properties(env.part("KPR_IDE")), "errorDescription": f"bad person {PERSON_ID}"},
+        {
+            **error_properties(env.part("KPR_IDE"), to_her_id=env.manifest.sender.service_her_id),
+            "errorDescription": f"bad person {PERSON_ID}",
+        },
+        subject="KPR_IDE",
     )
     result = collect(env)
     printed = "\n".join([receipts.summary_line(result), *receipts.detail_lines(result)])
@@ -588,14 +607,18 @@ def bus() -> Iterator[TransportPlugin]:
 
 
 def publish(
-    bus: TransportPlugin, queue: str, body: bytes, props: Mapping[str, str] | None = None
+    bus: TransportPlugin,
+    queue: str,
+    body: bytes,
+    props: Mapping[str, str] | None = None,
+    subject: str = "APPREC",
 ) -> str:
     message_id = str(uuid.uuid4())
     bus.send(
         OutgoingMessage(
             message_id=message_id,
             correlation_id=message_id,
-            subject="APPREC",
+            subject=subject,
             body=body,
             to_queue=queue,
             reply_to=f"{REGISTER_HER_ID}_async",
@@ -731,7 +754,13 @@ def test_an_error_queue_message_marks_the_part_transport_error(
     env: Env, bus: TransportPlugin
 ) -> None:
     ide = env.part("KPR_IDE")
-    publish(bus, env.error_queue, b"", error_properties(ide, "transport:invalid-certificate"))
+    publish(
+        bus,
+        env.error_queue,
+        b"",
+        error_properties(ide, "transport:invalid-certificate"),
+        subject=ide.type,
+    )
     result = collect(env)
     part = env.part("KPR_IDE")
     assert part.state == "transport-error"
@@ -826,7 +855,7 @@ def test_wait_without_receipts_returns_with_parts_outstanding(env: Env) -> None:
 @pytest.mark.broker
 def test_wait_returns_once_every_part_is_answered(env: Env, bus: TransportPlugin) -> None:
     publish(bus, env.reply_queue, apprec_body(env, env.part("KPR_IPL")))
-    publish(bus, env.error_queue, b"", error_properties(env.part("KPR_IDE")))
+    publish(bus, env.error_queue, b"", error_properties(env.part("KPR_IDE")), subject="KPR_IDE")
     result = collect(env, wait_seconds=300, poll_seconds=0.2)
     assert result.outstanding == 0
     assert {p.state for p in env.lock().attempts[0].parts} == {"accepted", "transport-error"}

@@ -238,9 +238,18 @@ def test_welfare_technology_and_rehabilitation(manifest) -> None:  # type: ignor
 )
 def test_deadline_2023(manifest, today, late, severity, text) -> None:  # type: ignore[no-untyped-def]
     (f,) = by_rule(
-        findings(ctx_for(manifest, environment="test", today=today, late=late))[0], "deadline"
+        findings(ctx_for(manifest, environment="production", today=today, late=late))[0],
+        "deadline",
     )
     assert f.severity == severity and text in f.message
+
+
+def test_deadline_does_not_block_kprs_test_receiver(manifest) -> None:  # type: ignore[no-untyped-def]
+    """Issue 13: a communication test after the deadline needs no --late and no e-mail."""
+    ctx = ctx_for(manifest, environment="test", today=dt.date(2024, 2, 1))
+    (f,) = by_rule(findings(ctx)[0], "deadline")
+    assert f.severity == "info"
+    assert "deadlines apply to production, not to this receiver" in f.message
 
 
 def test_deadline_2021_correction_window(manifest) -> None:  # type: ignore[no-untyped-def]

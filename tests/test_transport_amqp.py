@@ -371,7 +371,7 @@ def test_missing_tls_file_is_named(tmp_path: Path) -> None:
 
 def test_unknown_host_fails_at_once_and_clearly() -> None:
     sleeps: list[float] = []
-    t = transport(sleeps, url="amqp://no-such-host.invalid:5672", password=PLANTED)
+    t = transport(sleeps, url="amqps://no-such-host.invalid:5671", password=PLANTED)
     with pytest.raises(TransportError) as caught:
         t.check_queue("anything")
     assert "cannot resolve host no-such-host.invalid" in caught.value.message

@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iplosctl import plugins, profiles
+from iplosctl import plugins, profiles, transport_policy
 from iplosctl.errors import ManifestError, PluginError, Problem, ProfileError
 from iplosctl.manifest.loader import discover, load_manifest
 from iplosctl.manifest.model import Manifest
+
+
+@dataclass(frozen=True)
+class BrokenManifest:
+    """A manifest that cannot be planned, and why: one submission's error, not everyone's.
+
+    `name` is the submission name when the manifest parsed far enough to have one;
+    `label` is what a reviewer sees (the name, else the file name).
+    """
+
+    path: Path
+    name: str | None
+    problems: tuple[Problem, ...]
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path.stem
+
+    def selected_by(self, patterns: Sequence[str]) -> bool:
+        """`--only` matches the name, or the file name when the name cannot be read."""
+        return any(fnmatch.fnmatchcase(self.label, pattern) for pattern in patterns)
 
 
 @dataclass
@@ -20,6 +42,27 @@ class Validation:
     manifests: list[Manifest] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     files: int = 0
+    #: per file, the manifests with problems (the problems are also in `problems`)
+    broken: list[BrokenManifest] = field(default_factory=list)
+    #: things that do not stop a command but must be seen (printed as `warning:` lines)
+    warnings: list[Problem] = field(default_factory=list)
+
+    def only(self, patterns: Sequence[str] | None) -> Validation:
+        """The part `--only` selects; a broken manifest outside it is nobody's concern now."""
+        if not patterns:
+            return self
+        manifests = [
+            m for m in self.manifests if any(fnmatch.fnmatchcase(m.name, p) for p in patterns)
+        ]
+        broken = [b for b in self.broken if b.selected_by(patterns)]
+        selected = {str(m.path) for m in manifests} | {str(b.path) for b in broken}
+        return Validation(
+            manifests=manifests,
+            problems=[p for b in broken for p in b.problems],
+            files=self.files,
+            broken=broken,
+            warnings=[w for w in self.warnings if w.location.file in selected],
+        )
 
 
 def validate_paths(paths: Iterable[Path], *, check_files: bool = True) -> Validation:
@@ -38,14 +81,29 @@ def validate_paths(paths: Iterable[Path], *, check_files: bool = True) -> Valida
             manifest = load_manifest(path)
         except ManifestError as exc:
             result.problems.extend(exc.problems)
+            result.broken.append(BrokenManifest(path, None, tuple(exc.problems)))
             continue
         problems = check_manifest(manifest, check_files=check_files)
         result.problems.extend(problems)
-        if not problems:
+        result.warnings.extend(
+            Problem(manifest.locate(*c.path), c.message, ".".join(c.path))
+            for c in transport_concerns(manifest)
+            if c.severity == transport_policy.WARNING
+        )
+        if problems:
+            result.broken.append(BrokenManifest(path, manifest.name, tuple(problems)))
+        else:
             loaded.append(manifest)
     duplicates = _duplicate_names(loaded)
     result.problems.extend(duplicates)
     bad = {p.location.file for p in duplicates}
+    result.broken.extend(
+        BrokenManifest(
+            m.path, m.name, tuple(p for p in duplicates if p.location.file == str(m.path))
+        )
+        for m in loaded
+        if str(m.path) in bad
+    )
     result.manifests = [m for m in loaded if str(m.path) not in bad]
     return result
 
@@ -85,6 +143,10 @@ def check_manifest(m: Manifest, *, check_files: bool = True) -> list[Problem]:
                     "spec",
                 )
 
+    for concern in transport_concerns(m):
+        if concern.severity == transport_policy.ERROR:
+            add(concern.message, *concern.path)
+
     _check_plugin(add, "source", m.source.plugin, "spec", "source", "plugin")
     if m.endpoint is not None:
         _check_plugin(add, "transport", m.endpoint.transport, "spec", "endpoint", "transport")
@@ -118,6 +180,31 @@ def check_manifest(m: Manifest, *, check_files: bool = True) -> list[Problem]:
             )
         seen.setdefault(unit.org_number, index)
     return problems
+
+
+def transport_concerns(m: Manifest) -> list[transport_policy.Concern]:
+    """`amqp://` and `verifyPeerName` refusals and warnings (transport_policy) for one manifest.
+
+    The URL is the manifest's or, without one, the profile's broker; nothing for a
+    manifest without an endpoint (the sandbox's built-in register) or an unknown
+    year or environment (reported on their own).
+    """
+    if m.endpoint is None:
+        return []
+    try:
+        env = profiles.load_profile(m.reporting_year).environments.get(m.environment)
+    except ProfileError:
+        return []
+    if env is None:
+        return []
+    return transport_policy.endpoint_concerns(
+        m.endpoint.url or env.broker_url,
+        environment=m.environment,
+        sandbox=env.sandbox,
+        production=env.production,
+        verify_peer_name=m.endpoint.tls.verify_peer_name,
+        url_from_manifest=m.endpoint.url is not None,
+    )
 
 
 def _check_plugin(add, kind: str, name: str, *where: str) -> None:  # type: ignore[no-untyped-def]

@@ -100,8 +100,46 @@ def load_manifest(path: Path) -> Manifest:
     plain = yamlio.to_plain(root)
     problems = schema_problems(manifest_schema(), plain, root, name)
     if problems:
-        raise ManifestError(problems)
+        raise ManifestError(problems + _year_and_environment(plain, root, name, problems))
     return _build(path, plain, root)
+
+
+def _year_and_environment(
+    plain: dict[str, Any], root: Any, name: str, known: list[Problem]
+) -> list[Problem]:
+    """The year and environment checks, also when the schema failed elsewhere.
+
+    The semantic checks need a built manifest, so a schema error used to hide an unknown
+    environment until the next run; a reviewer should fix everything in one round.
+    """
+    from iplosctl import profiles
+    from iplosctl.errors import ProfileError
+
+    spec = plain.get("spec")
+    if not isinstance(spec, dict) or "profile" in spec:
+        return []  # a profile from the repository is checked with the built manifest
+    year, environment = spec.get("reportingYear"), spec.get("environment")
+    flagged = {p.path for p in known}
+    if not isinstance(year, int) or isinstance(year, bool) or "spec.reportingYear" in flagged:
+        return []
+
+    def at(key: str, message: str) -> Problem:
+        line, col = yamlio.position(root, ["spec", key])
+        return Problem(Location(name, line, col), message, f"spec.{key}")
+
+    try:
+        profile = profiles.load_profile(year)
+    except ProfileError as exc:
+        return [at("reportingYear", exc.message)]
+    if isinstance(environment, str) and environment not in profile.environments:
+        return [
+            at(
+                "environment",
+                f"environment {environment!r} does not exist in the {year} profile "
+                f"(choose one of: {', '.join(profile.environments)})",
+            )
+        ]
+    return []
 
 
 def _digest(plain: dict[str, Any]) -> str:
@@ -142,6 +180,9 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
                 client_key=file(t.get("clientKey")),
             ),
             timeout_seconds=float(e.get("timeoutSeconds", 30)),
+            reply_queue=e.get("replyQueue"),
+            error_queue=e.get("errorQueue"),
+            max_message_size_bytes=e.get("maxMessageSizeBytes"),
         )
     certificates = None
     if "certificates" in spec:

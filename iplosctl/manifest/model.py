@@ -71,6 +71,11 @@ class Endpoint:
     receiver_queue: str | None = None
     tls: Tls = Tls()
     timeout_seconds: float = 30.0
+    #: own queues, when the service inherits its organisation's (default {serviceHerId}_…)
+    reply_queue: str | None = None
+    error_queue: str | None = None
+    #: receiving links refuse larger messages (default: twice the message size limit)
+    max_message_size_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iplosctl.plan import Plan, SubmissionPlan
+from iplosctl.plan import Plan, SubmissionPlan, UnplannedSubmission
 from iplosctl.rules import Finding
 
 ACTION_WORDS = [
@@ -53,3 +53,20 @@ def deadline_text(s: SubmissionPlan) -> str:
     if d["next"] is None:
         return f"closed: the last deadline ({d['deadlines'][-1]['date']}) has passed"
     return f"{d['window']}: next deadline {d['next']} ({d['daysLeft']} days left)"
+
+
+def route_text(s: SubmissionPlan) -> str:
+    """`to HER-id 8133973 queue 8133973_async via amqp amqps://…, namespace …; receipts from …`."""
+    r = s.route
+    if not r:
+        return "unknown"
+    ns = f", namespace {r['namespace']}" if r.get("namespace") else ""
+    return (
+        f"to HER-id {r['receiverHerId']} queue {r['toQueue']} via {r['transport']} "
+        f"{r['broker']}{ns}; receipts from {r['replyQueue']}, errors from {r['errorQueue']}"
+    )
+
+
+def unplanned_next(u: UnplannedSubmission) -> str:
+    """What to do about a submission that could not be planned."""
+    return f"fix the manifest or the export, then: iplosctl plan {u.manifest_path}"

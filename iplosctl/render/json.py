@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from iplosctl.plan import PLAN_FORMAT_VERSION, Plan, SubmissionPlan
-from iplosctl.render.common import next_command, summary_line
+from iplosctl.plan import PLAN_FORMAT_VERSION, Plan, SubmissionPlan, plan_digest
+from iplosctl.render.common import next_command, summary_line, unplanned_next
 
 
 def submission_dict(s: SubmissionPlan) -> dict[str, Any]:
@@ -25,6 +25,7 @@ def submission_dict(s: SubmissionPlan) -> dict[str, Any]:
         "summary": s.summary,
         "previousSummary": s.previous_summary,
         "deadline": s.deadline,
+        "route": s.route,
         "digests": {
             "manifest": s.manifest_digest,
             "source": s.source_digest,
@@ -46,7 +47,21 @@ def render_json(plan: Plan) -> str:
                 "toolVersion": plan.tool_version,
                 "createdAt": plan.created_at,
                 "summary": summary_line(plan),
+                "planDigest": plan_digest(plan),
                 "submissions": [submission_dict(s) for s in plan.submissions],
+                # Submissions that could not be planned (broken manifest, unreadable export):
+                # blocked, with one line per reason.
+                "unplanned": [
+                    {
+                        "name": u.name,
+                        "manifest": str(u.manifest_path),
+                        "action": u.action,
+                        "blocked": True,
+                        "reasons": list(u.reasons),
+                        "next": unplanned_next(u),
+                    }
+                    for u in plan.unplanned
+                ],
             },
             indent=2,
             ensure_ascii=False,

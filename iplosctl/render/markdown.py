@@ -1,15 +1,26 @@
 """The plan as a pull-request comment: summary first, details folded, under 60,000 characters.
 
 GitHub refuses comments over 65,536 characters. Fifty municipalities with
-many findings each would exceed that, so details shrink in steps: record
-lists first, then the largest sections are summarised to one line each.
+many findings each would exceed that, so details shrink in steps, and the
+submissions a reviewer must read shrink last: clean ones (nothing to send, no
+findings) first, then changes without findings, then those with warnings, and
+blocked ones only when nothing else is left. Within a step, record lists go
+before whole sections are summarised to one line, largest first. Submissions
+that could not be planned at all are never cut: their reasons are short.
 """
 
 from __future__ import annotations
 
-from iplosctl.plan import Plan, SubmissionPlan
+from iplosctl.plan import Plan, SubmissionPlan, UnplannedSubmission, plan_digest
 from iplosctl.profiles import load_profile
-from iplosctl.render.common import deadline_text, next_command, refs_text, summary_line
+from iplosctl.render.common import (
+    deadline_text,
+    next_command,
+    refs_text,
+    route_text,
+    summary_line,
+    unplanned_next,
+)
 from iplosctl.summary import summary_rows
 
 LIMIT = 60_000
@@ -35,6 +46,7 @@ def _details(s: SubmissionPlan, *, with_refs: bool) -> str:
         "",
         f"**Why:** {_cell(s.reason)}  ",
         f"**Deadline:** {deadline_text(s)}  ",
+        f"**Route:** {_cell(route_text(s))}  ",
         f"**Next:** `{next_command(s)}`",
         "",
     ]
@@ -57,7 +69,8 @@ def _details(s: SubmissionPlan, *, with_refs: bool) -> str:
         lines += [
             "",
             f"Messages (attempt {s.attempt}): "
-            + ", ".join(f"`{p.type}` {p.size_bytes:,} bytes" for p in s.parts),
+            + ", ".join(f"`{p.type}` {p.size_bytes:,} bytes" for p in s.parts)
+            + f"; payload `{s.payload_digest}`",
         ]
     lines += ["", "</details>", ""]
     return "\n".join(lines)
@@ -72,12 +85,46 @@ def _one_line(s: SubmissionPlan) -> str:
     )
 
 
+def _unplanned(u: UnplannedSubmission) -> str:
+    lines = [
+        f"<details open><summary>{ICONS['blocked']} <b>{u.name}</b> "
+        f"(<code>{_cell(str(u.manifest_path))}</code>): <b>blocked</b></summary>",
+        "",
+        "**Why:** it could not be planned:",
+        "",
+        *(f"- {_cell(reason)}" for reason in u.reasons),
+        "",
+        f"**Next:** `{unplanned_next(u)}`",
+        "",
+        "</details>",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def importance(s: SubmissionPlan) -> int:
+    """How much a reviewer needs this section whole: 0 clean … 3 blocked or erroneous."""
+    severities = {f.severity for f in s.findings}
+    if s.blocked or "error" in severities or s.receipt_errors:
+        return 3
+    if "warning" in severities:
+        return 2
+    if s.changes or s.findings:
+        return 1
+    return 0
+
+
 def render_markdown(plan: Plan) -> str:
     head = [
         "### iplosctl plan",
         "",
         f"**{summary_line(plan)}**",
         "",
+        *(
+            [f"Plan digest `{plan_digest(plan)}`: `apply` of the saved plan prints the same.", ""]
+            if plan.submissions
+            else []
+        ),
         "| submission | year | environment | action | errors | warnings |",
         "|---|---|---|---|---:|---:|",
     ]
@@ -88,20 +135,27 @@ def render_markdown(plan: Plan) -> str:
             f"| {s.name} | {s.year} | {s.environment} | {ICONS.get(s.action, '')} "
             f"{s.action} | {errors} | {warnings} |"
         )
+    for u in plan.unplanned:
+        head.append(f"| {u.name} | ? | ? | {ICONS['blocked']} blocked | {len(u.reasons)} | 0 |")
     head.append("")
     header = "\n".join(head) + "\n"
     footer = (
         f"\n<sub>iplosctl {plan.tool_version} · counts below 5 shown as &lt;5 · "
         "no personal data</sub>\n"
     )
+    unplanned = "".join(_unplanned(u) for u in plan.unplanned)
     sections = [_details(s, with_refs=True) for s in plan.submissions]
-    budget = LIMIT - len(header) - len(footer)
-    if sum(map(len, sections)) > budget:
-        sections = [_details(s, with_refs=False) for s in plan.submissions]
-    # Still too long: summarise the largest sections first, one line each.
-    order = sorted(range(len(sections)), key=lambda i: len(sections[i]), reverse=True)
-    for i in order:
-        if sum(map(len, sections)) <= budget:
-            break
-        sections[i] = _one_line(plan.submissions[i])
-    return header + "".join(sections) + footer
+    budget = LIMIT - len(header) - len(footer) - len(unplanned)
+    # Least needed level first; within a level, record lists before whole sections, and
+    # the largest section first (it frees the most).
+    for level in range(4):
+        order = sorted(
+            (i for i, s in enumerate(plan.submissions) if importance(s) == level),
+            key=lambda i: -len(sections[i]),
+        )
+        for shrink in (lambda s: _details(s, with_refs=False), _one_line):
+            for i in order:
+                if sum(map(len, sections)) <= budget:
+                    return header + unplanned + "".join(sections) + footer
+                sections[i] = shrink(plan.submissions[i])
+    return header + unplanned + "".join(sections) + footer

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from iplosctl.plan import Plan, SubmissionPlan
+from iplosctl.plan import Plan, SubmissionPlan, UnplannedSubmission, plan_digest
 from iplosctl.profiles import load_profile
-from iplosctl.render.common import deadline_text, next_command, refs_text, summary_line
+from iplosctl.render.common import (
+    deadline_text,
+    next_command,
+    refs_text,
+    route_text,
+    summary_line,
+    unplanned_next,
+)
 from iplosctl.summary import summary_rows
 
 
@@ -13,6 +20,7 @@ def _submission(s: SubmissionPlan) -> list[str]:
         f"{s.name}  ({s.municipality}, {s.year}, {s.environment}): {s.action.upper()}",
         f"  why: {s.reason}",
         f"  deadline: {deadline_text(s)}",
+        f"  route: {route_text(s)}",
     ]
     if s.findings:
         lines.append("  findings:")
@@ -32,6 +40,7 @@ def _submission(s: SubmissionPlan) -> list[str]:
         f"    {label:<{width}}  {value:<6} {delta}".rstrip() for label, value, delta in rows
     )
     if s.parts:
+        lines.append(f"  payload digest: {s.payload_digest}")
         lines.append(f"  messages (attempt {s.attempt}):")
         lines.extend(
             f"    {p.type:<8} {p.size_bytes:>10,} bytes  msgId {p.msg_id}" for p in s.parts
@@ -40,9 +49,24 @@ def _submission(s: SubmissionPlan) -> list[str]:
     return lines
 
 
+def _unplanned(u: UnplannedSubmission) -> list[str]:
+    return [
+        f"{u.name}  ({u.manifest_path}): BLOCKED",
+        "  why: it could not be planned:",
+        *(f"    {reason}" for reason in u.reasons),
+        f"  next: {unplanned_next(u)}",
+    ]
+
+
 def render_text(plan: Plan) -> str:
-    out = [summary_line(plan), ""]
+    out = [summary_line(plan)]
+    if plan.submissions:
+        out.append(f"plan digest: {plan_digest(plan)} (apply of the saved plan prints it too)")
+    out.append("")
     for s in plan.submissions:
         out.extend(_submission(s))
+        out.append("")
+    for u in plan.unplanned:
+        out.extend(_unplanned(u))
         out.append("")
     return "\n".join(out).rstrip() + "\n"

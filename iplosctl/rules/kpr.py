@@ -327,6 +327,14 @@ class Deadline(BaseRule):
         if ctx.environment.sandbox:
             yield Hit(f"rehearsal in the sandbox: the {ctx.profile.year} deadlines do not apply")
             return
+        if not ctx.environment.production:
+            # KPR's test receiver is for communication tests (DOMAIN.md §1.2): a test after
+            # the deadline needs no agreement and no --late.
+            yield Hit(
+                f"{ctx.manifest.environment} is {ctx.environment.description}: the "
+                f"{ctx.profile.year} deadlines apply to production, not to this receiver"
+            )
+            return
         if ctx.today <= first.date:
             days = (first.date - ctx.today).days
             yield Hit(f"{days} days left until the deadline {first.date.isoformat()}")

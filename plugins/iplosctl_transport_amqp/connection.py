@@ -31,6 +31,12 @@ from proton.utils import BlockingConnection, ConnectionClosed, LinkDetached
 
 from iplosctl.errors import TransportError
 from iplosctl.plugins import TlsSettings, TransportSettings
+from iplosctl.transport_policy import is_loopback, plaintext_refusal
+
+try:  # proton's C API: the Python SSLDomain has no setter for the protocol versions
+    from cproton import pn_ssl_domain_set_protocols as _set_protocols
+except ImportError:  # pragma: no cover - a proton build without the cffi module
+    _set_protocols = None
 
 DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
 #: the largest AMQP frame this client accepts; the broker's offer caps it (the smaller
@@ -38,6 +44,10 @@ DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
 #: proton's Python I/O loop is what a send costs here: 128 KiB (RabbitMQ's own default
 #: frame_max) cut a 22 MB send by about 15 % on the local broker (README, Performance).
 MAX_FRAME_SIZE = 128 * 1024
+#: NHN allows TLS 1.2 and 1.3 only (DOMAIN.md §5.1). proton-c's OpenSSL layer turns this
+#: list into SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 (`pn_ssl_domain_set_protocols`, c/src/ssl/
+#: openssl.c), so an older server fails the handshake before any AMQP or SASL byte is sent.
+TLS_PROTOCOLS = "TLSv1.2 TLSv1.3"
 
 #: broker conditions after which a new try may succeed (broker restarting, overloaded,
 #: connection cut); everything else (login, missing queue, TLS trust) needs a human
@@ -124,6 +134,7 @@ def ssl_domain(tls: TlsSettings) -> SSLDomain:
             "tls.client_certificate and tls.client_key must be given together (or neither)"
         )
     domain = SSLDomain(SSLDomain.MODE_CLIENT)
+    require_modern_tls(domain)
     try:
         if tls.ca_file is not None:
             domain.set_trusted_ca_db(str(tls.ca_file))
@@ -137,6 +148,38 @@ def ssl_domain(tls: TlsSettings) -> SSLDomain:
             f"{tls.client_certificate}): check they are PEM files and the key matches ({exc})"
         ) from None
     return domain
+
+
+def require_modern_tls(domain: SSLDomain) -> None:
+    """Allow only TLS 1.2 and 1.3 on `domain`; refuse to go on if proton cannot say so.
+
+    Without this, proton takes OpenSSL's defaults, and a server limited to TLS 1.0 or
+    1.1 completed the handshake and received the SASL header (issue 12, reproduced
+    with Debian 12's OpenSSL 3.0.19).
+    """
+    result = -1 if _set_protocols is None else _set_protocols(domain._domain, TLS_PROTOCOLS)
+    if result != 0:
+        raise TransportError(
+            "this proton build cannot limit TLS to versions 1.2 and 1.3 (NHN's minimum): "
+            "refusing to connect; reinstall python-qpid-proton built against OpenSSL "
+            "(pkg-config, libssl-dev)"
+        )
+
+
+def insecure_mechs_allowed(endpoint: BrokerEndpoint, settings: TransportSettings) -> bool:
+    """May SASL PLAIN go over a connection without TLS? Only to loopback or in the sandbox.
+
+    proton's Container allows it by default (`allow_insecure_mechs=True`); over TLS the
+    question does not arise (the connection is encrypted), so it is False for amqps.
+    """
+    return endpoint.scheme == "amqp" and (settings.allow_plaintext or is_loopback(endpoint.host))
+
+
+def check_plaintext(endpoint: BrokerEndpoint, settings: TransportSettings) -> None:
+    """Refuse `amqp://` to a non-loopback host outside the sandbox (transport_policy)."""
+    refusal = plaintext_refusal(endpoint.url, sandbox=settings.allow_plaintext)
+    if refusal is not None:
+        raise TransportError(refusal)
 
 
 class BrokerClosed(ProtonException):
@@ -179,16 +222,25 @@ class StrictBlockingConnection(BlockingConnection):
 
 
 def open_connection(
-    endpoint: BrokerEndpoint, settings: TransportSettings
+    endpoint: BrokerEndpoint,
+    settings: TransportSettings,
+    *,
+    allow_insecure_mechs: bool | None = None,
 ) -> StrictBlockingConnection:
     """Connect and log in; user and password go as keyword arguments, never in the URL.
 
     `allowed_mechs="PLAIN"` works around proton's SASL client picking ANONYMOUS
     or nothing when RabbitMQ also offers AMQPLAIN (STACK.md §2d).
+    `allow_insecure_mechs` (default: `insecure_mechs_allowed`) off makes proton itself
+    refuse to send PLAIN over a connection without TLS.
     """
+    check_plaintext(endpoint, settings)
+    if allow_insecure_mechs is None:
+        allow_insecure_mechs = insecure_mechs_allowed(endpoint, settings)
     options: dict[str, Any] = {
         "container_id": f"iplosctl-{uuid.uuid4()}",
         "max_frame_size": MAX_FRAME_SIZE,
+        "allow_insecure_mechs": allow_insecure_mechs,
     }
     if settings.username is not None:
         options.update(
@@ -251,6 +303,12 @@ def explain(
         )
     scope, name, description = _condition(exc)
     detail = f"{name}: {description}" if name else description
+    if "protocol version" in description or "unsupported protocol" in description:
+        return TransportError(
+            f"TLS handshake with {where} failed: the broker offers only TLS versions older "
+            "than 1.2, which NHN does not allow; nothing was sent (check the URL points at "
+            "NHN's broker)"
+        )
     if "SSL Failure" in description or isinstance(exc, SSLException):
         return TransportError(
             f"TLS handshake with {where} failed ({description}): check tls.ca_file, and that "

@@ -32,9 +32,9 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from proton import Condition, Endpoint, Message, ProtonException, Timeout
 from proton import Delivery as ProtonDelivery
-from proton import Endpoint, Message, ProtonException, Timeout
-from proton.handlers import MessagingHandler
+from proton.handlers import IncomingMessageHandler, MessagingHandler
 from proton.utils import BlockingReceiver, BlockingSender, ConnectionClosed, LinkDetached
 
 try:  # proton's own encoder, used by _OnePassMessage
@@ -48,6 +48,7 @@ from iplosctl.plugins import IncomingMessage, OutgoingMessage, TransportSettings
 from .connection import (
     BrokerEndpoint,
     StrictBlockingConnection,
+    check_plaintext,
     explain,
     open_connection,
     parse_endpoint,
@@ -62,6 +63,11 @@ ENQUEUED_TIME = "enqueuedTimeUtc"
 ENQUEUED_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 #: messages fetched ahead while receiving; unsettled ones go back to the queue at close
 RECEIVE_WINDOW = 20
+#: the receiving link's limit when the settings name none (core passes twice the profile's
+#: message limit): a receipt is a few kB, so this only ever refuses junk
+DEFAULT_MAX_MESSAGE_SIZE = 40 * 1024 * 1024
+#: the AMQP condition an oversized delivery is rejected with
+MESSAGE_SIZE_EXCEEDED = "amqp:link:message-size-exceeded"
 
 _OUTCOMES = {
     ProtonDelivery.ACCEPTED: "ACCEPTED",
@@ -124,17 +130,94 @@ class _Inbox(MessagingHandler):
     """Collects (message, delivery) pairs for one receiver, leaving them unsettled.
 
     Like proton's own `Fetcher`, but the caller settles each delivery itself in
-    any order (proton's settles strictly first-in first-out).
+    any order (proton's settles strictly first-in first-out). Incoming transfers
+    are handled here rather than by proton's `IncomingMessageHandler`, which
+    buffers a message whole, however large, before anyone sees it:
+
+    * a delivery larger than `max_message_size` is drained frame by frame and
+      thrown away as it arrives, then settled REJECTED with
+      `amqp:link:message-size-exceeded` (on NHN's RabbitMQ a rejected message goes
+      to the queue's dead-letter queue, `{herId}_dl`); `refused` says so in one line;
+    * `progress` counts the bytes of deliveries still arriving, so a read does
+      not end while a large receipt is in transit.
     """
 
-    def __init__(self, connection: StrictBlockingConnection) -> None:
+    def __init__(
+        self, connection: StrictBlockingConnection, queue: str = "", max_message_size: int = 0
+    ) -> None:
         super().__init__(prefetch=0, auto_accept=False)
+        # deliveries are ours alone (see on_delivery); settlement events still go to the rest
+        self.handlers = [h for h in self.handlers if not isinstance(h, IncomingMessageHandler)]
         self.connection = connection
+        self.queue = queue
+        self.max_message_size = max_message_size or DEFAULT_MAX_MESSAGE_SIZE
         self.items: deque[tuple[Message, ProtonDelivery]] = deque()
+        #: one line per message refused as too large (taken by `AmqpTransport.take_refusals`)
+        self.refused: list[str] = []
+        #: bytes received so far of deliveries not yet complete
+        self.progress = 0
+        #: bytes thrown away so far of the oversized delivery now arriving, else None. The
+        #: transfers of one delivery on a link are never interleaved with another's, and
+        #: proton's Delivery wrappers are not kept between events, so this is per link.
+        self._dropped: int | None = None
 
-    def on_message(self, event: Any) -> None:
-        self.items.append((event.message, event.delivery))
+    def on_delivery(self, event: Any) -> None:
+        dlv = event.delivery
+        if not dlv.link.is_receiver:
+            return
+        if dlv.aborted:
+            self._dropped = None
+            dlv.settle()
+            return
+        if not dlv.readable:
+            return
+        if self._dropped is not None or dlv.pending > self.max_message_size:
+            dropped = (self._dropped or 0) + self._drain(dlv)
+            self.progress += 1  # bytes are moving: keep the read alive until it ends
+            if dlv.partial:
+                self._dropped = dropped
+                return
+            self._dropped = None
+            self._refuse(dlv, dropped)
+            return
+        if dlv.partial:
+            self.progress += 1
+            return
+        message = Message()
+        message.decode(dlv.link.recv(dlv.pending))
+        dlv.link.advance()
+        if dlv.link.state & Endpoint.LOCAL_CLOSED:
+            dlv.update(ProtonDelivery.RELEASED)
+            dlv.settle()
+            return
+        self.items.append((message, dlv))
         self.connection.container.yield_()  # wake the wait() loop
+
+    @staticmethod
+    def _drain(dlv: ProtonDelivery) -> int:
+        """Read and forget what proton has buffered for `dlv`; the number of bytes."""
+        total = 0
+        while dlv.pending:
+            chunk = dlv.link.recv(min(dlv.pending, 1 << 20))
+            if not chunk:
+                break
+            total += len(chunk)
+        return total
+
+    def _refuse(self, dlv: ProtonDelivery, size: int) -> None:
+        dlv.link.advance()
+        dlv.local.condition = Condition(
+            MESSAGE_SIZE_EXCEEDED, f"over this receiver's {self.max_message_size} byte limit"
+        )
+        dlv.update(ProtonDelivery.REJECTED)
+        dlv.settle()
+        dlv.link.flow(1)  # it took a credit and will never be popped: keep the window full
+        self.refused.append(
+            f"refused a message of {size:,} bytes on queue {self.queue}: over the "
+            f"{self.max_message_size:,} byte limit for receipts (endpoint.maxMessageSizeBytes); "
+            "it was not read, and the broker dead-letters it (NHN: queue {herId}_dl)"
+        )
+        self.connection.container.yield_()
 
     def on_link_error(self, event: Any) -> None:
         if event.link.state & Endpoint.LOCAL_ACTIVE:
@@ -252,6 +335,7 @@ class AmqpTransport:
             raise ValueError("max_attempts must be at least 1")
         self.settings = settings
         self.endpoint: BrokerEndpoint = parse_endpoint(settings)
+        check_plaintext(self.endpoint, settings)
         if settings.username is None and settings.password is not None:
             raise TransportError(
                 "a password is configured but no username: set the endpoint's username"
@@ -354,6 +438,14 @@ class AmqpTransport:
             seen.add(key)
             yield AmqpDelivery(incoming, self, delivery, generation)
 
+    def take_refusals(self) -> list[str]:
+        """One line per message this transport refused since the last call (too large)."""
+        lines: list[str] = []
+        for receiver in self._receivers.values():
+            lines += receiver.inbox.refused
+            receiver.inbox.refused = []
+        return lines
+
     def close(self) -> None:
         """Close the whole connection; the broker requeues every unsettled delivery."""
         self._drop_connection()
@@ -395,8 +487,11 @@ class AmqpTransport:
         receiver = self._receivers.get(queue)
         if receiver is None:
             conn = self._connection()
-            inbox = _Inbox(conn)
+            inbox = _Inbox(conn, queue, self.settings.max_message_size or 0)
             link = conn.create_receiver(receive_address(queue), credit=0, handler=inbox)
+            # tell the broker too (AMQP attach max-message-size); RabbitMQ 3.10 ignores it,
+            # so _Inbox enforces it whatever the sender does
+            link.link.max_message_size = inbox.max_message_size
             receiver = self._receivers[queue] = _Receiver(link, inbox)
         return receiver
 
@@ -404,11 +499,14 @@ class AmqpTransport:
         self, receiver: _Receiver, timeout: float, action: str
     ) -> tuple[Message, ProtonDelivery] | None:
         inbox = receiver.inbox
-        if not inbox.items:
+        while not inbox.items:
+            seen = inbox.progress
             try:
                 self._connection().wait(lambda: bool(inbox.items), timeout=timeout, msg=action)
             except Timeout:
-                return None
+                if inbox.progress == seen:
+                    return None  # nothing arrived, not even part of a message
+                # a large message is still arriving (or being refused): wait on while it moves
         message, delivery = inbox.items.popleft()
         receiver.link.flow(1)  # keep the window full
         return message, delivery

@@ -1,0 +1,119 @@
+"""Plausibility: a count that jumps is more often a wrong export than a changed municipality.
+
+A correction that goes from 198 to 29,997 recipients, or a year whose home-nursing
+count halves, passes every per-record rule; the register would accept it and the
+municipality's statistics would be wrong for a year. So the plan compares the summary
+with two earlier ones and warns (never blocks: real changes happen) when a count
+changes by at least `MIN_SHARE` and at least `MIN_PERSONS`:
+
+- the last accepted attempt of this submission (a correction of the same year);
+- last year's accepted submission of the same municipality: a manifest beside this one
+  (same folder) with the same kommunenummer and the year before, and its lockfile.
+
+Only counts of 5 or more on both sides are compared: a `<5` is suppressed on purpose
+and says nothing precise. Messages carry counts only (no record, no person).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from iplosctl import lockfile
+from iplosctl.errors import IplosctlError
+from iplosctl.manifest import Manifest, load_manifest
+from iplosctl.rules import Finding
+
+RULE_ID = "plausibility"
+#: a change of at least half, and of at least 20 persons, is worth a second look
+MIN_SHARE = 0.5
+MIN_PERSONS = 20
+
+
+def plausibility_findings(
+    summary: Mapping[str, Any], previous: Mapping[str, Any] | None, against: str
+) -> list[Finding]:
+    """Warnings for recipients and per-service-code counts that jumped since `against`."""
+    if not previous:
+        return []
+    pairs = [("recipients", summary.get("recipients"), previous.get("recipients"))]
+    now_codes = summary.get("perServiceCode") or {}
+    before_codes = previous.get("perServiceCode") or {}
+    pairs += [
+        (f"users of service code {code}", now_codes.get(code, 0), before_codes.get(code, 0))
+        for code in sorted(set(now_codes) | set(before_codes), key=_code_order)
+    ]
+    return [
+        Finding(
+            RULE_ID,
+            "warning",
+            f"{what} changed from {before:,} to {now:,} ({_percent(now, before)}) since "
+            f"{against}: check that the export is complete and of the right year",
+            1,
+        )
+        for what, now, before in pairs
+        if _jumped(now, before)
+    ]
+
+
+def _jumped(now: Any, before: Any) -> bool:
+    if not (_comparable(now) and _comparable(before)):
+        return False
+    diff = abs(now - before)
+    return diff >= MIN_PERSONS and diff >= MIN_SHARE * max(before, 1)
+
+
+def _comparable(value: Any) -> bool:
+    """An exact count: 0, or 5 and more (`<5` is suppressed, so not comparable)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _percent(now: int, before: int) -> str:
+    if before == 0:
+        return "new"
+    return f"{100 * (now - before) / before:+.0f} %"
+
+
+def _code_order(code: str) -> tuple[int, str]:
+    return (int(code), code) if code.isdigit() else (10**6, code)
+
+
+def previous_year_summary(manifest: Manifest) -> tuple[str, dict[str, Any]] | None:
+    """(description, summary) of last year's accepted submission beside this manifest."""
+    for other in _manifests_beside(manifest.path.parent):
+        if (
+            other.municipality.number == manifest.municipality.number
+            and other.reporting_year == manifest.reporting_year - 1
+        ):
+            try:
+                lock = lockfile.load(other.lockfile_path)
+            except IplosctlError:
+                return None  # that lockfile's own commands report it
+            accepted = lock.last_accepted if lock else None
+            if accepted is not None:
+                return (f"the {other.reporting_year} submission {other.name}", accepted.summary)
+    return None
+
+
+def _manifests_beside(folder: Path) -> Iterator[Manifest]:
+    for path in sorted(folder.glob("*.y*ml")):
+        if path.name.endswith((".lock.yaml", ".lock.yml")):
+            continue
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        manifest = _load(path, stat.st_mtime_ns, stat.st_size)
+        if manifest is not None:
+            yield manifest
+
+
+@functools.lru_cache(maxsize=1024)
+def _load(path: Path, _mtime_ns: int, _size: int) -> Manifest | None:
+    """One parse per file version: fifty manifests in a folder are read once, not 2,500 times."""
+    try:
+        return load_manifest(path)
+    except IplosctlError:
+        return None
