@@ -75,6 +75,7 @@ def check_saved(plan: SubmissionPlan, saved: dict[str, Any]) -> None:
         "manifestDigest": plan.manifest_digest,
         "sourceDigest": plan.source_digest,
         "payloadDigest": plan.payload_digest,
+        "profileDigest": plan.profile_digest,
         "lineage": plan.lineage,
         "serial": plan.serial,
         "attempt": plan.attempt,
@@ -119,7 +120,7 @@ def apply_submission(
             return ApplyResult(plan.name, plan.action, plan.attempt, skipped_reason=plan.reason)
         if not approve(plan):
             raise IplosctlError(f"{plan.name}: apply cancelled; nothing was sent")
-        profile = profiles.load_profile(manifest.reporting_year)
+        profile = profiles.profile_for(manifest)
         with tempfile.TemporaryDirectory(prefix="iplosctl-apply-") as tmp:
             payload_paths = {p.type: Path(tmp) / f"{p.type}.xml" for p in profile.message_parts}
             files = {t: path.open("wb") for t, path in payload_paths.items()}
@@ -203,7 +204,7 @@ def _send_parts(
     pending = [part for part in attempt.parts if part.state == "journaled"]  # sent: never again
     if not pending:
         return result
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
     limit = manifest.message_size_limit_bytes or profile.message_limit_bytes
     schema = load_schemas(manifest.schemas, [EXPORT_V1_XSD]) if manifest.schemas else None
     part_names = {p.type: p.description for p in profile.message_parts}

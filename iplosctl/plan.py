@@ -25,6 +25,7 @@ from iplosctl.atomic import write_atomic
 from iplosctl.coverage import export_findings
 from iplosctl.errors import IplosctlError, Location, Problem, SourceError
 from iplosctl.manifest import Manifest
+from iplosctl.payload.export_writer import RecordPayloadError
 from iplosctl.payload.msghead import message_id
 from iplosctl.payload.parts import PayloadHasher
 from iplosctl.plausibility import plausibility_findings, previous_year_summary
@@ -109,6 +110,10 @@ class SubmissionPlan:
     attempt: int
     parts: tuple[PartPlan, ...]
     receipt_errors: tuple[dict[str, str], ...] = ()
+    #: digest of the year profile (and overlay), the format profile and its XSD
+    profile_digest: str = ""
+    #: the profile the plan was made with (renderers name service codes from it)
+    profile: Profile | None = field(default=None, compare=False, repr=False)
     #: where it goes: receiver HER-id, queues, broker (no credentials), namespace
     #: (`endpoint.Route.as_dict`); None only for plans built by hand in tests
     route: dict[str, Any] | None = None
@@ -169,15 +174,18 @@ def file_digest(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def source_digest(path: Path) -> str:
-    """`file_digest` of the export, with an unreadable file or a folder as a user error."""
+def readable_digest(path: Path, extra: Sequence[Path] = ()) -> str:
+    """`sources_digest`, with an unreadable file or a folder as a user error naming it."""
     try:
-        return file_digest(path)
-    except IsADirectoryError:
+        return sources_digest(path, extra)
+    except IsADirectoryError as exc:
+        path = Path(exc.filename or path)
         message = "is a folder, not an export file: point spec.source.path at the export"
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
+        path = Path(exc.filename or path)
         message = "export file not found"
-    except PermissionError:
+    except PermissionError as exc:
+        path = Path(exc.filename or path)
         message = "cannot read the export: permission denied (let this user read the file)"
     except OSError as exc:
         message = f"cannot read the export: {exc.strerror or type(exc).__name__}"
@@ -189,18 +197,55 @@ def _cache_dir() -> Path:
     return Path(base) / "iplosctl" / "plan"
 
 
+def _source(manifest: Manifest) -> Any:
+    source_cls = plugins.load("source", manifest.source.plugin)
+    return source_cls() if isinstance(source_cls, type) else source_cls
+
+
+def _source_spec(manifest: Manifest) -> SourceSpec:
+    return SourceSpec(manifest.source.path, manifest.source.format, manifest.source.options)
+
+
+def profile_files(manifest: Manifest, profile: Profile, source: Any = None) -> list[Path]:
+    """Every file whose bytes decide the plan besides export, manifest and lockfile.
+
+    The year profile as shipped (and the shipped base it extends), the
+    overlay from the repository, and what the source plugin reads the export
+    through (a format profile and its XSD, when the plugin says so).
+    """
+    files = list(profile.files)
+    source = source if source is not None else _source(manifest)
+    format_files = getattr(source, "profile_files", None)
+    if format_files is not None:
+        files.extend(format_files(_source_spec(manifest)))
+    return files
+
+
+def profile_inputs_digest(manifest: Manifest, profile: Profile, source: Any = None) -> str:
+    """`profileDigest`: the content of every profile file, in order (paths do not count)."""
+    h = hashlib.sha256()
+    for path in profile_files(manifest, profile, source):
+        try:
+            digest = file_digest(path)
+        except OSError as exc:
+            raise IplosctlError(f"profile file {path}: cannot read ({exc.strerror})") from None
+        h.update(f"{digest}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
 def _cache_key(
     manifest: Manifest,
     previous: dict[str, Any] | None,
     today: dt.date,
     late: bool,
     rule_ids: Sequence[str],
+    *,
+    profile_digest: str = "",
 ) -> str | None:
     try:
         st = manifest.source.path.stat()
     except OSError:
         return None
-    profile_file = profiles.PROFILE_DIR / f"{manifest.reporting_year}.yaml"
     key = json.dumps(
         {
             "version": __version__,
@@ -209,7 +254,8 @@ def _cache_key(
             "mtime": st.st_mtime_ns,
             "inode": st.st_ino,
             "manifest": manifest.digest,
-            "profile": profile_file.stat().st_mtime_ns,
+            # content, not mtimes: a profile restored from git keeps its old mtime
+            "profile": profile_digest,
             "previous": previous,
             "today": today.isoformat(),
             "late": late,
@@ -220,9 +266,34 @@ def _cache_key(
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _identities(paths: Sequence[Path]) -> list[list[Any]] | None:
+    """Path, size, mtime and inode of each file (None when one cannot be read)."""
+    try:
+        return [
+            [str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino]
+            for p in paths
+            for st in (p.stat(),)
+        ]
+    except OSError:
+        return None
+
+
+def sources_digest(main: Path, extra: Sequence[Path]) -> str:
+    """`file_digest` of the export, or of the export and its other files together."""
+    if not extra:
+        return file_digest(main)
+    joined = "\n".join(file_digest(p) for p in (main, *extra))
+    return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()
+
+
 def _load_cached(key: str) -> Analysis | None:
     try:
         data = json.loads((_cache_dir() / f"{key}.json").read_text(encoding="utf-8"))
+        # The source's other files (source_inputs) are checked here rather than in the
+        # key, so that a cache hit still needs no source plugin.
+        inputs = data.get("inputs", [])
+        if inputs and _identities([Path(p) for p, *_ in inputs]) != inputs:
+            return None
         h = data["header"]
         return Analysis(
             header=ExportHeader(
@@ -250,7 +321,13 @@ def _load_cached(key: str) -> Analysis | None:
         return None
 
 
-def _store_cached(key: str, analysis: Analysis) -> None:
+def _store_cached(
+    key: str, analysis: Analysis, identities: Sequence[Sequence[Any]] | None = ()
+) -> None:
+    """Keep `analysis`; `identities` are the source's other files as they were before reading
+    (None when one was unreadable: then nothing is kept)."""
+    if identities is None:
+        return
     h = analysis.header
     data = {
         "header": {
@@ -264,6 +341,7 @@ def _store_cached(key: str, analysis: Analysis) -> None:
         "findings": [f.as_dict() for f in analysis.findings],
         "summary": analysis.summary,
         "parts": [list(p) for p in analysis.part_digests],
+        "inputs": [list(i) for i in identities],
     }
     with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
         write_atomic(_cache_dir() / f"{key}.json", json.dumps(data).encode("utf-8"))
@@ -277,6 +355,7 @@ def analyse(
     today: dt.date,
     late: bool = False,
     payload_outputs: Mapping[str, BinaryIO] | None = None,
+    profile_digest: str | None = None,
 ) -> Analysis:
     """Stream the export once through rules, summary and payload digests.
 
@@ -284,15 +363,19 @@ def analyse(
     payload written in the same pass, from exactly the records the plan saw.
     """
     rules = load_rules()
-    key = _cache_key(manifest, previous, today, late, [r.id for r in rules])
+    source = _source(manifest)
+    if profile_digest is None:
+        profile_digest = profile_inputs_digest(manifest, profile, source)
+    key = _cache_key(
+        manifest, previous, today, late, [r.id for r in rules], profile_digest=profile_digest
+    )
     if payload_outputs is None and key is not None and (cached := _load_cached(key)) is not None:
         return cached
-    source_cls = plugins.load("source", manifest.source.plugin)
-    source = source_cls() if isinstance(source_cls, type) else source_cls
-    spec = SourceSpec(manifest.source.path, manifest.source.format, manifest.source.options)
-    # The source first: it says best what is wrong with a file it cannot open.
-    export = source.read(spec)
-    digest = source_digest(manifest.source.path)
+    spec = _source_spec(manifest)
+    extra = plugins.source_inputs(source, spec)
+    identities = _identities(extra)  # before reading: a file changed meanwhile is read again
+    export = source.read(spec)  # opens every file, so a missing one is the source's error
+    source_digest = readable_digest(manifest.source.path, extra)
     environment = profile.environments[manifest.environment]
     ctx = RuleContext(
         manifest=manifest,
@@ -312,7 +395,10 @@ def analyse(
         services += len(record.services)
         if run.record(record):
             summary.add(record)
-            hasher.add(record)
+            try:
+                hasher.add(record)
+            except RecordPayloadError as exc:
+                raise _unwritable(manifest.source.path, exc) from None
         else:
             summary.exclude()
     zero = export_findings(
@@ -323,13 +409,13 @@ def analyse(
     )
     analysis = Analysis(
         header=export.header,
-        source_digest=digest,
+        source_digest=source_digest,
         findings=tuple(sorted((*run.finish(), *zero), key=_finding_order)),
         summary=summary.build(),
         part_digests=tuple(hasher.finish()),
     )
     if key is not None:
-        _store_cached(key, analysis)
+        _store_cached(key, analysis, identities)
     return analysis
 
 
@@ -344,6 +430,17 @@ def _profile_label(manifest: Manifest) -> str:
     if fmt:
         return f"the format profile {fmt}"
     return f"the {manifest.source.plugin} source's default profile"
+
+
+def _unwritable(export: Path, exc: RecordPayloadError) -> SourceError:
+    """A record the payload cannot carry, blamed on the export file and record it came from.
+
+    The writer knows the record but not the file; with `plan manifests/` over
+    many municipalities the file is what the reader needs first.
+    """
+    return SourceError(
+        [Problem(Location(str(export), exc.line or 0), f"record #{exc.index}: {exc.reason}")]
+    )
 
 
 # --- deciding ---------------------------------------------------------------------
@@ -479,6 +576,47 @@ def size_findings(manifest: Manifest, profile: Profile, analysis: Analysis) -> l
     return out
 
 
+UNVERIFIED_RULE = "profile-unverified"
+
+
+def unverified_findings(
+    manifest: Manifest, profile: Profile, environment: profiles.Environment
+) -> list[Finding]:
+    """`profile-unverified`: facts this plan relies on that no source confirms, named.
+
+    Outside the sandbox only (a rehearsal sends nothing to the register). Facts
+    of other environments than the manifest's are not relied on. One finding
+    per plan, counting the facts, so fifty manifests stay readable; the reasons
+    are in the profile file. The severity can be changed in `spec.rules`.
+    """
+    severity = manifest.rule_severities.get(UNVERIFIED_RULE, "warning")
+    if environment.sandbox or severity == "off":
+        return []
+    facts = []
+    for fact in profile.unverified:
+        parts = fact.path.split(".")
+        if parts[0] == "environments" and len(parts) > 1 and parts[1] != manifest.environment:
+            continue
+        facts.append(fact.path)
+    if not facts:
+        return []
+    where = " and ".join(
+        f"iplosctl/profiles/{f.name}" if f.parent == profiles.PROFILE_DIR else str(f)
+        for f in profile.files
+    )
+    return [
+        Finding(
+            UNVERIFIED_RULE,
+            severity,  # type: ignore[arg-type]
+            f"the {profile.year} profile has UNVERIFIED facts this plan relies on: "
+            f"{', '.join(facts)} (reasons in {where}): confirm them with the register and "
+            "restate them in a profile overlay (spec.profile or profiles/"
+            f"{profile.year}.yaml beside manifests/)",
+            len(facts),
+        )
+    ]
+
+
 def transport_findings(manifest: Manifest) -> list[Finding]:
     """`transport-security` warnings (e.g. `tls.verifyPeerName: false` in test), so the
     reviewer of the pull request sees them; the refusals already stopped validation."""
@@ -490,6 +628,25 @@ def transport_findings(manifest: Manifest) -> list[Finding]:
     ]
 
 
+def sandbox_findings(manifest: Manifest, profile: Profile) -> list[Finding]:
+    """`sandbox-certificates`: which certificates a rehearsal with the built-in register uses,
+    so nobody believes the sandbox checked something it did not."""
+    if not profile.environments[manifest.environment].sandbox or manifest.endpoint is not None:
+        return []
+    if manifest.certificates is None:
+        message = (
+            "the built-in register and this municipality both use the sandbox's own test "
+            "certificates (the manifest names none)"
+        )
+    else:
+        message = (
+            "the built-in register trusts your signing certificate and encrypts its receipts "
+            "to your encryption certificate; its own side uses the sandbox's test "
+            "certificates, not certificates.register (nobody has KPR's private keys)"
+        )
+    return [Finding("sandbox-certificates", "info", message, 1)]
+
+
 def plan_submission(
     manifest: Manifest,
     *,
@@ -499,7 +656,8 @@ def plan_submission(
 ) -> SubmissionPlan:
     """Plan one manifest (already validated)."""
     today = today or dt.date.today()
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
+    digest = profile_inputs_digest(manifest, profile)
     lock_path = lockfile_path or manifest.lockfile_path
     lock = lockfile.load(lock_path)
     if lock is not None and lock.submission != manifest.name:
@@ -509,11 +667,16 @@ def plan_submission(
         )
     accepted = lock.last_accepted if lock else None
     previous = dict(accepted.summary) if accepted else None
-    analysis = analyse(manifest, profile, previous=previous, today=today, late=late)
+    analysis = analyse(
+        manifest, profile, previous=previous, today=today, late=late, profile_digest=digest
+    )
+    environment = profile.environments[manifest.environment]
     findings = (
         analysis.findings
         + tuple(size_findings(manifest, profile, analysis))
+        + tuple(unverified_findings(manifest, profile, environment))
         + tuple(transport_findings(manifest))
+        + tuple(sandbox_findings(manifest, profile))
     )
     if accepted is not None:
         since = f"the accepted attempt {accepted.number}"
@@ -551,7 +714,6 @@ def plan_submission(
             for p in last.parts
             if p.transport_error
         )
-    environment = profile.environments[manifest.environment]
     return SubmissionPlan(
         name=manifest.name,
         manifest_path=manifest.path,
@@ -573,6 +735,8 @@ def plan_submission(
         attempt=attempt,
         parts=parts,
         receipt_errors=receipt_errors,
+        profile_digest=digest,
+        profile=profile,
         route=endpoint.route(manifest).as_dict(),
     )
 
@@ -620,6 +784,7 @@ def saved_form(plan: Plan, *, with_digest: bool = True) -> dict[str, Any]:
                 "manifestDigest": s.manifest_digest,
                 "sourceDigest": s.source_digest,
                 "payloadDigest": s.payload_digest,
+                "profileDigest": s.profile_digest,
                 "lineage": s.lineage,
                 "serial": s.serial,
                 "attempt": s.attempt,

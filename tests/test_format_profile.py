@@ -163,7 +163,6 @@ def converting(tmp_path: Path, **changes: str) -> Path:
     )
     path = tmp_path / "conv.yaml"
     path.write_text(text, encoding="utf-8")
-    load_format_file.cache_clear()
     return path
 
 

@@ -61,7 +61,6 @@ from iplosctl.formats.profile import (
     FieldMap,
     FormatProfile,
     load_format,
-    load_format_file,
     local_name,
 )
 from iplosctl.plugins import Export, FieldCoverage, SourceSpec
@@ -98,6 +97,12 @@ class XmlSource:
     """Reads an XML export through a format profile (the `xml` source plugin)."""
 
     name = "xml"
+
+    def profile_files(self, spec: SourceSpec) -> tuple[Path, ...]:
+        """The format profile YAML and its XSD (compiled here, so validate finds a bad one)."""
+        profile = load_format(spec.format)
+        profile.xml_schema()
+        return profile.files
 
     def read(self, spec: SourceSpec) -> Export:
         """Check the prolog, stream to the end of the header, then stream recipients."""
@@ -139,7 +144,7 @@ def _open(spec: SourceSpec) -> tuple[Path, FormatProfile, str | None]:
             ]
         )
     try:
-        profile = _load_profile(spec.format)
+        profile = load_format(spec.format)
     except ProfileError as exc:
         raise SourceError([Problem(Location(name), exc.message)]) from None
     try:
@@ -155,16 +160,6 @@ def _open(spec: SourceSpec) -> tuple[Path, FormatProfile, str | None]:
     except OSError as exc:
         raise SourceError([Problem(Location(name), f"cannot read: {exc.strerror}")]) from None
     return path, profile, encoding
-
-
-def _load_profile(fmt: str | None) -> FormatProfile:
-    """A shipped profile by name, or the profile YAML at a path (`….yaml`)."""
-    if fmt and fmt.endswith((".yaml", ".yml")):
-        path = Path(fmt).resolve()
-        if not path.is_file():
-            raise ProfileError(f"format profile {fmt} not found")
-        return load_format_file(path)
-    return load_format(fmt)
 
 
 def _recipients(items: Iterator[ExportHeader | Recipient]) -> Iterator[Recipient]:
