@@ -105,12 +105,15 @@ def apply_submission(
     late: bool = False,
     progress: Progress | None = None,
     now: Callable[[], dt.datetime] = _now,
+    offline_revocation: bool = False,
 ) -> ApplyResult:
     """Apply one validated manifest; see the module docstring for the steps."""
     report = progress or (lambda part, step: None)
     lock_path = manifest.lockfile_path
     with submission_lock(lock_path, "iplosctl apply"):
-        plan = plan_submission(manifest, today=today, late=late)
+        plan = plan_submission(
+            manifest, today=today, late=late, offline_revocation=offline_revocation
+        )
         if saved is not None:
             check_saved(plan, saved)
         if plan.action not in CHANGING:
