@@ -56,8 +56,8 @@ def export_findings(
         return out
     if services == 0:
         where = ""
-        if coverage is not None and "service" in coverage.mapped:
-            where = f" the profile's `{coverage.mapped['service']}` matched nothing in"
+        if coverage is not None and "service.element" in coverage.mapped:
+            where = f" the profile's `{coverage.mapped['service.element']}` matched nothing in"
             where += f" {_count(recipients)} recipients ({profile});"
         out.append(
             Finding(
@@ -71,10 +71,12 @@ def export_findings(
     if coverage is None:
         return out
     for key, expression in coverage.mapped.items():
+        if key in coverage.optional:
+            continue
         kind, _, name = key.partition(".")
-        if not name:
+        if name == "element":  # the item kind's own element (services: export-no-services)
             if kind != "service" and coverage.items.get(kind) == 0:
-                out.append(_unmatched(expression, key, recipients, "recipients", profile))
+                out.append(_unmatched(expression, kind, recipients, "recipients", profile))
             continue
         items = coverage.items.get(kind, 0)
         if items > 0 and coverage.present.get(key, 0) == 0:

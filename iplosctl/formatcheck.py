@@ -71,7 +71,7 @@ def check_sample(profile: str, sample: Path, *, plugin: str = "xml") -> CheckRep
     for key in keys:
         kind = key.split(".")[0]
         failed = failures.get(key, [])
-        optional = "" if key in cov.mapped or key in failures else "  (optional)"
+        optional = "  (optional)" if key in cov.optional else ""
         lines.append(
             f"  {key:<{width}}{_count(cov.present.get(key, 0)):>14}  "
             f"{_count(cov.items.get(kind, 0)):>8}  {_failed(failed)}{optional}"

@@ -329,9 +329,9 @@ class _Stream:
         """Coverage is complete once the last recipient has been read.
 
         `mapped` lists what the profile expects to find somewhere: each item
-        kind's element under the bare kind (`service`) and each field under
-        `<kind>.<field>`; what the profile marks `optional` is left out, so the
-        plan's zero findings never fire for it.
+        kind's element under `<kind>.element` and each field under
+        `<kind>.<field>`; what the profile marks `optional` is also named in
+        `optional`, so the plan's zero findings never fire for it.
         """
         cov = self.coverage
         readers = [self.recipient_reader.own, *self.recipient_reader.items.values()]
@@ -339,11 +339,14 @@ class _Stream:
         for reader in readers:
             kind = reader.kind
             cov.items[kind] += reader.count
-            if kind != "recipient" and not reader.emap.optional:
-                cov.mapped[kind] = reader.emap.expression
+            if kind != "recipient":
+                cov.mapped[f"{kind}.element"] = reader.emap.expression
+                if reader.emap.optional:
+                    cov.optional.add(f"{kind}.element")
             for f in reader.emap.fields:
-                if not f.optional:
-                    cov.mapped[f"{kind}.{f.key}"] = f.expression
+                cov.mapped[f"{kind}.{f.key}"] = f.expression
+                if f.optional:
+                    cov.optional.add(f"{kind}.{f.key}")
                 cov.present[f"{kind}.{f.key}"] += reader.present(f.target)
         named = _names_in_expressions(self.profile)
         cov.unread = sorted(
