@@ -3,7 +3,8 @@
 Per submission, under its lock:
   1. plan again and compare with the saved plan (stale → refuse);
   2. stream the export once more, writing each part's payload to a private
-     temporary file, and check its digest against the plan;
+     temporary file (for a pass-through profile: a copy of the part's file, made
+     in the read that digests it), and check its digest against the plan;
   3. journal the attempt (all parts `journaled`, message ids fixed) — atomically,
      before the first byte leaves;
   4. per part: MsgHead → (optional official-XSD validation) → CMS sign then
@@ -150,7 +151,10 @@ def apply_submission(
             lockfile.save(lock_path, lock)
             report("*", "journaled")
             _crash_point("journaled")
-            return _send_parts(manifest, plan, lock, lock_path, payload_paths, report, now)
+            xsd = Path(analysis.payload_schema) if analysis.payload_schema else EXPORT_V1_XSD
+            return _send_parts(
+                manifest, plan, lock, lock_path, payload_paths, report, now, payload_xsd=xsd
+            )
 
 
 def _journal(
@@ -193,8 +197,13 @@ def _send_parts(
     payload_paths: dict[str, Path],
     report: Progress,
     now: Callable[[], dt.datetime],
+    *,
+    payload_xsd: Path = EXPORT_V1_XSD,
 ) -> ApplyResult:
     """Protect and send each `journaled` part, recording `sent` after each ACCEPTED.
+
+    `payload_xsd` is compiled beside MsgHead's when `spec.schemas` is set: the
+    export v1 XSD, or a pass-through payload's register-format XSD.
 
     Protecting (MsgHead, sign, encrypt) runs one part ahead on a worker thread, because
     cryptography and lxml release the GIL: the first part is protected while the
@@ -209,7 +218,7 @@ def _send_parts(
         return result
     profile = profiles.profile_for(manifest)
     limit = manifest.message_size_limit_bytes or profile.message_limit_bytes
-    schema = load_schemas(manifest.schemas, [EXPORT_V1_XSD]) if manifest.schemas else None
+    schema = load_schemas(manifest.schemas, [payload_xsd]) if manifest.schemas else None
     part_names = {p.type: p.description for p in profile.message_parts}
     with (
         endpoint.connect(manifest) as conn,

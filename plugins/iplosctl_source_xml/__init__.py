@@ -111,7 +111,12 @@ class XmlSource:
         items = stream.items()
         header = next(items)
         assert isinstance(header, ExportHeader)
-        return Export(header=header, recipients=_recipients(items), coverage=stream.coverage)
+        return Export(
+            header=header,
+            recipients=_recipients(items),
+            coverage=stream.coverage,
+            payload=profile.payload,
+        )
 
     def check(self, spec: SourceSpec) -> SampleCheck:
         """Read the whole export, counting what each field read and failed (format check).
