@@ -24,6 +24,7 @@ from iplosctl import __version__, endpoint, lockfile, plugins, profiles, transpo
 from iplosctl.atomic import write_atomic
 from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
+from iplosctl.payload.compression import COMPRESSION_CODE, base64_size
 from iplosctl.payload.msghead import message_id
 from iplosctl.payload.parts import PayloadHasher
 from iplosctl.plausibility import plausibility_findings, previous_year_summary
@@ -56,15 +57,34 @@ class PartPlan:
     payload_digest: str
     size_bytes: int
     msg_id: str
+    #: `RefDoc/Compression` code when the part goes compressed (`gzip`), else ""
+    compression: str = ""
+    #: about how many bytes go on the wire (MsgHead and CMS included); 0 if unknown
+    sent_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        """The form saved plans and the JSON plan share."""
-        return {
+        """The form saved plans and the JSON plan share.
+
+        `compression` and `sentBytes` appear only for a compressed part, so plans (and
+        their digests) of submissions that fit the limit are unchanged.
+        """
+        out: dict[str, Any] = {
             "type": self.type,
             "payloadDigest": self.payload_digest,
             "sizeBytes": self.size_bytes,
             "msgId": self.msg_id,
         }
+        if self.compression:
+            out["compression"] = self.compression
+            out["sentBytes"] = self.sent_bytes
+        return out
+
+    def size_text(self, width: int = 0) -> str:
+        """ "25,100,000 bytes" or "25,100,000 bytes, compressed (gzip) to 3,400,000"."""
+        text = f"{self.size_bytes:>{width},} bytes"
+        if self.compression:
+            text += f", compressed ({self.compression}) to {self.sent_bytes:,}"
+        return text
 
 
 @dataclass(frozen=True)
@@ -76,6 +96,8 @@ class Analysis:
     findings: tuple[Finding, ...]
     summary: dict[str, Any]
     part_digests: tuple[tuple[str, str, int], ...]  # (type, digest, size)
+    #: (type, gzip size): what each part would be compressed (`payload/compression.py`)
+    compressed_sizes: tuple[tuple[str, int], ...] = ()
 
     @property
     def payload_digest(self) -> str:
@@ -228,6 +250,7 @@ def _load_cached(key: str) -> Analysis | None:
             ),
             summary=data["summary"],
             part_digests=tuple((t, d, s) for t, d, s in data["parts"]),
+            compressed_sizes=tuple((t, s) for t, s in data["compressed"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -247,6 +270,7 @@ def _store_cached(key: str, analysis: Analysis) -> None:
         "findings": [f.as_dict() for f in analysis.findings],
         "summary": analysis.summary,
         "parts": [list(p) for p in analysis.part_digests],
+        "compressed": [list(p) for p in analysis.compressed_sizes],
     }
     with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
         write_atomic(_cache_dir() / f"{key}.json", json.dumps(data).encode("utf-8"))
@@ -260,11 +284,13 @@ def analyse(
     today: dt.date,
     late: bool = False,
     payload_outputs: Mapping[str, BinaryIO] | None = None,
+    compressed_outputs: Mapping[str, BinaryIO] | None = None,
 ) -> Analysis:
     """Stream the export once through rules, summary and payload digests.
 
     With `payload_outputs` (part type → binary file), apply gets each part's
-    payload written in the same pass, from exactly the records the plan saw.
+    payload written in the same pass, from exactly the records the plan saw;
+    with `compressed_outputs`, each part's gzip form too.
     """
     rules = load_rules()
     key = _cache_key(manifest, previous, today, late, [r.id for r in rules])
@@ -287,7 +313,9 @@ def analyse(
     )
     run = RuleRun(rules, ctx)
     summary = SummaryBuilder(profile, manifest.reporting_year)
-    hasher = PayloadHasher(export.header, profile.message_parts, payload_outputs)
+    hasher = PayloadHasher(
+        export.header, profile.message_parts, payload_outputs, compressed_outputs
+    )
     for record in export.recipients:
         if run.record(record):
             summary.add(record)
@@ -300,6 +328,7 @@ def analyse(
         findings=tuple(run.finish()),
         summary=summary.build(),
         part_digests=tuple(hasher.finish()),
+        compressed_sizes=tuple(hasher.compressed_sizes()),
     )
     if key is not None:
         _store_cached(key, analysis)
@@ -405,16 +434,66 @@ def decide(
 ENVELOPE_OVERHEAD_BYTES = 8_192
 
 
+@dataclass(frozen=True)
+class PartEncoding:
+    """How one part goes on the wire: plain, or gzip-compressed because plain cannot."""
+
+    compression: str  # "" or the RefDoc/Compression code
+    sent_bytes: int  # about: MsgHead and CMS included
+
+
+def part_encodings(
+    manifest: Manifest, profile: Profile, analysis: Analysis
+) -> dict[str, PartEncoding]:
+    """Per part: compressed only when the plain message would be over the size limit.
+
+    Parts that fit go exactly as before; KPR's acceptance of a compressed RefDoc is
+    unverified (`payload/compression.py` says why and what the schema allows).
+    """
+    limit = manifest.message_size_limit_bytes or profile.message_limit_bytes
+    compressed = dict(analysis.compressed_sizes)
+    out = {}
+    for part_type, _digest, size in analysis.part_digests:
+        plain = size + ENVELOPE_OVERHEAD_BYTES
+        if plain > limit and part_type in compressed:
+            sent = base64_size(compressed[part_type]) + ENVELOPE_OVERHEAD_BYTES
+            out[part_type] = PartEncoding(COMPRESSION_CODE, sent)
+        else:
+            out[part_type] = PartEncoding("", plain)
+    return out
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
 def size_findings(manifest: Manifest, profile: Profile, analysis: Analysis) -> list[Finding]:
     """`message-size`: NHN wants messages under about 1 MB unless agreed; the bus has a limit.
 
-    The manifest's `messageSizeLimitBytes` raises the limit (an agreement with NHN).
+    The manifest's `messageSizeLimitBytes` raises the limit (an agreement with NHN). The
+    size judged is the one that will be sent: a part over the limit goes compressed
+    (`part_encodings`), which the plan says in a warning, since KPR's acceptance of
+    compressed content is unverified.
     """
     limit = manifest.message_size_limit_bytes or profile.message_limit_bytes
     warn = min(profile.message_warn_bytes, limit)
+    encodings = part_encodings(manifest, profile, analysis)
     out = []
     for part_type, _digest, size in analysis.part_digests:
-        sent = size + ENVELOPE_OVERHEAD_BYTES
+        encoding = encodings[part_type]
+        sent = encoding.sent_bytes
+        if encoding.compression:
+            out.append(
+                Finding(
+                    "message-size",
+                    "warning",
+                    f"{part_type} {_mb(size)}, compressed to {_mb(sent)} ({sent:,} bytes with "
+                    f"MsgHead, {encoding.compression} in RefDoc/Compression): plain it is over "
+                    f"the {limit:,} byte limit; check with KPR that it accepts compressed "
+                    "content",
+                    1,
+                )
+            )
         if sent > limit:
             out.append(
                 Finding(
@@ -456,8 +535,14 @@ def plan_submission(
     today: dt.date | None = None,
     late: bool = False,
     lockfile_path: Path | None = None,
+    payload_outputs: Mapping[str, BinaryIO] | None = None,
+    compressed_outputs: Mapping[str, BinaryIO] | None = None,
 ) -> SubmissionPlan:
-    """Plan one manifest (already validated)."""
+    """Plan one manifest (already validated).
+
+    With `payload_outputs` (and `compressed_outputs`), apply gets each part's payload
+    written in the same pass that plans it (`analyse`), so it reads the export once.
+    """
     today = today or dt.date.today()
     profile = profiles.load_profile(manifest.reporting_year)
     lock_path = lockfile_path or manifest.lockfile_path
@@ -469,7 +554,15 @@ def plan_submission(
         )
     accepted = lock.last_accepted if lock else None
     previous = dict(accepted.summary) if accepted else None
-    analysis = analyse(manifest, profile, previous=previous, today=today, late=late)
+    analysis = analyse(
+        manifest,
+        profile,
+        previous=previous,
+        today=today,
+        late=late,
+        payload_outputs=payload_outputs,
+        compressed_outputs=compressed_outputs,
+    )
     findings = (
         analysis.findings
         + tuple(size_findings(manifest, profile, analysis))
@@ -483,14 +576,30 @@ def plan_submission(
     errors = [f for f in findings if f.severity == "error"]
     action, reason, attempt = decide(lock, analysis, errors)
     lineage = lock.lineage if lock else lineage_for(manifest)
+    encodings = part_encodings(manifest, profile, analysis)
+    plain = PartEncoding("", 0)
     if action == "recover" and lock and lock.last_attempt:
         parts = tuple(
-            PartPlan(p.type, p.payload_digest, p.size_bytes, p.msg_id)
+            PartPlan(
+                p.type,
+                p.payload_digest,
+                p.size_bytes,
+                p.msg_id,
+                encodings.get(p.type, plain).compression,
+                encodings.get(p.type, plain).sent_bytes,
+            )
             for p in lock.last_attempt.parts
         )
     else:
         parts = tuple(
-            PartPlan(t, d, size, message_id(lineage, attempt, t, d))
+            PartPlan(
+                t,
+                d,
+                size,
+                message_id(lineage, attempt, t, d),
+                encodings[t].compression,
+                encodings[t].sent_bytes,
+            )
             for t, d, size in analysis.part_digests
         )
     receipt_errors: tuple[dict[str, str], ...] = ()

@@ -69,7 +69,7 @@ def _details(s: SubmissionPlan, *, with_refs: bool) -> str:
         lines += [
             "",
             f"Messages (attempt {s.attempt}): "
-            + ", ".join(f"`{p.type}` {p.size_bytes:,} bytes" for p in s.parts)
+            + ", ".join(f"`{p.type}` {p.size_text()}" for p in s.parts)
             + f"; payload `{s.payload_digest}`",
         ]
     lines += ["", "</details>", ""]

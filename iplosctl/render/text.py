@@ -42,9 +42,7 @@ def _submission(s: SubmissionPlan) -> list[str]:
     if s.parts:
         lines.append(f"  payload digest: {s.payload_digest}")
         lines.append(f"  messages (attempt {s.attempt}):")
-        lines.extend(
-            f"    {p.type:<8} {p.size_bytes:>10,} bytes  msgId {p.msg_id}" for p in s.parts
-        )
+        lines.extend(f"    {p.type:<8} {p.size_text(10)}  msgId {p.msg_id}" for p in s.parts)
     lines.append(f"  next: {next_command(s)}")
     return lines
 
