@@ -1,14 +1,16 @@
 """apply: send exactly the reviewed plan, journaling every step in the lockfile.
 
 Per submission, under its lock:
-  1. plan again and compare with the saved plan (stale → refuse);
-  2. stream the export once more, writing each part's payload to a private
-     temporary file, and check its digest against the plan;
-  3. journal the attempt (all parts `journaled`, message ids fixed) — atomically,
+  1. plan again in one pass over the export that also writes each part's payload
+     (plain and gzipped) to a private temporary file, so the digests the plan checks
+     are those of the bytes written, and the export is read once; compare with the
+     saved plan (stale → refuse);
+  2. journal the attempt (all parts `journaled`, message ids fixed) — atomically,
      before the first byte leaves;
-  4. per part: MsgHead → (optional official-XSD validation) → CMS sign then
-     encrypt → send, which returns once the broker ACCEPTED → write `sent`
-     (protecting runs one part ahead on a worker thread, see `_send_parts`).
+  3. per part: MsgHead (a compressed RefDoc where the plan says so) → (optional
+     official-XSD validation) → CMS sign then encrypt → send, which returns once the
+     broker ACCEPTED → write `sent` (protecting runs one part ahead on a worker
+     thread, see `_send_parts`).
 A crash anywhere leaves `journaled` parts that the next plan shows as
 `recover` and resends with the same MsgIds; a `sent` part is never resent.
 """
@@ -33,7 +35,7 @@ from iplosctl.manifest import Manifest
 from iplosctl.payload.cms import check_sending_keys, sign_then_encrypt
 from iplosctl.payload.metadata import message_info_properties
 from iplosctl.payload.msghead import build_msghead, load_schemas, validate_msghead
-from iplosctl.plan import CHANGING, SubmissionPlan, analyse, plan_submission
+from iplosctl.plan import CHANGING, SubmissionPlan, plan_submission
 from iplosctl.plugins import OutgoingMessage, TransportPlugin
 
 #: what apply reports per step (for progress bars and logs): part type, step
@@ -108,8 +110,27 @@ def apply_submission(
     """Apply one validated manifest; see the module docstring for the steps."""
     report = progress or (lambda part, step: None)
     lock_path = manifest.lockfile_path
-    with submission_lock(lock_path, "iplosctl apply"):
-        plan = plan_submission(manifest, today=today, late=late)
+    profile = profiles.load_profile(manifest.reporting_year)
+    with (
+        submission_lock(lock_path, "iplosctl apply"),
+        tempfile.TemporaryDirectory(prefix="iplosctl-apply-") as tmp,
+    ):
+        # one pass: the plan's analysis writes every part's payload, plain and gzipped
+        payload_paths = {p.type: Path(tmp) / f"{p.type}.xml" for p in profile.message_parts}
+        gzip_paths = {t: path.with_suffix(".xml.gz") for t, path in payload_paths.items()}
+        files = {t: path.open("wb") for t, path in payload_paths.items()}
+        gz_files = {t: path.open("wb") for t, path in gzip_paths.items()}
+        try:
+            plan = plan_submission(
+                manifest,
+                today=today,
+                late=late,
+                payload_outputs=files,
+                compressed_outputs=gz_files,
+            )
+        finally:
+            for fh in (*files.values(), *gz_files.values()):
+                fh.close()
         if saved is not None:
             check_saved(plan, saved)
         if plan.action not in CHANGING:
@@ -119,34 +140,14 @@ def apply_submission(
             return ApplyResult(plan.name, plan.action, plan.attempt, skipped_reason=plan.reason)
         if not approve(plan):
             raise IplosctlError(f"{plan.name}: apply cancelled; nothing was sent")
-        profile = profiles.load_profile(manifest.reporting_year)
-        with tempfile.TemporaryDirectory(prefix="iplosctl-apply-") as tmp:
-            payload_paths = {p.type: Path(tmp) / f"{p.type}.xml" for p in profile.message_parts}
-            files = {t: path.open("wb") for t, path in payload_paths.items()}
-            try:
-                lock = lockfile.load(lock_path)
-                accepted = lock.last_accepted if lock else None
-                analysis = analyse(
-                    manifest,
-                    profile,
-                    previous=dict(accepted.summary) if accepted else None,
-                    today=today or dt.date.today(),
-                    late=late,
-                    payload_outputs=files,
-                )
-            finally:
-                for fh in files.values():
-                    fh.close()
-            if analysis.payload_digest != plan.payload_digest:
-                raise StalePlanError(
-                    f"plan is stale for {plan.name} (the export changed while "
-                    "applying): run iplosctl plan again"
-                )
-            lock = _journal(lock, plan, analysis, now())
-            lockfile.save(lock_path, lock)
-            report("*", "journaled")
-            _crash_point("journaled")
-            return _send_parts(manifest, plan, lock, lock_path, payload_paths, report, now)
+        lock = lockfile.load(lock_path)
+        lock = _journal(lock, plan, plan, now())  # the plan carries the analysis' summary
+        lockfile.save(lock_path, lock)
+        report("*", "journaled")
+        _crash_point("journaled")
+        return _send_parts(
+            manifest, plan, lock, lock_path, payload_paths, report, now, gzip_paths=gzip_paths
+        )
 
 
 def _journal(
@@ -189,6 +190,8 @@ def _send_parts(
     payload_paths: dict[str, Path],
     report: Progress,
     now: Callable[[], dt.datetime],
+    *,
+    gzip_paths: dict[str, Path] | None = None,
 ) -> ApplyResult:
     """Protect and send each `journaled` part, recording `sent` after each ACCEPTED.
 
@@ -207,6 +210,9 @@ def _send_parts(
     limit = manifest.message_size_limit_bytes or profile.message_limit_bytes
     schema = load_schemas(manifest.schemas, [EXPORT_V1_XSD]) if manifest.schemas else None
     part_names = {p.type: p.description for p in profile.message_parts}
+    # the plan decided which parts go compressed (plan.part_encodings); their gzip bytes
+    # were written in the planning pass
+    compression = {p.type: p.compression for p in plan.parts if p.compression}
     with (
         endpoint.connect(manifest) as conn,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="iplosctl-protect") as worker,
@@ -218,6 +224,10 @@ def _send_parts(
         )
 
         def protect(part: lockfile.Part, moment: dt.datetime) -> bytes:
+            code = compression.get(part.type)
+            if code and gzip_paths is None:
+                raise PayloadError(f"{part.type} is planned compressed, but no gzip form exists")
+            payload = gzip_paths[part.type] if code and gzip_paths else payload_paths[part.type]
             msghead = build_msghead(
                 msg_type=part.type,
                 msg_type_dn=part_names.get(part.type, part.type),
@@ -230,7 +240,8 @@ def _send_parts(
                 sender_service_her_id=str(address.service_her_id),
                 receiver_name=address.receiver_name,
                 receiver_her_id=str(address.receiver_her_id),
-                payload=payload_paths[part.type].read_bytes(),
+                payload=payload.read_bytes(),
+                compression=code or None,
             )
             if schema is not None:
                 validate_msghead(msghead, schema)
