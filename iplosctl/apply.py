@@ -77,6 +77,7 @@ def check_saved(plan: SubmissionPlan, saved: dict[str, Any]) -> None:
         "manifestDigest": plan.manifest_digest,
         "sourceDigest": plan.source_digest,
         "payloadDigest": plan.payload_digest,
+        "profileDigest": plan.profile_digest,
         "lineage": plan.lineage,
         "serial": plan.serial,
         "attempt": plan.attempt,
@@ -110,7 +111,7 @@ def apply_submission(
     """Apply one validated manifest; see the module docstring for the steps."""
     report = progress or (lambda part, step: None)
     lock_path = manifest.lockfile_path
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
     with (
         submission_lock(lock_path, "iplosctl apply"),
         tempfile.TemporaryDirectory(prefix="iplosctl-apply-") as tmp,
@@ -206,7 +207,7 @@ def _send_parts(
     pending = [part for part in attempt.parts if part.state == "journaled"]  # sent: never again
     if not pending:
         return result
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
     limit = manifest.message_size_limit_bytes or profile.message_limit_bytes
     schema = load_schemas(manifest.schemas, [EXPORT_V1_XSD]) if manifest.schemas else None
     part_names = {p.type: p.description for p in profile.message_parts}

@@ -34,7 +34,7 @@ from iplosctl.errors import (
 )
 from iplosctl.manifest import DEFAULT_PATH, Manifest, manifest_schema, validate_paths
 from iplosctl.manifest.checks import BrokenManifest
-from iplosctl.profiles import load_profile
+from iplosctl.profiles import profile_for
 from iplosctl.sandbox.pki import LEAVES, generate_pki
 from iplosctl.sandbox.register import BEHAVIOUR_HELP
 
@@ -303,7 +303,7 @@ def apply(
     for manifest in manifests:
         saved = saved_by_manifest.get(str(manifest.path)) if saved_by_manifest else None
         try:
-            parts = len(load_profile(manifest.reporting_year).message_parts)
+            parts = len(profile_for(manifest).message_parts)
             with output.step_progress(f"{manifest.name}: sending", total=parts) as advance:
                 result = apply_submission(
                     manifest,

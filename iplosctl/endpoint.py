@@ -29,10 +29,34 @@ from iplosctl.secrets import get_secret
 SERVICE_NAME = "Saksbehandling"
 
 
-def state_dir() -> Path:
-    """Local, git-ignored state (sandbox certificates and queues): `IPLOSCTL_STATE_DIR` or
-    `.iplosctl/` in the current folder."""
-    return Path(os.environ.get("IPLOSCTL_STATE_DIR", ".iplosctl"))
+STATE_FOLDER = ".iplosctl"
+
+
+def state_dir(manifest: Manifest | None = None) -> Path:
+    """Local, git-ignored state (sandbox certificates and queues, quarantine).
+
+    `IPLOSCTL_STATE_DIR` when set; else `.iplosctl/` at the root of the repository that
+    holds the manifest (the nearest folder above it with `.git`), or beside the manifest
+    outside a repository. It follows the manifest, not the current folder: `apply` run
+    from the repository root and `receipts` run from `manifests/` must see the same
+    sandbox queues and quarantine. Without a manifest (`sandbox serve`), the current folder.
+    """
+    override = os.environ.get("IPLOSCTL_STATE_DIR")
+    if override:
+        return Path(override)
+    if manifest is None:
+        return Path(STATE_FOLDER)
+    return repository_root(manifest.path) / STATE_FOLDER
+
+
+def repository_root(path: Path) -> Path:
+    """The nearest folder above `path` holding `.git` (a folder, or a file in a worktree),
+    else the folder of `path`."""
+    folder = path.resolve().parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder
 
 
 @dataclass(frozen=True)
@@ -77,7 +101,7 @@ class Keys:
 
 
 def addressing(manifest: Manifest) -> Addressing:
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
     env = profile.environments[manifest.environment]
     endpoint = manifest.endpoint
     return Addressing(
@@ -130,7 +154,7 @@ class Route:
 def route(manifest: Manifest) -> Route:
     """The resolved receiver, queues, broker and namespace (for plan and status)."""
     address = addressing(manifest)
-    env = profiles.load_profile(manifest.reporting_year).environments[manifest.environment]
+    env = profiles.profile_for(manifest).environments[manifest.environment]
     endpoint = manifest.endpoint
     if endpoint is None:
         transport, broker, namespace = "amqp", "built-in sandbox register (loopback)", None
@@ -169,8 +193,18 @@ def _trust_anchors(path: Path | None) -> tuple[x509.Certificate, ...]:
         ) from None
 
 
-def load_keys(manifest: Manifest) -> Keys:
-    """The manifest's certificates; passphrases come from the secret store."""
+@dataclass(frozen=True)
+class OwnKeys:
+    """The municipality's own two key pairs, loaded."""
+
+    signing_cert: x509.Certificate
+    signing_key: PrivateKey
+    encryption_cert: x509.Certificate
+    encryption_key: PrivateKey
+
+
+def load_own_keys(manifest: Manifest) -> OwnKeys:
+    """The manifest's signing and encryption key pairs; passphrases from the secret store."""
     c = manifest.certificates
     if c is None:
         raise IplosctlError(f"{manifest.path}: spec.certificates is required outside the sandbox")
@@ -180,11 +214,24 @@ def load_keys(manifest: Manifest) -> Keys:
 
     signing_pass = passphrase(c.signing.passphrase_secret)
     encryption_pass = passphrase(c.encryption.passphrase_secret)
-    return Keys(
+    return OwnKeys(
         signing_cert=load_certificate(c.signing.certificate, signing_pass),
         signing_key=load_private_key(c.signing.key, signing_pass),
         encryption_cert=load_certificate(c.encryption.certificate, encryption_pass),
         encryption_key=load_private_key(c.encryption.key, encryption_pass),
+    )
+
+
+def load_keys(manifest: Manifest) -> Keys:
+    """The manifest's certificates; passphrases come from the secret store."""
+    own = load_own_keys(manifest)
+    c = manifest.certificates
+    assert c is not None  # load_own_keys refused otherwise
+    return Keys(
+        signing_cert=own.signing_cert,
+        signing_key=own.signing_key,
+        encryption_cert=own.encryption_cert,
+        encryption_key=own.encryption_key,
         register_signing_cert=load_certificate(c.register.signing),
         register_encryption_cert=load_certificate(c.register.encryption),
         trust_anchors=_trust_anchors(c.register.trust_anchors),
@@ -196,7 +243,7 @@ def transport_settings(manifest: Manifest) -> TransportSettings:
     endpoint = manifest.endpoint
     if endpoint is None:
         raise IplosctlError(f"{manifest.path}: spec.endpoint is required outside the sandbox")
-    env = profiles.load_profile(manifest.reporting_year).environments[manifest.environment]
+    env = profiles.profile_for(manifest).environments[manifest.environment]
     url = endpoint.url or env.broker_url
     if not url:
         raise IplosctlError(
@@ -225,7 +272,7 @@ def receive_limit(manifest: Manifest) -> int:
     endpoint = manifest.endpoint
     if endpoint is not None and endpoint.max_message_size_bytes:
         return endpoint.max_message_size_bytes
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
     return 2 * (manifest.message_size_limit_bytes or profile.message_limit_bytes)
 
 
@@ -242,13 +289,16 @@ class Connection:
 @contextlib.contextmanager
 def connect(manifest: Manifest) -> Iterator[Connection]:
     """Open the manifest's transport; in the sandbox, start the built-in register first."""
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
     env = profile.environments[manifest.environment]
     address = addressing(manifest)
     if env.sandbox and manifest.endpoint is None:
         from iplosctl.sandbox.embedded import embedded_register
 
-        with embedded_register(state_dir() / "sandbox", address) as register:
+        # The manifest's own certificates when it names them (rehearse with the real ones);
+        # the register side is always the sandbox's: nobody has KPR's private keys.
+        own = load_own_keys(manifest) if manifest.certificates is not None else None
+        with embedded_register(state_dir(manifest) / "sandbox", address, own=own) as register:
             transport = plugins.load("transport", "amqp")(register.transport_settings)
             try:
                 yield Connection(transport, register.municipality_keys(), address, sandbox=True)

@@ -22,9 +22,10 @@ from typing import Any, BinaryIO
 
 from iplosctl import __version__, endpoint, lockfile, plugins, profiles, transport_policy
 from iplosctl.atomic import write_atomic
-from iplosctl.errors import IplosctlError
+from iplosctl.errors import IplosctlError, Location, Problem, SourceError
 from iplosctl.manifest import Manifest
 from iplosctl.payload.compression import COMPRESSION_CODE, base64_size
+from iplosctl.payload.export_writer import RecordPayloadError
 from iplosctl.payload.msghead import message_id
 from iplosctl.payload.parts import PayloadHasher
 from iplosctl.plausibility import plausibility_findings, previous_year_summary
@@ -129,6 +130,10 @@ class SubmissionPlan:
     attempt: int
     parts: tuple[PartPlan, ...]
     receipt_errors: tuple[dict[str, str], ...] = ()
+    #: digest of the year profile (and overlay), the format profile and its XSD
+    profile_digest: str = ""
+    #: the profile the plan was made with (renderers name service codes from it)
+    profile: Profile | None = field(default=None, compare=False, repr=False)
     #: where it goes: receiver HER-id, queues, broker (no credentials), namespace
     #: (`endpoint.Route.as_dict`); None only for plans built by hand in tests
     route: dict[str, Any] | None = None
@@ -194,18 +199,55 @@ def _cache_dir() -> Path:
     return Path(base) / "iplosctl" / "plan"
 
 
+def _source(manifest: Manifest) -> Any:
+    source_cls = plugins.load("source", manifest.source.plugin)
+    return source_cls() if isinstance(source_cls, type) else source_cls
+
+
+def _source_spec(manifest: Manifest) -> SourceSpec:
+    return SourceSpec(manifest.source.path, manifest.source.format, manifest.source.options)
+
+
+def profile_files(manifest: Manifest, profile: Profile, source: Any = None) -> list[Path]:
+    """Every file whose bytes decide the plan besides export, manifest and lockfile.
+
+    The year profile as shipped (and the shipped base it extends), the
+    overlay from the repository, and what the source plugin reads the export
+    through (a format profile and its XSD, when the plugin says so).
+    """
+    files = list(profile.files)
+    source = source if source is not None else _source(manifest)
+    format_files = getattr(source, "profile_files", None)
+    if format_files is not None:
+        files.extend(format_files(_source_spec(manifest)))
+    return files
+
+
+def profile_inputs_digest(manifest: Manifest, profile: Profile, source: Any = None) -> str:
+    """`profileDigest`: the content of every profile file, in order (paths do not count)."""
+    h = hashlib.sha256()
+    for path in profile_files(manifest, profile, source):
+        try:
+            digest = file_digest(path)
+        except OSError as exc:
+            raise IplosctlError(f"profile file {path}: cannot read ({exc.strerror})") from None
+        h.update(f"{digest}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
 def _cache_key(
     manifest: Manifest,
     previous: dict[str, Any] | None,
     today: dt.date,
     late: bool,
     rule_ids: Sequence[str],
+    *,
+    profile_digest: str = "",
 ) -> str | None:
     try:
         st = manifest.source.path.stat()
     except OSError:
         return None
-    profile_file = profiles.PROFILE_DIR / f"{manifest.reporting_year}.yaml"
     key = json.dumps(
         {
             "version": __version__,
@@ -214,7 +256,8 @@ def _cache_key(
             "mtime": st.st_mtime_ns,
             "inode": st.st_ino,
             "manifest": manifest.digest,
-            "profile": profile_file.stat().st_mtime_ns,
+            # content, not mtimes: a profile restored from git keeps its old mtime
+            "profile": profile_digest,
             "previous": previous,
             "today": today.isoformat(),
             "late": late,
@@ -225,9 +268,34 @@ def _cache_key(
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _identities(paths: Sequence[Path]) -> list[list[Any]] | None:
+    """Path, size, mtime and inode of each file (None when one cannot be read)."""
+    try:
+        return [
+            [str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino]
+            for p in paths
+            for st in (p.stat(),)
+        ]
+    except OSError:
+        return None
+
+
+def sources_digest(main: Path, extra: Sequence[Path]) -> str:
+    """`file_digest` of the export, or of the export and its other files together."""
+    if not extra:
+        return file_digest(main)
+    joined = "\n".join(file_digest(p) for p in (main, *extra))
+    return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()
+
+
 def _load_cached(key: str) -> Analysis | None:
     try:
         data = json.loads((_cache_dir() / f"{key}.json").read_text(encoding="utf-8"))
+        # The source's other files (source_inputs) are checked here rather than in the
+        # key, so that a cache hit still needs no source plugin.
+        inputs = data.get("inputs", [])
+        if inputs and _identities([Path(p) for p, *_ in inputs]) != inputs:
+            return None
         h = data["header"]
         return Analysis(
             header=ExportHeader(
@@ -256,7 +324,13 @@ def _load_cached(key: str) -> Analysis | None:
         return None
 
 
-def _store_cached(key: str, analysis: Analysis) -> None:
+def _store_cached(
+    key: str, analysis: Analysis, identities: Sequence[Sequence[Any]] | None = ()
+) -> None:
+    """Keep `analysis`; `identities` are the source's other files as they were before reading
+    (None when one was unreadable: then nothing is kept)."""
+    if identities is None:
+        return
     h = analysis.header
     data = {
         "header": {
@@ -271,6 +345,7 @@ def _store_cached(key: str, analysis: Analysis) -> None:
         "summary": analysis.summary,
         "parts": [list(p) for p in analysis.part_digests],
         "compressed": [list(p) for p in analysis.compressed_sizes],
+        "inputs": [list(i) for i in identities],
     }
     with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
         write_atomic(_cache_dir() / f"{key}.json", json.dumps(data).encode("utf-8"))
@@ -285,6 +360,7 @@ def analyse(
     late: bool = False,
     payload_outputs: Mapping[str, BinaryIO] | None = None,
     compressed_outputs: Mapping[str, BinaryIO] | None = None,
+    profile_digest: str | None = None,
 ) -> Analysis:
     """Stream the export once through rules, summary and payload digests.
 
@@ -293,14 +369,19 @@ def analyse(
     with `compressed_outputs`, each part's gzip form too.
     """
     rules = load_rules()
-    key = _cache_key(manifest, previous, today, late, [r.id for r in rules])
+    source = _source(manifest)
+    if profile_digest is None:
+        profile_digest = profile_inputs_digest(manifest, profile, source)
+    key = _cache_key(
+        manifest, previous, today, late, [r.id for r in rules], profile_digest=profile_digest
+    )
     if payload_outputs is None and key is not None and (cached := _load_cached(key)) is not None:
         return cached
-    source_cls = plugins.load("source", manifest.source.plugin)
-    source = source_cls() if isinstance(source_cls, type) else source_cls
-    spec = SourceSpec(manifest.source.path, manifest.source.format, manifest.source.options)
-    source_digest = file_digest(manifest.source.path)
-    export = source.read(spec)
+    spec = _source_spec(manifest)
+    extra = plugins.source_inputs(source, spec)
+    identities = _identities(extra)  # before reading: a file changed meanwhile is read again
+    export = source.read(spec)  # opens every file, so a missing one is the source's error
+    source_digest = sources_digest(manifest.source.path, extra)
     environment = profile.environments[manifest.environment]
     ctx = RuleContext(
         manifest=manifest,
@@ -319,7 +400,10 @@ def analyse(
     for record in export.recipients:
         if run.record(record):
             summary.add(record)
-            hasher.add(record)
+            try:
+                hasher.add(record)
+            except RecordPayloadError as exc:
+                raise _unwritable(manifest.source.path, exc) from None
         else:
             summary.exclude()
     analysis = Analysis(
@@ -331,8 +415,19 @@ def analyse(
         compressed_sizes=tuple(hasher.compressed_sizes()),
     )
     if key is not None:
-        _store_cached(key, analysis)
+        _store_cached(key, analysis, identities)
     return analysis
+
+
+def _unwritable(export: Path, exc: RecordPayloadError) -> SourceError:
+    """A record the payload cannot carry, blamed on the export file and record it came from.
+
+    The writer knows the record but not the file; with `plan manifests/` over
+    many municipalities the file is what the reader needs first.
+    """
+    return SourceError(
+        [Problem(Location(str(export), exc.line or 0), f"record #{exc.index}: {exc.reason}")]
+    )
 
 
 # --- deciding ---------------------------------------------------------------------
@@ -518,6 +613,47 @@ def size_findings(manifest: Manifest, profile: Profile, analysis: Analysis) -> l
     return out
 
 
+UNVERIFIED_RULE = "profile-unverified"
+
+
+def unverified_findings(
+    manifest: Manifest, profile: Profile, environment: profiles.Environment
+) -> list[Finding]:
+    """`profile-unverified`: facts this plan relies on that no source confirms, named.
+
+    Outside the sandbox only (a rehearsal sends nothing to the register). Facts
+    of other environments than the manifest's are not relied on. One finding
+    per plan, counting the facts, so fifty manifests stay readable; the reasons
+    are in the profile file. The severity can be changed in `spec.rules`.
+    """
+    severity = manifest.rule_severities.get(UNVERIFIED_RULE, "warning")
+    if environment.sandbox or severity == "off":
+        return []
+    facts = []
+    for fact in profile.unverified:
+        parts = fact.path.split(".")
+        if parts[0] == "environments" and len(parts) > 1 and parts[1] != manifest.environment:
+            continue
+        facts.append(fact.path)
+    if not facts:
+        return []
+    where = " and ".join(
+        f"iplosctl/profiles/{f.name}" if f.parent == profiles.PROFILE_DIR else str(f)
+        for f in profile.files
+    )
+    return [
+        Finding(
+            UNVERIFIED_RULE,
+            severity,  # type: ignore[arg-type]
+            f"the {profile.year} profile has UNVERIFIED facts this plan relies on: "
+            f"{', '.join(facts)} (reasons in {where}): confirm them with the register and "
+            "restate them in a profile overlay (spec.profile or profiles/"
+            f"{profile.year}.yaml beside manifests/)",
+            len(facts),
+        )
+    ]
+
+
 def transport_findings(manifest: Manifest) -> list[Finding]:
     """`transport-security` warnings (e.g. `tls.verifyPeerName: false` in test), so the
     reviewer of the pull request sees them; the refusals already stopped validation."""
@@ -527,6 +663,25 @@ def transport_findings(manifest: Manifest) -> list[Finding]:
         Finding(transport_policy.RULE_ID, c.severity, c.message, 1)
         for c in transport_concerns(manifest)
     ]
+
+
+def sandbox_findings(manifest: Manifest, profile: Profile) -> list[Finding]:
+    """`sandbox-certificates`: which certificates a rehearsal with the built-in register uses,
+    so nobody believes the sandbox checked something it did not."""
+    if not profile.environments[manifest.environment].sandbox or manifest.endpoint is not None:
+        return []
+    if manifest.certificates is None:
+        message = (
+            "the built-in register and this municipality both use the sandbox's own test "
+            "certificates (the manifest names none)"
+        )
+    else:
+        message = (
+            "the built-in register trusts your signing certificate and encrypts its receipts "
+            "to your encryption certificate; its own side uses the sandbox's test "
+            "certificates, not certificates.register (nobody has KPR's private keys)"
+        )
+    return [Finding("sandbox-certificates", "info", message, 1)]
 
 
 def plan_submission(
@@ -544,7 +699,8 @@ def plan_submission(
     written in the same pass that plans it (`analyse`), so it reads the export once.
     """
     today = today or dt.date.today()
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
+    digest = profile_inputs_digest(manifest, profile)
     lock_path = lockfile_path or manifest.lockfile_path
     lock = lockfile.load(lock_path)
     if lock is not None and lock.submission != manifest.name:
@@ -562,11 +718,15 @@ def plan_submission(
         late=late,
         payload_outputs=payload_outputs,
         compressed_outputs=compressed_outputs,
+        profile_digest=digest,
     )
+    environment = profile.environments[manifest.environment]
     findings = (
         analysis.findings
         + tuple(size_findings(manifest, profile, analysis))
+        + tuple(unverified_findings(manifest, profile, environment))
         + tuple(transport_findings(manifest))
+        + tuple(sandbox_findings(manifest, profile))
     )
     if accepted is not None:
         since = f"the accepted attempt {accepted.number}"
@@ -620,7 +780,6 @@ def plan_submission(
             for p in last.parts
             if p.transport_error
         )
-    environment = profile.environments[manifest.environment]
     return SubmissionPlan(
         name=manifest.name,
         manifest_path=manifest.path,
@@ -642,6 +801,8 @@ def plan_submission(
         attempt=attempt,
         parts=parts,
         receipt_errors=receipt_errors,
+        profile_digest=digest,
+        profile=profile,
         route=endpoint.route(manifest).as_dict(),
     )
 
@@ -689,6 +850,7 @@ def saved_form(plan: Plan, *, with_digest: bool = True) -> dict[str, Any]:
                 "manifestDigest": s.manifest_digest,
                 "sourceDigest": s.source_digest,
                 "payloadDigest": s.payload_digest,
+                "profileDigest": s.profile_digest,
                 "lineage": s.lineage,
                 "serial": s.serial,
                 "attempt": s.attempt,

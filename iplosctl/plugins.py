@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -25,6 +25,8 @@ GROUPS: dict[str, str] = {
     "source": "iplosctl.sources",
     "transport": "iplosctl.transports",
     "rules": "iplosctl.rules",
+    # a format profile YAML (a path, or a callable returning one); see README
+    "format": "iplosctl.formats",
 }
 LOAD_PLUGINS_ENV = "IPLOSCTL_LOAD_PLUGINS"
 
@@ -85,6 +87,26 @@ class SourcePlugin(Protocol):
     def read(self, spec: SourceSpec) -> Export:
         """Open the export; validate as it streams; never load it whole."""
         ...
+
+    def profile_files(self, spec: SourceSpec) -> Sequence[Path]:
+        """Optional: the files that decide how `spec` is read (a format profile and its XSD).
+
+        Their bytes join the plan's cache key and its `profileDigest`, so editing
+        one makes the next plan read the export again and a saved plan stale.
+        """
+        ...
+
+
+def source_inputs(source: Any, spec: SourceSpec) -> list[Path]:
+    """Files a source reads besides `spec.path` (the csv source's assessments and diagnoses).
+
+    Optional for a source plugin: an `inputs(spec)` method. The plan digests
+    these files with the export and its cache notices when one changes (so a
+    saved plan goes stale). `validate` does not load source plugins (a cached
+    plan needs none), so a missing one is the source's error when it reads.
+    """
+    inputs = getattr(source, "inputs", None)
+    return list(inputs(spec)) if callable(inputs) else []
 
 
 # --- transport plugins (entry point group iplosctl.transports) -----------------

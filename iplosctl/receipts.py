@@ -226,7 +226,7 @@ def collect_receipts(
 
 def quarantine_dir(manifest: Manifest) -> Path:
     """`<state dir>/quarantine/<submission name>/`: git-ignored, never in the lockfile."""
-    return endpoint.state_dir() / "quarantine" / manifest.name
+    return endpoint.state_dir(manifest) / "quarantine" / manifest.name
 
 
 def list_quarantine(manifest: Manifest) -> list[QuarantinedReceipt]:
@@ -400,7 +400,7 @@ class _Run:
             address.reply_queue: self.decide_receipt,
             address.error_queue: self.decide_error,
         }
-        root = endpoint.state_dir() / "quarantine"
+        root = endpoint.state_dir(self.manifest) / "quarantine"
         folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         for folder in folders:
             for entry in _read_quarantine(folder):

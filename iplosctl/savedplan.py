@@ -21,6 +21,7 @@ REVIEWED_KEYS = (
     "manifestDigest",
     "sourceDigest",
     "payloadDigest",
+    "profileDigest",
     "lineage",
     "serial",
     "attempt",

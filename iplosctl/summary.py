@@ -73,7 +73,9 @@ class SummaryBuilder:
             },
             "longTermStays": suppressed(self.long_term),
             "homeDwelling": suppressed(self.home_dwelling),
-            "assessedPercent": share if self.recipients >= 5 else "<5",
+            # A share of fewer than five persons is not shown at all; "<5" would read as a
+            # count, and 100 % of three persons identifies them as well as "3" would.
+            "assessedPercent": share if self.recipients >= 5 else None,
             "welfareTechnology": suppressed(self.welfare_technology),
             "rehabilitation": suppressed(self.rehabilitation),
             "testPersonsExcluded": suppressed(self.excluded),
@@ -92,12 +94,17 @@ LABELS = {
 
 
 def _delta(now: object, before: object) -> str:
-    if before is None:
+    if now is None or before is None:
         return ""
     if isinstance(now, int) and isinstance(before, int):
         diff = now - before
         return "±0" if diff == 0 else f"{diff:+d}"
     return f"was {before}" if now != before else "±0"
+
+
+def _shown(value: object) -> str:
+    """A summary value as printed; a share that is not shown says why."""
+    return "not shown (<5 recipients)" if value is None else str(value)
 
 
 def summary_rows(
@@ -106,7 +113,7 @@ def summary_rows(
     """(label, value, change since the last accepted submission) rows for rendering."""
     prev = previous or {}
     rows = [
-        (label, str(summary.get(key, 0)), _delta(summary.get(key), prev.get(key)))
+        (label, _shown(summary.get(key, 0)), _delta(summary.get(key), prev.get(key)))
         for key, label in LABELS.items()
     ]
     prev_codes = prev.get("perServiceCode", {}) if previous else None

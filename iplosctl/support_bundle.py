@@ -153,7 +153,7 @@ def _certificates(manifest: Manifest, sandbox: bool) -> dict[str, Any] | None:
     # The embedded register's test PKI, if a rehearsal has created it (never created here).
     from iplosctl.sandbox.pki import LEAVES, PkiFiles
 
-    pki = PkiFiles(endpoint.state_dir() / "sandbox" / "pki")
+    pki = PkiFiles(endpoint.state_dir(manifest) / "sandbox" / "pki")
     if not pki.ca.is_file():
         return {"sandboxPki": "not created yet"}
     return {"sandboxPki": {stem: _certificate(pki.certificate(stem)) for stem in LEAVES}}
@@ -210,6 +210,7 @@ def _plan(manifest: Manifest, today: dt.date) -> dict[str, Any]:
         "attempt": plan.attempt,
         "sourceDigest": plan.source_digest,
         "payloadDigest": plan.payload_digest,
+        "profileDigest": plan.profile_digest,
         "parts": [
             {
                 "type": p.type,
@@ -316,7 +317,7 @@ def _register(profile: profiles.Profile) -> dict[str, Any]:
 
 
 def _submission(manifest: Manifest, today: dt.date) -> dict[str, Any]:
-    profile = profiles.load_profile(manifest.reporting_year)
+    profile = profiles.profile_for(manifest)
     env = profile.environments[manifest.environment]
     address = endpoint.addressing(manifest)
     return {
@@ -351,6 +352,12 @@ def _submission(manifest: Manifest, today: dt.date) -> dict[str, Any]:
         },
         "ruleOverrides": dict(sorted(manifest.rule_severities.items())),
         "deadline": deadline_window(profile, today, env.sandbox),
+        # which year profile the register's facts came from: an overlay of the
+        # municipality's repository (file name only) and what no source confirms
+        "profile": {
+            "overlay": profile.overlay.name if profile.overlay else None,
+            "unverified": [u.path for u in profile.unverified],
+        },
         "plan": _plan(manifest, today),
         "lockfile": _lockfile(manifest),
         "quarantined": _quarantine(manifest),

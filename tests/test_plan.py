@@ -40,7 +40,7 @@ def test_json_format(cli, demo_copy: Path) -> None:
     (s,) = data["submissions"]
     assert s["name"] == "demo-2023" and s["action"] == "submit"
     assert {"rule", "severity", "count"} <= set(s["findings"][0])
-    assert set(s["digests"]) == {"manifest", "source", "payload"}
+    assert set(s["digests"]) == {"manifest", "source", "payload", "profile"}
     assert s["summary"]["recipients"] == 38
     assert s["deadline"]["window"] == "rehearsal"
     assert result.err.startswith("Plan: ")  # the human line goes to stderr with json
@@ -76,14 +76,14 @@ def test_errors_block(cli, demo_copy: Path) -> None:
 
 def test_second_plan_uses_the_cache(cli, demo_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli("plan", demo_copy).code == 0
-    real_load = plugins.load
+    source = plugins.load("source", "xml")
 
-    def no_sources(kind: str, name: str):  # type: ignore[no-untyped-def]
-        if kind == "source":
-            raise AssertionError("the export was read again")
-        return real_load(kind, name)
+    def no_reading(self, spec):  # type: ignore[no-untyped-def]
+        raise AssertionError("the export was read again")
 
-    monkeypatch.setattr(plugins, "load", no_sources)
+    # The plugin is still loaded (it names the format profile files of the cache key);
+    # the export must not be read.
+    monkeypatch.setattr(source, "read", no_reading)
     cached = cli("plan", demo_copy)
     assert cached.code == 0, cached.all
     export = demo_copy.parent.parent / "examples" / "exports" / "demo-2023.xml"

@@ -9,7 +9,7 @@ from iplosctl.profiles import available_years, load_profile
 
 
 def test_shipped_years() -> None:
-    assert available_years() == [2021, 2023]
+    assert available_years() == [2021, 2023, 2024, 2025, 2026]
 
 
 def test_2021_from_the_kpr_letter() -> None:
@@ -37,7 +37,7 @@ def test_2023_environments_and_parts() -> None:
     assert p.environments["production"].production and not p.environments["test"].production
 
 
-@pytest.mark.parametrize("year", [2021, 2023])
+@pytest.mark.parametrize("year", [2021, 2023, 2024, 2025, 2026])
 def test_code_lists(year: int) -> None:
     p = load_profile(year)
     assert len(p.service_codes) == 25

@@ -12,7 +12,7 @@ from iplosctl.manifest import load_manifest
 from iplosctl.profiles import load_profile
 from iplosctl.records import Assessment, ExportHeader, Recipient, Service
 from iplosctl.rules import RuleContext, RuleRun, load_rules
-from tests.conftest import DEMO_MANIFEST
+from tests.conftest import DEMO_MANIFEST, planted_person_id
 
 TNR = "05903813050"  # Test-Norge (month + 80), valid check digits
 FNR_BAD = "05903813051"
@@ -51,15 +51,20 @@ def ctx_for(
 def person(
     index: int = 0,
     *services: Service,
-    pid: str = TNR,
+    pid: str | None = None,
+    local_id: str | None = None,
     name: str | None = None,
     rehab: bool = False,
     assessments: tuple[Assessment, ...] = (),
 ) -> Recipient:
     return Recipient(
         index=index,
-        local_id=f"r{index}",
-        person_id=pid,
+        local_id=f"r{index}" if local_id is None else local_id,
+        # A distinct Test-Norge number per index, so only the tests that want a
+        # repeated person (person-id-unique) have one.
+        person_id=(TNR if index == 0 else planted_person_id(f"{index + 1:02d}9038"))
+        if pid is None
+        else pid,
         name=name,
         services=services,
         rehabilitation=rehab,
@@ -291,5 +296,157 @@ def test_rule_ids_are_unique_and_cited() -> None:
         "period",
         "municipality",
         "deadline",
+        "hours-overlap",
+        "local-id-unique",
+        "person-id-unique",
     }
     assert all(r.source for r in rules)
+
+
+# --- rules across rows and records (issue 11 item 8) ----------------------------------
+
+
+def hours_rows(*rows: tuple[float, dt.date | None, dt.date | None]) -> tuple[Service, ...]:
+    return tuple(
+        svc("15", "310000027", hours_per_week=h, start=start, end=end) for h, start, end in rows
+    )
+
+
+def test_overlapping_rows_of_one_service_share_the_168_hour_limit(manifest) -> None:  # type: ignore[no-untyped-def]
+    jan, mar, jun, dec = (dt.date(2023, m, 1) for m in (1, 3, 6, 12))
+    ctx = ctx_for(manifest)
+    # Two rows of 100 h for the same service and the same months: 200 h a week.
+    found, _ = findings(ctx, person(0, *hours_rows((100, jan, jun), (100, mar, dec))))
+    (f,) = by_rule(found, "hours-overlap")
+    assert (f.severity, f.count, [r.index for r in f.records]) == ("error", 1, [0])
+    assert "more than 168 hours per week" in f.message and "service 15" in f.message
+    assert "100" not in f.message and "200" not in f.message  # no per-person value
+    assert by_rule(found, "hours") == []  # each row alone is within the limit
+    # An open start or end counts as running: the open row overlaps everything.
+    found, _ = findings(ctx, person(0, *hours_rows((100, None, None), (100, mar, jun))))
+    assert len(by_rule(found, "hours-overlap")) == 1
+    # Exactly the limit is allowed, as it is for one row.
+    found, _ = findings(ctx, person(0, *hours_rows((84, jan, None), (84, mar, None))))
+    assert by_rule(found, "hours-overlap") == []
+
+
+def test_rows_that_follow_each_other_or_differ_in_code_are_not_summed(manifest) -> None:  # type: ignore[no-untyped-def]
+    jan, jun, dec = (dt.date(2023, m, 1) for m in (1, 6, 12))
+    ctx = ctx_for(manifest)
+    handover = person(0, *hours_rows((100, jan, jun), (100, jun, dec)))
+    other_code = person(
+        1,
+        svc("15", "310000027", hours_per_week=100, start=jan),
+        svc("1", "310000027", hours_per_week=100, start=jan),
+    )
+    other_person = person(2, *hours_rows((100, jan, None)))
+    found, _ = findings(
+        ctx, handover, other_code, other_person, person(3, *hours_rows((100, jan, None)))
+    )
+    assert by_rule(found, "hours-overlap") == []
+    # A one-day row overlaps a row running that day.
+    found, _ = findings(ctx, person(0, *hours_rows((100, jun, jun), (100, jan, dec))))
+    assert len(by_rule(found, "hours-overlap")) == 1
+
+
+def test_one_row_over_the_limit_is_the_hours_rule_alone(manifest) -> None:  # type: ignore[no-untyped-def]
+    jan = dt.date(2023, 1, 1)
+    found, _ = findings(
+        ctx_for(manifest), person(0, *hours_rows((200, jan, None), (10, jan, None)))
+    )
+    assert len(by_rule(found, "hours")) == 1
+    assert by_rule(found, "hours-overlap") == []
+
+
+def test_a_repeated_local_id_is_an_error_naming_both_records(manifest) -> None:  # type: ignore[no-untyped-def]
+    ctx = ctx_for(manifest)
+    records = [
+        person(0, svc("15", "310000027"), local_id="A"),
+        person(1, svc("15", "310000027"), local_id="B"),
+        person(2, svc("6"), local_id="A"),
+        person(3, svc("6"), local_id="A"),
+    ]
+    found, _ = findings(ctx, *records)
+    (f,) = by_rule(found, "local-id-unique")
+    assert (f.severity, f.count) == ("error", 3)
+    assert [(r.index, r.line) for r in f.records] == [(0, 10), (2, 12), (3, 13)]
+    assert "A" not in f.message.replace("LocalId", "")
+    # Distinct LocalIds: nothing.
+    found, _ = findings(ctx, *(dataclasses.replace(r, local_id=f"x{r.index}") for r in records))
+    assert by_rule(found, "local-id-unique") == []
+
+
+def test_a_repeated_local_id_blocks_the_plan(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from iplosctl.manifest import load_manifest as load
+    from iplosctl.plan import plan_submission
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    text = DEMO_MANIFEST.read_text(encoding="utf-8")
+    export = tmp_path / "exports" / "demo-2023.xml"
+    export.parent.mkdir()
+    original = (DEMO_MANIFEST.parent / "../examples/exports/demo-2023.xml").resolve()
+    xml = original.read_text(encoding="utf-8").replace("r-000002", "r-000001")
+    export.write_text(xml, encoding="utf-8")
+    (tmp_path / "manifests").mkdir()
+    manifest_path = tmp_path / "manifests" / "demo-2023.yaml"
+    manifest_path.write_text(
+        text.replace("../examples/exports/demo-2023.xml", "../exports/demo-2023.xml"),
+        encoding="utf-8",
+    )
+    plan = plan_submission(load(manifest_path), today=dt.date(2024, 1, 5))
+    assert plan.action == "blocked" and "local-id-unique" in plan.reason
+    (f,) = [f for f in plan.findings if f.rule == "local-id-unique"]
+    assert [r.index for r in f.records] == [0, 1]
+
+
+def test_one_person_under_two_local_ids_is_an_error(manifest) -> None:  # type: ignore[no-untyped-def]
+    ctx = ctx_for(manifest)
+    other = planted_person_id("079038")
+    records = [
+        person(0, svc("15", "310000027"), pid=TNR, local_id="A"),
+        person(1, svc("15", "310000027"), pid=other, local_id="B"),
+        person(2, svc("6"), pid=TNR, local_id="C"),
+    ]
+    found, _ = findings(ctx, *records)
+    (f,) = by_rule(found, "person-id-unique")
+    assert (f.severity, f.count, [r.index for r in f.records]) == ("error", 2, [0, 2])
+    assert TNR not in f.message
+    # The same person under the same LocalId twice is local-id-unique's finding only.
+    same_local = dataclasses.replace(records[2], local_id="A")
+    found, _ = findings(ctx, records[0], records[1], same_local)
+    assert by_rule(found, "person-id-unique") == []
+    assert by_rule(found, "local-id-unique")[0].count == 2
+    # Records without a person id (a KPR_IPL-only export) are not compared.
+    found, _ = findings(ctx, person(0, pid=""), person(1, pid=""))
+    assert by_rule(found, "person-id-unique") == []
+
+
+def test_repeat_rules_keep_digests_not_ids(manifest) -> None:  # type: ignore[no-untyped-def]
+    from iplosctl.rules.kpr import LocalIdUnique, PersonIdUnique
+
+    ctx = ctx_for(manifest)
+    local, people = LocalIdUnique(), PersonIdUnique()
+    record = person(0, svc("15", "310000027"), pid=TNR, local_id="journal-77")
+    for rule in (local, people):
+        list(rule.check_record(ctx, record))
+    for rule in (local, people):
+        state = repr(vars(rule)) + repr(vars(rule._seen))
+        assert TNR not in state and "journal-77" not in state
+        assert len(rule._seen) == 1
+
+
+def test_the_repeat_rules_cannot_be_turned_down(manifest) -> None:  # type: ignore[no-untyped-def]
+    overrides = {"local-id-unique": "off", "person-id-unique": "warning", "hours-overlap": "off"}
+    ctx = ctx_for(manifest, rule_severities=overrides)
+    jan = dt.date(2023, 1, 1)
+    records = [
+        person(0, *hours_rows((100, jan, None), (100, jan, None)), local_id="A"),
+        person(1, svc("6"), local_id="A"),
+        person(2, svc("6"), pid=TNR, local_id="B"),
+    ]
+    found, _ = findings(ctx, *records)
+    for rule in ("local-id-unique", "person-id-unique"):
+        error, ignored = sorted(by_rule(found, rule), key=lambda f: f.severity)
+        assert error.severity == "error" and error.count == 2
+        assert ignored.severity == "warning" and f"spec.rules.{rule} is ignored" in ignored.message
+    assert by_rule(found, "hours-overlap") == []  # an ordinary rule can be turned off

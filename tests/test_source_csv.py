@@ -172,7 +172,11 @@ def test_a_nul_byte_is_refused(tmp_path: Path) -> None:
 
 def test_a_mapped_optional_column_must_exist(tmp_path: Path) -> None:
     path = csv_file(tmp_path, ROWS)
-    with pytest.raises(SourceError, match=r":1:1: missing column 'Bydel' for district"):
+    with pytest.raises(
+        SourceError,
+        match=r"export\.csv:1:1: spec\.source\.options\.columns\.district: missing column "
+        "'Bydel' for district",
+    ):
         read_all(path, columns={"district": "Bydel"})
 
 

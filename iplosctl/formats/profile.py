@@ -17,7 +17,9 @@ says where a value is, never what it is.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,9 +28,9 @@ from typing import Any, Literal
 
 from lxml import etree
 
-from iplosctl import yamlio
+from iplosctl import plugins, yamlio
 from iplosctl.errors import InputError, ProfileError
-from iplosctl.formats import FORMATS_DIR
+from iplosctl.formats import FORMATS_DIR, is_format_path
 from iplosctl.validation import schema_problems
 
 DEFAULT_FORMAT = "iplos-export-v1"
@@ -116,8 +118,19 @@ class FormatProfile:
     diagnoses: ElementMap | None
 
     def xml_schema(self) -> etree.XMLSchema:
-        """The format's XSD, compiled once per process."""
-        return _xml_schema(self.schema_path)
+        """The format's XSD, compiled once per process (again when the file changes)."""
+        try:
+            st = self.schema_path.stat()
+        except OSError as exc:
+            raise ProfileError(
+                f"broken format schema {self.schema_path.name}: cannot read ({exc.strerror})"
+            ) from None
+        return _xml_schema(self.schema_path, (st.st_mtime_ns, st.st_size))
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The files that decide how an export is read: the profile YAML and its XSD."""
+        return (self.path, self.schema_path)
 
 
 def local_name(clark: str) -> str:
@@ -131,18 +144,70 @@ def available_formats() -> list[str]:
 
 
 def load_format(name: str | None = None) -> FormatProfile:
-    """The shipped profile `name` (default iplos-export-v1), or ProfileError listing them."""
+    """The format profile `name` (default iplos-export-v1), or ProfileError listing the known ones.
+
+    `name` is a shipped name, a name a plugin provides through the
+    `iplosctl.formats` entry-point group (a shipped name wins), or a path to a
+    format-profile YAML (the manifest loader makes a manifest's relative path
+    absolute).
+    """
     name = name or DEFAULT_FORMAT
-    path = FORMATS_DIR / f"{name}.yaml"
-    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", name) or not path.is_file():
-        known = ", ".join(available_formats()) or "none"
-        raise ProfileError(f"no export format profile named {name!r} (formats: {known})")
-    return load_format_file(path)
+    if is_format_path(name):
+        path = Path(name)
+        if not path.is_file():
+            state = "is a folder" if path.is_dir() else "not found"
+            raise ProfileError(f"no export format profile at {path} ({state})")
+        return load_format_file(path)
+    shipped = FORMATS_DIR / f"{name}.yaml"
+    if re.fullmatch(r"[a-z0-9][a-z0-9.-]*", name) and shipped.is_file():
+        return load_format_file(shipped)
+    provided = plugins.installed("format")
+    if name in provided:
+        return load_format_file(_plugin_format_path(name))
+    known = ", ".join(sorted({*available_formats(), *provided})) or "none"
+    raise ProfileError(f"no export format profile named {name!r} (formats: {known})")
+
+
+def _plugin_format_path(name: str) -> Path:
+    """The YAML an `iplosctl.formats` entry point names: a path, or a callable giving one."""
+    info = plugins.installed("format")[name]
+    target = plugins.load("format", name)
+    try:
+        value = target() if callable(target) else target
+    except Exception as exc:  # a broken third-party plugin must not look like our bug
+        raise ProfileError(
+            f"format {name!r} of {info.distribution} {info.version} ({info.target}) failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(value, str | os.PathLike):
+        raise ProfileError(
+            f"format {name!r} of {info.distribution} {info.version} ({info.target}) gave "
+            f"{type(value).__name__}, not the path of a format-profile YAML"
+        )
+    path = Path(value)
+    if not path.is_file():
+        raise ProfileError(
+            f"format {name!r} of {info.distribution} {info.version}: {path} not found"
+        )
+    return path
+
+
+def load_format_file(path: Path) -> FormatProfile:
+    """Load, validate and compile the profile at `path` (its XSD must sit beside it).
+
+    Compiled once per content: an edited profile is compiled again, the same
+    bytes give the same object.
+    """
+    path = Path(path)
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise ProfileError(f"format profile {path}: cannot read ({exc.strerror})") from None
+    return _load_format_file(path, hashlib.sha256(content).hexdigest())
 
 
 @functools.cache
-def load_format_file(path: Path) -> FormatProfile:
-    """Load, validate and compile the profile at `path` (its XSD must sit beside it)."""
+def _load_format_file(path: Path, _digest: str) -> FormatProfile:
     try:
         root = yamlio.load(path, what="format profile")
     except InputError as exc:
@@ -166,7 +231,7 @@ def _profile_schema() -> dict[str, Any]:
 
 
 @functools.cache
-def _xml_schema(path: Path) -> etree.XMLSchema:
+def _xml_schema(path: Path, _stamp: tuple[int, int] = (0, 0)) -> etree.XMLSchema:
     # The XSD is ours, but it is parsed with the same care as an export: no network,
     # no DTD, no entities.
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)

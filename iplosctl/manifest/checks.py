@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iplosctl import plugins, profiles, transport_policy
-from iplosctl.errors import ManifestError, PluginError, Problem, ProfileError
+from iplosctl.errors import IplosctlError, ManifestError, PluginError, Problem, ProfileError
 from iplosctl.manifest.loader import discover, load_manifest
 from iplosctl.manifest.model import Manifest
 
@@ -116,9 +116,9 @@ def check_manifest(m: Manifest, *, check_files: bool = True) -> list[Problem]:
         problems.append(Problem(m.locate(*path), message, ".".join(str(p) for p in path)))
 
     try:
-        profile = profiles.load_profile(m.reporting_year)
+        profile = profiles.profile_for(m)
     except ProfileError as exc:
-        add(exc.message, "spec", "reportingYear")
+        add(exc.message, "spec", "profile" if m.profile is not None else "reportingYear")
         profile = None
     if profile is not None:
         env = profile.environments.get(m.environment)
@@ -147,7 +147,8 @@ def check_manifest(m: Manifest, *, check_files: bool = True) -> list[Problem]:
         if concern.severity == transport_policy.ERROR:
             add(concern.message, *concern.path)
 
-    _check_plugin(add, "source", m.source.plugin, "spec", "source", "plugin")
+    if _check_plugin(add, "source", m.source.plugin, "spec", "source", "plugin"):
+        _check_format(add, m)
     if m.endpoint is not None:
         _check_plugin(add, "transport", m.endpoint.transport, "spec", "endpoint", "transport")
 
@@ -184,7 +185,7 @@ def transport_concerns(m: Manifest) -> list[transport_policy.Concern]:
     if m.endpoint is None:
         return []
     try:
-        env = profiles.load_profile(m.reporting_year).environments.get(m.environment)
+        env = profiles.profile_for(m).environments.get(m.environment)
     except ProfileError:
         return []
     if env is None:
@@ -199,15 +200,35 @@ def transport_concerns(m: Manifest) -> list[transport_policy.Concern]:
     )
 
 
-def _check_plugin(add, kind: str, name: str, *where: str) -> None:  # type: ignore[no-untyped-def]
+def _check_plugin(add, kind: str, name: str, *where: str) -> bool:  # type: ignore[no-untyped-def]
     try:
         installed = plugins.installed(kind)
     except PluginError as exc:
         add(exc.message, *where)
-        return
+        return False
     if name not in installed:
         known = ", ".join(installed) or "none"
         add(f"no {kind} plugin named {name!r} is installed (installed: {known})", *where)
+        return False
+    return True
+
+
+def _check_format(add, m: Manifest) -> None:  # type: ignore[no-untyped-def]
+    """Load the format profile the source reads through: schema, XPaths, prefixes, XSD.
+
+    A broken profile is the manifest's problem (it names the profile), found
+    before any export is opened. Only sources that read through profiles
+    (`profile_files`) are asked.
+    """
+    where = ("spec", "source", "format") if m.source.format else ("spec", "source", "plugin")
+    try:
+        found = plugins.load("source", m.source.plugin)
+        source = found() if isinstance(found, type) else found
+        profile_files = getattr(source, "profile_files", None)
+        if profile_files is not None:
+            profile_files(plugins.SourceSpec(m.source.path, m.source.format, m.source.options))
+    except IplosctlError as exc:
+        add(exc.message, *where)
 
 
 def _referenced_files(m: Manifest) -> list[tuple[Path, tuple[str, ...]]]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from iplosctl import yamlio
 from iplosctl.errors import InputError, Location, ManifestError, Problem
+from iplosctl.formats import is_format_path
 from iplosctl.manifest.model import (
     Certificates,
     Endpoint,
@@ -122,6 +123,8 @@ def _year_and_environment(
     flagged = {p.path for p in known}
     if not isinstance(year, int) or isinstance(year, bool) or "spec.reportingYear" in flagged:
         return []
+    if profiles.found_overlay(Path(name), year) is not None:
+        return []  # so is an overlay found beside manifests/ (it may add a year or environment)
 
     def at(key: str, message: str) -> Problem:
         line, col = yamlio.position(root, ["spec", key])
@@ -146,6 +149,14 @@ def _digest(plain: dict[str, Any]) -> str:
     """Digest of the manifest's content, independent of key order, comments and quoting."""
     canonical = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _format(value: str | None, base: Path) -> str | None:
+    """A format name as it is; a format path resolved against the manifest's folder, absolute."""
+    if value is None or not is_format_path(value):
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else Path(os.path.abspath(base / p)))
 
 
 def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
@@ -220,7 +231,7 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
         source=Source(
             src["plugin"],
             file(src["path"]),
-            src.get("format"),  # type: ignore[arg-type]
+            _format(src.get("format"), base),
             dict(src.get("options", {})),
         ),
         test_persons=TestPersons(tuple(tp.get("names", ())), frozenset(tp.get("ids", ()))),
@@ -230,6 +241,7 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
         epj_minimum_versions=dict(spec.get("epjMinimumVersions", {})),
         schemas=file(spec.get("schemas")),
         message_size_limit_bytes=spec.get("messageSizeLimitBytes"),
+        profile=file(spec.get("profile")),
         digest=_digest(data),
         node=root,
     )

@@ -122,6 +122,8 @@ class Manifest:
     digest: str
     description: str = ""
     owner: str = ""
+    #: a reporting-year profile overlay named by `spec.profile`, resolved like other paths
+    profile: Path | None = None
     #: the ruamel tree, kept to point later errors at lines
     node: Any = field(default=None, compare=False, repr=False)
 

@@ -85,6 +85,26 @@ class ExportDigest:
 class _Bad(Exception):
     """A value the format cannot carry; becomes PayloadError with the record index."""
 
+    def __init__(self, reason: str, line: int | None = None) -> None:
+        super().__init__(reason)
+        #: the line of the item (a service) that holds the value, when it has its own
+        self.line = line
+
+
+class RecordPayloadError(PayloadError):
+    """One record holds a value the format cannot carry; `reason` never quotes the value.
+
+    The plan turns it into a `SourceError` located in the export file (which
+    the writer does not know), so the user learns which file and record to fix.
+    """
+
+    def __init__(self, index: int, line: int | None, reason: str) -> None:
+        where = f" (line {line})" if line else ""
+        super().__init__(f"recipient {index}{where}: {reason}: fix the source export")
+        self.index = index
+        self.line = line
+        self.reason = reason
+
 
 class ExportWriter:
     """Push-style writer: the header on creation, then `add` per recipient, then `finish`.
@@ -124,10 +144,8 @@ class ExportWriter:
         try:
             _recipient(self._pieces, recipient, self._person_ids, self._services, self._names)
         except _Bad as exc:
-            line = f" (line {recipient.line})" if recipient.line else ""
-            raise PayloadError(
-                f"recipient {recipient.index}{line}: {exc}: fix the source export"
-            ) from None
+            line = exc.line or recipient.line
+            raise RecordPayloadError(recipient.index, line, str(exc)) from None
         self._count += 1
         if len(self._pieces) >= _FLUSH_EVERY:
             self._size += _flush(self._pieces, self._out)
@@ -298,7 +316,7 @@ def _recipient(
             parts.append(f"<DecisionDate>{s.decision_date.isoformat()}</DecisionDate>")
         if s.org_number is not None:
             if not _ORG_NUMBER.fullmatch(s.org_number):
-                raise _Bad("service org number must be 9 digits")
+                raise _Bad(org_number_problem(s.org_number, "service org number"), s.line)
             parts.append(f"<OrgNumber>{s.org_number}</OrgNumber>")
         parts.append("</Service>\n")
         append("".join(parts))
@@ -313,6 +331,23 @@ def _recipient(
     for code in r.diagnoses:
         append(f'    <Diagnosis code="{_attr(_string(code, "diagnosis code", escape=False))}"/>\n')
     append("  </Recipient>\n")
+
+
+_SEPARATED_ORG_NUMBER = re.compile(r"[0-9]{3}[ .\u00a0]?[0-9]{3}[ .\u00a0]?[0-9]{3}")
+
+
+def org_number_problem(value: str, what: str) -> str:
+    """Why `value` is not an org number, and how to write it; never quotes the value.
+
+    Norwegian documents print org numbers in groups (`123 456 785`); the
+    register and the XSD want the nine digits alone.
+    """
+    if _SEPARATED_ORG_NUMBER.fullmatch(value.strip()):
+        return (
+            f"{what} is written with spaces or dots: write the 9 digits alone "
+            "(123456785, not 123 456 785) in the EPJ or its export"
+        )
+    return f"{what} must be 9 digits"
 
 
 def _string(value: str, what: str, *, escape: bool = True) -> str:

@@ -30,6 +30,7 @@ def submission_dict(s: SubmissionPlan) -> dict[str, Any]:
             "manifest": s.manifest_digest,
             "source": s.source_digest,
             "payload": s.payload_digest,
+            "profile": s.profile_digest,
         },
         "lineage": s.lineage,
         "serial": s.serial,

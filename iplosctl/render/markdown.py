@@ -61,9 +61,10 @@ def _details(s: SubmissionPlan, *, with_refs: bool) -> str:
         lines += [f"- {e['part']}: `{e['code']}` {_cell(e['text'])}" for e in s.receipt_errors]
         lines.append("")
     lines += ["| summary | now | change |", "|---|---:|---|"]
+    profile = s.profile or load_profile(s.year)
     lines += [
         f"| {_cell(label)} | {value} | {delta} |"
-        for label, value, delta in summary_rows(s.summary, s.previous_summary, load_profile(s.year))
+        for label, value, delta in summary_rows(s.summary, s.previous_summary, profile)
     ]
     if s.parts:
         lines += [

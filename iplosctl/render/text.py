@@ -33,7 +33,7 @@ def _submission(s: SubmissionPlan) -> list[str]:
     if s.receipt_errors:
         lines.append("  receipt errors of the last attempt:")
         lines.extend(f"    {e['part']}: {e['code']} {e['text']}".rstrip() for e in s.receipt_errors)
-    rows = summary_rows(s.summary, s.previous_summary, load_profile(s.year))
+    rows = summary_rows(s.summary, s.previous_summary, s.profile or load_profile(s.year))
     width = max(len(label) for label, _, _ in rows)
     lines.append(f"  summary{'':<{width - 5}}now    change")
     lines.extend(

@@ -18,8 +18,17 @@ from iplosctl.identifiers import (
     person_id_kind,
 )
 from iplosctl.privacy import count_text
-from iplosctl.records import Recipient
-from iplosctl.rules.engine import BaseRule, Hit, RecordRef, Rule, RuleContext
+from iplosctl.records import Recipient, Service
+from iplosctl.rules.engine import (
+    BaseRule,
+    Hit,
+    KeyedDigests,
+    RecordRef,
+    Rule,
+    RuleContext,
+    pack_ref,
+    unpack_ref,
+)
 
 #: the letter's "Donald Duck"; manifests add their own names
 BUILTIN_TEST_NAMES = ("Donald Duck",)
@@ -257,6 +266,145 @@ class Hours(BaseRule):
                 )
 
 
+class HoursOverlap(BaseRule):
+    """The 168-hour limit on one service, summed over rows that run at the same time.
+
+    An EPJ may write one vedtak as several rows (a change of hours, a second
+    vedtak for the same service); two rows of one code for one recipient whose
+    periods overlap are one service in that period, so their hours add up. A
+    row that ends the day another begins is a handover, not an overlap. Rows
+    without hours are not counted; a row above the limit on its own is the
+    `hours` rule's finding and is left out here so it is not reported twice.
+    Work per recipient is quadratic in its rows of one code (a handful).
+    """
+
+    id = "hours-overlap"
+    source = (
+        "Hdir IPLOS FAQ 'tjenester' (DOMAIN.md §2.1): more than 168 hours per week on one "
+        "service is not allowed; summed over overlapping rows of that service"
+    )
+
+    def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
+        services = record.services
+        if len(services) < 2:
+            return ()
+        by_code: dict[str, list[Service]] = {}
+        for s in services:
+            if s.hours_per_week is not None and 0 < s.hours_per_week <= MAX_HOURS_PER_WEEK:
+                by_code.setdefault(s.code, []).append(s)
+        hits = []
+        for code, rows in by_code.items():
+            if len(rows) > 1 and _peak_hours(rows) > MAX_HOURS_PER_WEEK:
+                hits.append(
+                    Hit(
+                        f"rows of service {code} that overlap in time add up to more than "
+                        f"{MAX_HOURS_PER_WEEK} hours per week: end the old vedtak where the new "
+                        "one begins, or correct the hours",
+                        ref(record),
+                    )
+                )
+        return hits
+
+
+def _peak_hours(rows: list[Service]) -> float:
+    """The most hours per week the rows add up to on any one day.
+
+    A row runs from its start to the day before its end, or on its start day
+    alone when both are the same day; no start is "always", no end "still
+    running". The peak of such periods is reached on some row's start day.
+    """
+    peak = 0.0
+    for row in rows:
+        day = row.start or dt.date.min
+        total = 0.0
+        for other in rows:
+            start = other.start or dt.date.min
+            end = other.end or dt.date.max
+            if start <= day and (day < end or start == day):
+                total += other.hours_per_week or 0.0
+        peak = max(peak, total)
+    return peak
+
+
+class LocalIdUnique(BaseRule):
+    """A LocalId names one recipient; the same one twice is two records counted as two.
+
+    Our integrity check: the LocalId is the key that links a recipient's
+    KPR_IPL record (without person id) to its KPR_IDE record (DOMAIN.md §2.1:
+    the two parts are sent separately and linked), so a repeated one links the
+    wrong records, and the summary and the payload would count that recipient
+    twice. An error blocks the plan, so nothing counted twice is ever sent.
+    Memory: one keyed digest per record (`KeyedDigests`), never the LocalId.
+    """
+
+    id = "local-id-unique"
+    source = "our integrity check: LocalId links KPR_IPL and KPR_IDE (DOMAIN.md §2.1)"
+    message = (
+        "the same LocalId is used by more than one record: each recipient must appear once, "
+        "with all its services under one LocalId"
+    )
+
+    overridable = False  # a record counted twice must never be sent
+
+    def __init__(self) -> None:
+        self._seen = KeyedDigests()
+        self._reported: set[int] = set()
+
+    def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
+        here = ref(record)
+        first = self._seen.remember(record.local_id, pack_ref(here))
+        if first is None:
+            return ()
+        hits = []
+        if first not in self._reported:  # name the first record once, beside each repeat
+            self._reported.add(first)
+            hits.append(Hit(self.message, unpack_ref(first)))
+        hits.append(Hit(self.message, here))
+        return hits
+
+
+class PersonIdUnique(BaseRule):
+    """One person under several LocalIds: counted as several recipients.
+
+    Our integrity check: KPR counts users per person (DOMAIN.md §1.4, users
+    per tjenestetype), and the summary and payload would count this person
+    once per LocalId. A person repeated under the same LocalId is
+    `local-id-unique`'s finding, not this one. Records without a person id
+    (a KPR_IPL-only export) are skipped. Memory: per person a keyed digest of
+    the person id holding a digest of its LocalId and where it was first seen;
+    no id is kept.
+    """
+
+    id = "person-id-unique"
+    source = "our integrity check: one person, one LocalId (KPR counts persons, DOMAIN.md §1.4)"
+    message = (
+        "one person id appears under more than one LocalId: merge the records in the EPJ "
+        "so that each person has one LocalId"
+    )
+
+    overridable = False  # a record counted twice must never be sent
+
+    def __init__(self) -> None:
+        self._seen = KeyedDigests()
+        self._reported: set[int] = set()
+
+    def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
+        if not record.person_id:
+            return ()
+        here = ref(record)
+        local = self._seen.digest(record.local_id)
+        known = self._seen.remember(record.person_id, local << 64 | pack_ref(here))
+        if known is None or known >> 64 == local:
+            return ()
+        hits = []
+        first = known & 0xFFFFFFFFFFFFFFFF
+        if first not in self._reported:
+            self._reported.add(first)
+            hits.append(Hit(self.message, unpack_ref(first)))
+        hits.append(Hit(self.message, here))
+        return hits
+
+
 class Score(BaseRule):
     id = "score"
     source = "Hdir IPLOS FAQ 'vurdere bistandsbehov': scores 1–5, or 9 (not relevant)"
@@ -365,6 +513,9 @@ def rules() -> list[Rule]:
         HousingCode(),
         OrgNumber(),
         Hours(),
+        HoursOverlap(),
+        LocalIdUnique(),
+        PersonIdUnique(),
         Score(),
         Period(),
         WelfareTechnology(),

@@ -16,6 +16,7 @@ never-answer, answer-twice, error-queue, delay=SECONDS.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from iplosctl.endpoint import Addressing, Keys
+from iplosctl.endpoint import Addressing, Keys, OwnKeys
 from iplosctl.errors import IplosctlError, PayloadError, UsageError
 from iplosctl.payload.cms import (
     check_encryption_certificate,
@@ -51,10 +52,21 @@ class EmbeddedRegister:
     pki: PkiFiles
     register: SandboxRegister
     peer: SandboxPeer
+    #: the manifest's own key pairs, when it names certificates; else the test PKI's
+    own: OwnKeys | None = None
 
     def municipality_keys(self) -> Keys:
-        """The municipality's side of the test PKI, trusting the test CA."""
-        return municipality_keys(self.pki)
+        """The municipality's keys (its own, or the test PKI's), trusting the test CA."""
+        keys = municipality_keys(self.pki)
+        if self.own is None:
+            return keys
+        return dataclasses.replace(
+            keys,
+            signing_cert=self.own.signing_cert,
+            signing_key=self.own.signing_key,
+            encryption_cert=self.own.encryption_cert,
+            encryption_key=self.own.encryption_key,
+        )
 
 
 def municipality_keys(pki: PkiFiles) -> Keys:
@@ -125,8 +137,15 @@ def prepare_state_dir(state_dir: Path) -> Path:
 
 
 @contextlib.contextmanager
-def embedded_register(state_dir: Path, address: Addressing) -> Iterator[EmbeddedRegister]:
-    """Run the sandbox register on an ephemeral loopback port for the `with` block."""
+def embedded_register(
+    state_dir: Path, address: Addressing, *, own: OwnKeys | None = None
+) -> Iterator[EmbeddedRegister]:
+    """Run the sandbox register on an ephemeral loopback port for the `with` block.
+
+    With `own` (the manifest's certificates), the register trusts exactly that signing
+    certificate (pinned: it is its own trust anchor, whoever issued it) and encrypts its
+    receipts to that encryption certificate; otherwise it trusts the test PKI's municipality.
+    """
     state_dir = prepare_state_dir(state_dir)
     behaviour = behaviour_from_env()
     pki = ensure_pki(state_dir / "pki")
@@ -136,12 +155,13 @@ def embedded_register(state_dir: Path, address: Addressing) -> Iterator[Embedded
         name=address.receiver_name,
         behaviour=behaviour,
         state_dir=state_dir,
+        municipality=(own.signing_cert, own.encryption_cert) if own is not None else None,
     )
     if behaviour != Behaviour():
         log.warning("sandbox register behaviour: %s", behaviour.describe())
     peer = SandboxPeer(state_dir, register).start()
     try:
         settings = TransportSettings(url=peer.url, namespace=None, username=None)
-        yield EmbeddedRegister(settings, pki, register, peer)
+        yield EmbeddedRegister(settings, pki, register, peer, own)
     finally:
         peer.stop()

@@ -314,8 +314,23 @@ class SandboxRegister:
         behaviour: Behaviour | None = None,
         schema_dir: Path | None = None,
         state_dir: Path | None = None,
+        municipality: tuple[x509.Certificate, x509.Certificate] | None = None,
     ) -> SandboxRegister:
-        """The register of a `generate_pki` folder: trusts its municipality and CA only."""
+        """The register of a `generate_pki` folder: trusts its municipality and CA only.
+
+        `municipality` (signing, encryption certificate) replaces the test PKI's
+        municipality: a rehearsal with the municipality's real certificates. The signing
+        certificate is pinned as its own trust anchor, since the sandbox cannot know which
+        CA the municipality's certificates come from.
+        """
+        ca = load_certificate(pki.ca)
+        if municipality is None:
+            signing = load_certificate(pki.certificate("municipality-signing"))
+            encryption = load_certificate(pki.certificate("municipality-encryption"))
+            anchors = [ca]
+        else:
+            signing, encryption = municipality
+            anchors = [ca, signing]
         return cls(
             her_id=her_id,
             name=name,
@@ -323,9 +338,9 @@ class SandboxRegister:
             signing_key=load_private_key(pki.key("register-signing"), None),
             encryption_cert=load_certificate(pki.certificate("register-encryption")),
             encryption_key=load_private_key(pki.key("register-encryption"), None),
-            municipality_signing_certs=[load_certificate(pki.certificate("municipality-signing"))],
-            trust_anchors=[load_certificate(pki.ca)],
-            municipality_encryption=load_certificate(pki.certificate("municipality-encryption")),
+            municipality_signing_certs=[signing],
+            trust_anchors=anchors,
+            municipality_encryption=encryption,
             behaviour=behaviour,
             schema_dir=schema_dir,
             state_dir=state_dir,

@@ -61,6 +61,12 @@ class XmlSource:
 
     name = "xml"
 
+    def profile_files(self, spec: SourceSpec) -> tuple[Path, ...]:
+        """The format profile YAML and its XSD (compiled here, so validate finds a bad one)."""
+        profile = load_format(spec.format)
+        profile.xml_schema()
+        return profile.files
+
     def read(self, spec: SourceSpec) -> Export:
         """Check the prolog, stream to the end of the header, then stream recipients."""
         path = Path(spec.path)
