@@ -25,6 +25,7 @@ from iplosctl.atomic import write_atomic
 from iplosctl.errors import IplosctlError, Location, Problem, SourceError
 from iplosctl.manifest import Manifest
 from iplosctl.payload.compression import COMPRESSION_CODE, base64_size
+from iplosctl.payload.compression import LEVEL as GZIP_LEVEL
 from iplosctl.payload.export_writer import RecordPayloadError
 from iplosctl.payload.msghead import message_id
 from iplosctl.payload.parts import PayloadHasher
@@ -262,6 +263,7 @@ def _cache_key(
             "today": today.isoformat(),
             "late": late,
             "rules": list(rule_ids),
+            "gzipLevel": GZIP_LEVEL,  # the cached compressed sizes depend on it
         },
         sort_keys=True,
     )
