@@ -107,6 +107,7 @@ def apply_submission(
     late: bool = False,
     progress: Progress | None = None,
     now: Callable[[], dt.datetime] = _now,
+    offline_revocation: bool = False,
 ) -> ApplyResult:
     """Apply one validated manifest; see the module docstring for the steps."""
     report = progress or (lambda part, step: None)
@@ -128,6 +129,7 @@ def apply_submission(
                 late=late,
                 payload_outputs=files,
                 compressed_outputs=gz_files,
+                offline_revocation=offline_revocation,
             )
         finally:
             for fh in (*files.values(), *gz_files.values()):

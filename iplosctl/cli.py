@@ -82,6 +82,14 @@ SchemaDirOpt = Annotated[
     Path | None,
     typer.Option("--schema-dir", help="Folder with MsgHead-v1_2.xsd: validate MsgHeads fully."),
 ]
+OfflineRevocationOpt = Annotated[
+    bool,
+    typer.Option(
+        "--offline-revocation",
+        help="Go on when certificate revocation cannot be checked (no CRL file, CRL "
+        "distribution point or OCSP responder reachable); the plan says so in capitals.",
+    ),
+]
 LockfileOpt = Annotated[
     Path | None, typer.Option("--lockfile", help="Lockfile to use (only with one manifest).")
 ]
@@ -115,8 +123,11 @@ def validate(
             help="Skip checking that exports and certificates exist (pre-commit, PR runners).",
         ),
     ] = False,
+    offline_revocation: OfflineRevocationOpt = False,
 ) -> int:
     """Check manifests against the schema, profiles, plugins and referenced files."""
+    from iplosctl.certificates import check_certificates
+
     result = validate_paths(paths or [DEFAULT_PATH], check_files=not no_files)
     if result.files == 0:
         raise IplosctlError(
@@ -126,16 +137,27 @@ def validate(
         output.error(str(problem))
     for warning in result.warnings:
         output.note(f"warning: {warning}")
+    # Certificates (validity, chain, revocation) need the files: not with --no-files.
+    bad_certificates = []
+    for m in result.manifests if not no_files else []:
+        report = check_certificates(m, offline_revocation=offline_revocation)
+        for f in report.findings:
+            output.error(f"{m.path}: {f.severity}: {f.rule}: {f.message}")
+        if report.revocation_note and offline_revocation:
+            output.error(f"{m.path}: warning: {report.revocation_note}")
+        if any(f.severity == "error" for f in report.findings):
+            bad_certificates.append(m)
     for m in result.manifests:
         output.out(
             f"ok  {m.path}  ({m.name}: {m.municipality.number} {m.municipality.name}, "
             f"year {m.reporting_year}, {m.environment})"
         )
-    if result.problems:
-        bad = len({p.location.file for p in result.problems})
-        output.error(
-            f"error: {len(result.problems)} problem(s) in {bad} of {result.files} manifest(s)"
+    if result.problems or bad_certificates:
+        bad = len(
+            {p.location.file for p in result.problems} | {str(m.path) for m in bad_certificates}
         )
+        count = len(result.problems) + len(bad_certificates)
+        output.error(f"error: {count} problem(s) in {bad} of {result.files} manifest(s)")
         return EXIT_ERROR
     output.note(f"{len(result.manifests)} manifest(s) valid.")
     return EXIT_OK
@@ -191,6 +213,7 @@ def plan(
     today: TodayOpt = None,
     late: LateOpt = False,
     lockfile_path: LockfileOpt = None,
+    offline_revocation: OfflineRevocationOpt = False,
     reviewed: Annotated[
         Path | None,
         typer.Option(
@@ -217,7 +240,13 @@ def plan(
     for manifest in manifests:
         try:
             submissions.append(
-                plan_submission(manifest, today=day, late=late, lockfile_path=lockfile_path)
+                plan_submission(
+                    manifest,
+                    today=day,
+                    late=late,
+                    lockfile_path=lockfile_path,
+                    offline_revocation=offline_revocation,
+                )
             )
         except IplosctlError as exc:
             failures.extend(exc.lines())
@@ -268,6 +297,7 @@ def apply(
         str | None,
         typer.Option("--wait", metavar="DURATION", help="Then wait for the receipts (30s, 10m)."),
     ] = None,
+    offline_revocation: OfflineRevocationOpt = False,
 ) -> int:
     """Send exactly the reviewed plan: MsgHead, CMS sign+encrypt, AMQP 1.0."""
     from iplosctl.apply import apply_submission
@@ -312,6 +342,7 @@ def apply(
                     today=day,
                     late=late,
                     progress=lambda part, step: advance(f"{part} {step}", step == "sent"),
+                    offline_revocation=offline_revocation,
                 )
         except IplosctlError as exc:
             failures += 1
@@ -329,7 +360,7 @@ def apply(
         if wait_seconds is None:
             output.note(f"next: iplosctl receipts {manifest.path} --wait 10m")
     if wait_seconds is not None:
-        code = _collect_receipts(manifests, wait_seconds)
+        code = _collect_receipts(manifests, wait_seconds, offline_revocation=offline_revocation)
         return EXIT_ERROR if failures else code
     if failures:
         return EXIT_ERROR
@@ -365,7 +396,11 @@ def lock_force_unlock(
 
 
 def _collect_receipts(
-    manifests: list[Manifest], wait_seconds: float | None, lockfile_path: Path | None = None
+    manifests: list[Manifest],
+    wait_seconds: float | None,
+    lockfile_path: Path | None = None,
+    *,
+    offline_revocation: bool = False,
 ) -> int:
     """Collect receipts for each manifest; with a wait, exit 1 while any is outstanding."""
     from iplosctl.receipts import collect_receipts, detail_lines, summary_line
@@ -380,6 +415,7 @@ def _collect_receipts(
                 wait_seconds=max(0.0, deadline - time.monotonic()) if wait_seconds else 0,
                 lockfile_path=lockfile_path,
                 progress=progress,
+                offline_revocation=offline_revocation,
             )
         except IplosctlError as exc:
             failures += 1
@@ -414,13 +450,21 @@ def receipts(
     ] = None,
     only: OnlyOpt = None,
     lockfile_path: LockfileOpt = None,
+    offline_revocation: OfflineRevocationOpt = False,
 ) -> int:
     """Collect the register's receipts (AppRec) and transport errors into the lockfiles."""
     wait_seconds = _parse_wait(wait)
     manifests, broken = _select(paths, only)
     if lockfile_path is not None and len(manifests) + len(broken) != 1:
         raise UsageError("--lockfile needs exactly one manifest")
-    code = _collect_receipts(manifests, wait_seconds, lockfile_path)
+    if offline_revocation:
+        output.error(
+            "warning: --offline-revocation: a receipt whose signer's revocation cannot be "
+            "checked is accepted"
+        )
+    code = _collect_receipts(
+        manifests, wait_seconds, lockfile_path, offline_revocation=offline_revocation
+    )
     return EXIT_ERROR if broken else code
 
 

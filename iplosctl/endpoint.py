@@ -98,6 +98,12 @@ class Keys:
     register_signing_cert: x509.Certificate
     register_encryption_cert: x509.Certificate
     trust_anchors: tuple[x509.Certificate, ...]
+    #: earlier encryption certificates with their keys (`certificates.encryptionPrevious`)
+    encryption_previous: tuple[tuple[x509.Certificate, PrivateKey], ...] = ()
+    #: intermediate CAs: extra certificates in the certificate files, `certificates.intermediates`
+    intermediates: tuple[x509.Certificate, ...] = ()
+    #: `certificates.crls`, for revocation checks without network access
+    crl_files: tuple[Path, ...] = ()
 
 
 def addressing(manifest: Manifest) -> Addressing:
@@ -193,6 +199,39 @@ def _trust_anchors(path: Path | None) -> tuple[x509.Certificate, ...]:
         ) from None
 
 
+def extra_certificates(path: Path | None) -> tuple[x509.Certificate, ...]:
+    """Every certificate after the first in a PEM file (the chain some exports include)."""
+    if path is None:
+        return ()
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ()  # load_certificate reports the unreadable file
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        return ()
+    try:
+        return tuple(x509.load_pem_x509_certificates(data)[1:])
+    except ValueError:
+        return ()
+
+
+def intermediates(manifest: Manifest) -> tuple[x509.Certificate, ...]:
+    """Intermediate CAs from the certificate files and `certificates.intermediates`."""
+    c = manifest.certificates
+    if c is None:
+        return ()
+    files = [c.signing.certificate, c.encryption.certificate, c.register.signing]
+    files.append(c.register.encryption)
+    found = [cert for f in files for cert in extra_certificates(f)]
+    found.extend(_trust_anchors(c.intermediates))
+    return tuple(dict.fromkeys(found))
+
+
+def load_pem_certificates(path: Path | None) -> tuple[x509.Certificate, ...]:
+    """Every certificate of a PEM bundle (trust anchors, intermediates); none for None."""
+    return _trust_anchors(path)
+
+
 @dataclass(frozen=True)
 class OwnKeys:
     """The municipality's own two key pairs, loaded."""
@@ -235,7 +274,20 @@ def load_keys(manifest: Manifest) -> Keys:
         register_signing_cert=load_certificate(c.register.signing),
         register_encryption_cert=load_certificate(c.register.encryption),
         trust_anchors=_trust_anchors(c.register.trust_anchors),
+        encryption_previous=_previous_encryption(manifest),
+        intermediates=intermediates(manifest),
+        crl_files=c.crls,
     )
+
+
+def _previous_encryption(manifest: Manifest) -> tuple[tuple[x509.Certificate, PrivateKey], ...]:
+    """`certificates.encryptionPrevious` loaded, or nothing (certificate rotation)."""
+    c = manifest.certificates
+    if c is None or c.encryption_previous is None:
+        return ()
+    pair = c.encryption_previous
+    secret = get_secret(pair.passphrase_secret) if pair.passphrase_secret else None
+    return ((load_certificate(pair.certificate, secret), load_private_key(pair.key, secret)),)
 
 
 def transport_settings(manifest: Manifest) -> TransportSettings:

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 from iplosctl import __version__, endpoint, lockfile, plugins, profiles, transport_policy
 from iplosctl.atomic import write_atomic
+from iplosctl.certificates import CertificateCheck, check_certificates
 from iplosctl.errors import IplosctlError, Location, Problem, SourceError
 from iplosctl.manifest import Manifest
 from iplosctl.payload.compression import COMPRESSION_CODE, base64_size
@@ -138,6 +139,12 @@ class SubmissionPlan:
     #: where it goes: receiver HER-id, queues, broker (no credentials), namespace
     #: (`endpoint.Route.as_dict`); None only for plans built by hand in tests
     route: dict[str, Any] | None = None
+    #: validity, chain and revocation per certificate (iplosctl.certificates)
+    certificates: tuple[CertificateCheck, ...] = ()
+    #: set when revocation was not (fully) checked: --offline-revocation, the sandbox
+    revocation_note: str = ""
+    #: `--offline-revocation` was given: the plan says so loudly
+    offline_revocation: bool = False
 
     @property
     def blocked(self) -> bool:
@@ -667,6 +674,28 @@ def transport_findings(manifest: Manifest) -> list[Finding]:
     ]
 
 
+def unchanged_resubmit_findings(
+    lock: lockfile.Lockfile | None, analysis: Analysis, action: str
+) -> list[Finding]:
+    """`resubmit-unchanged`: sending the rejected payload again gets the same rejection.
+
+    A warning, not a block: a transport error, or a rejection the register has since
+    fixed on its side, is a real reason to send the same bytes again."""
+    last = lock.last_attempt if lock else None
+    if action != "resubmit" or last is None or last.payload_digest != analysis.payload_digest:
+        return []
+    return [
+        Finding(
+            "resubmit-unchanged",
+            "warning",
+            f"attempt {last.number} was rejected and the payload is unchanged: the register "
+            "will most likely reject it again; fix what its receipt says first, unless the "
+            "register confirmed the problem was on its side",
+            1,
+        )
+    ]
+
+
 def sandbox_findings(manifest: Manifest, profile: Profile) -> list[Finding]:
     """`sandbox-certificates`: which certificates a rehearsal with the built-in register uses,
     so nobody believes the sandbox checked something it did not."""
@@ -694,11 +723,14 @@ def plan_submission(
     lockfile_path: Path | None = None,
     payload_outputs: Mapping[str, BinaryIO] | None = None,
     compressed_outputs: Mapping[str, BinaryIO] | None = None,
+    offline_revocation: bool = False,
 ) -> SubmissionPlan:
     """Plan one manifest (already validated).
 
     With `payload_outputs` (and `compressed_outputs`), apply gets each part's payload
     written in the same pass that plans it (`analyse`), so it reads the export once.
+    Certificates are checked against the real clock, not `today`: `--today` rehearses
+    deadlines, while a certificate that expired is expired for the register too.
     """
     today = today or dt.date.today()
     profile = profiles.profile_for(manifest)
@@ -723,12 +755,14 @@ def plan_submission(
         profile_digest=digest,
     )
     environment = profile.environments[manifest.environment]
+    cert_report = check_certificates(manifest, offline_revocation=offline_revocation)
     findings = (
         analysis.findings
         + tuple(size_findings(manifest, profile, analysis))
         + tuple(unverified_findings(manifest, profile, environment))
         + tuple(transport_findings(manifest))
         + tuple(sandbox_findings(manifest, profile))
+        + cert_report.findings
     )
     if accepted is not None:
         since = f"the accepted attempt {accepted.number}"
@@ -737,6 +771,7 @@ def plan_submission(
         findings += tuple(plausibility_findings(analysis.summary, last_year[1], last_year[0]))
     errors = [f for f in findings if f.severity == "error"]
     action, reason, attempt = decide(lock, analysis, errors)
+    findings += tuple(unchanged_resubmit_findings(lock, analysis, action))
     lineage = lock.lineage if lock else lineage_for(manifest)
     encodings = part_encodings(manifest, profile, analysis)
     plain = PartEncoding("", 0)
@@ -806,6 +841,9 @@ def plan_submission(
         profile_digest=digest,
         profile=profile,
         route=endpoint.route(manifest).as_dict(),
+        certificates=cert_report.checks,
+        revocation_note=cert_report.revocation_note,
+        offline_revocation=offline_revocation,
     )
 
 
@@ -815,10 +853,17 @@ def make_plan(
     today: dt.date | None = None,
     late: bool = False,
     lockfile_path: Path | None = None,
+    offline_revocation: bool = False,
 ) -> Plan:
     return Plan(
         tuple(
-            plan_submission(m, today=today, late=late, lockfile_path=lockfile_path)
+            plan_submission(
+                m,
+                today=today,
+                late=late,
+                lockfile_path=lockfile_path,
+                offline_revocation=offline_revocation,
+            )
             for m in manifests
         )
     )

@@ -44,11 +44,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from iplosctl import endpoint, lockfile, privacy
 from iplosctl.atomic import write_atomic
+from iplosctl.certificates import checker_for, receipt_revocation_hook
 from iplosctl.errors import IplosctlError, TransportError
 from iplosctl.locking import submission_lock
 from iplosctl.manifest import Manifest
 from iplosctl.payload.apprec import AppRec, parse_apprec
 from iplosctl.payload.cms import decrypt_then_verify
+from iplosctl.payload.revocation import Checker
 from iplosctl.plugins import Delivery, IncomingMessage
 
 log = logging.getLogger(__name__)
@@ -186,6 +188,7 @@ def collect_receipts(
     progress: Callable[[str], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    offline_revocation: bool = False,
 ) -> ReceiptsResult:
     """Read the municipality's queues once (or until every part is answered, at most
     `wait_seconds`) and record each receipt and transport error; see the module docstring.
@@ -204,6 +207,9 @@ def collect_receipts(
         deadline = clock() + max(wait_seconds, 0)
         with endpoint.connect(manifest) as conn:
             run = _Run(manifest, path, lock, conn, result, now)
+            run.offline_revocation = offline_revocation
+            if not conn.sandbox:  # a CRL file that cannot be read stops the run, first
+                run.revocation_checker = checker_for(manifest, offline=offline_revocation)
             run.adopt_quarantined()
             while True:
                 timeout = RECEIVE_TIMEOUT
@@ -377,6 +383,10 @@ class _Run:
         self.conn = conn
         self.result = result
         self.now = now
+        #: `--offline-revocation`: a signer whose revocation cannot be checked is accepted
+        self.offline_revocation = False
+        #: one per run, so a CRL is fetched once for all receipts; None in the sandbox
+        self.revocation_checker: Checker | None = None
 
     # --- reading ----------------------------------------------------------------
 
@@ -471,13 +481,27 @@ class _Run:
         """What an AppRec means; certificates are checked as of `at` (default: now)."""
         keys = self.conn.keys
         try:
+            moment = self.now()  # revocation: what the CAs say now, with CRLs valid now
+            hook = (
+                None
+                if self.revocation_checker is None
+                else receipt_revocation_hook(
+                    self.manifest,
+                    offline=self.offline_revocation,
+                    now=moment,
+                    checker=self.revocation_checker,
+                )
+            )
             content = decrypt_then_verify(
                 message.body,
                 own_cert=keys.encryption_cert,
                 own_key=keys.encryption_key,
                 sender_certs=[keys.register_signing_cert],
                 trust_anchors=keys.trust_anchors,
-                now=at or self.now(),
+                now=at or moment,
+                previous=keys.encryption_previous,
+                intermediates=keys.intermediates,
+                revocation=hook,
             )
         except IplosctlError as exc:
             return self.quarantine(message, UNVERIFIED, f"not accepted as the register's: {exc}")

@@ -89,3 +89,30 @@ def test_last_years_submission_beside_the_manifest_is_compared(
         m.startswith("recipients changed from 40 to 300") and "the 2022 submission demo-2022" in m
         for m in messages
     ), messages
+
+
+def test_a_resubmit_of_the_rejected_payload_is_a_warning(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13, item 12: resubmit was offered with an unchanged payload, no word said."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("IPLOSCTL_STATE_DIR", str(tmp_path / "state"))
+    export = tmp_path / "export.xml"
+    generate_export(export, recipients=30, seed=4)
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    manifest = _manifest(folder, "demo-2023", 2023, export)
+    monkeypatch.setenv("IPLOSCTL_SANDBOX_BEHAVIOUR", "reject-all")
+    assert cli("apply", "--auto-approve", manifest).code == 0
+    cli("receipts", manifest, "--wait", "30s")  # the register rejects every part
+    monkeypatch.delenv("IPLOSCTL_SANDBOX_BEHAVIOUR")
+
+    def resubmit_findings() -> list[dict[str, str]]:
+        (s,) = json.loads(cli("plan", "--format", "json", manifest).out)["submissions"]
+        assert s["action"] == "resubmit"
+        return [f for f in s["findings"] if f["rule"] == "resubmit-unchanged"]
+
+    (warned,) = resubmit_findings()
+    assert warned["severity"] == "warning" and "payload is unchanged" in warned["message"]
+    generate_export(export, recipients=31, seed=4)  # the export was fixed
+    assert resubmit_findings() == []

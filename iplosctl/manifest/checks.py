@@ -231,13 +231,20 @@ def _check_format(add, m: Manifest) -> None:  # type: ignore[no-untyped-def]
         add(exc.message, *where)
 
 
-def _referenced_files(m: Manifest) -> list[tuple[Path, tuple[str, ...]]]:
-    out: list[tuple[Path, tuple[str, ...]]] = []
+def _referenced_files(m: Manifest) -> list[tuple[Path, tuple[str | int, ...]]]:
+    out: list[tuple[Path, tuple[str | int, ...]]] = []
     if m.certificates is not None:
         c = m.certificates
-        for role, pair in (("signing", c.signing), ("encryption", c.encryption)):
+        pairs = [("signing", c.signing), ("encryption", c.encryption)]
+        if c.encryption_previous is not None:
+            pairs.append(("encryptionPrevious", c.encryption_previous))
+        for role, pair in pairs:
             out.append((pair.certificate, ("spec", "certificates", role, "certificate")))
             out.append((pair.key, ("spec", "certificates", role, "key")))
+        for index, crl in enumerate(c.crls):
+            out.append((crl, ("spec", "certificates", "crls", index)))
+        if c.intermediates is not None:
+            out.append((c.intermediates, ("spec", "certificates", "intermediates")))
         out.append((c.register.signing, ("spec", "certificates", "register", "signing")))
         out.append((c.register.encryption, ("spec", "certificates", "register", "encryption")))
         if c.register.trust_anchors is not None:

@@ -211,6 +211,11 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
                 file(r["encryption"]),
                 file(r.get("trustAnchors")),  # type: ignore[arg-type]
             ),
+            encryption_previous=(
+                pair(c["encryptionPrevious"]) if "encryptionPrevious" in c else None
+            ),
+            crls=tuple(file(p) for p in c.get("crls", ())),  # type: ignore[misc]
+            intermediates=file(c.get("intermediates")),
         )
     tp = spec.get("testPersons", {})
     return Manifest(

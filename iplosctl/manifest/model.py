@@ -97,6 +97,9 @@ class Certificates:
     signing: KeyPair
     encryption: KeyPair
     register: RegisterCertificates
+    encryption_previous: KeyPair | None = None
+    crls: tuple[Path, ...] = ()
+    intermediates: Path | None = None
 
 
 @dataclass(frozen=True)

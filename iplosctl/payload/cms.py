@@ -30,6 +30,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509 import verification as xv
 from cryptography.x509.oid import NameOID
@@ -52,6 +53,17 @@ _DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {
 # cryptography decrypts only these (STACK.md §4.2); anything else gets a clear message.
 _CONTENT_CIPHERS = frozenset({"aes128_cbc", "aes256_cbc"})
 
+#: Enterprise CA chains (Buypass, Commfides) may restrict an intermediate's extended key
+#: usage to emailProtection, or leave it out: the web-PKI CA rules apply, except that the
+#: EKU of a CA is not required to allow clientAuth. The leaf is a CMS signing or
+#: encryption certificate, not a TLS client, so no EKU/SAN rules apply to it either.
+ENTERPRISE_CA_POLICY = xv.ExtensionPolicy.webpki_defaults_ca().may_be_present(
+    x509.ExtendedKeyUsage, xv.Criticality.AGNOSTIC, None
+)
+
+#: checks a verified chain (leaf first, anchor last) for revocation; raises CmsError to refuse
+RevocationHook = Callable[[Sequence[x509.Certificate]], None]
+
 
 class Failure(StrEnum):
     """Why a CMS operation failed; stable values for code and tests."""
@@ -70,6 +82,8 @@ class Failure(StrEnum):
     EXPIRED = "expired"
     NOT_YET_VALID = "not-yet-valid"
     KEY_USAGE = "key-usage"
+    REVOKED = "revoked"
+    REVOCATION_UNKNOWN = "revocation-unknown"
 
 
 class CmsError(PayloadError):
@@ -415,19 +429,32 @@ def decrypt_then_verify(
     sender_certs: Sequence[x509.Certificate],
     trust_anchors: Sequence[x509.Certificate],
     now: dt.datetime,
+    previous: Sequence[tuple[x509.Certificate, PrivateKey]] = (),
+    intermediates: Sequence[x509.Certificate] = (),
+    revocation: RevocationHook | None = None,
 ) -> bytes:
     """The signed content of a sign-then-encrypt message, after every check passed.
 
     The signer must be one of `sender_certs` (the certificates Adresseregisteret/CPPA
     lists for the sender), matched by issuer and serial number: a certificate merely
     embedded in the message proves nothing. It must be valid at `now`, carry
-    nonRepudiation and chain to one of `trust_anchors`.
+    nonRepudiation and chain to one of `trust_anchors`, through the message's embedded
+    certificates or `intermediates`; `revocation` then sees the verified chain.
+
+    `previous` are earlier encryption certificates with their keys (rotation): a message
+    encrypted to one of them is decrypted with it.
     """
-    signed = _decrypt(blob, own_cert, own_key)
-    return _verify(signed, sender_certs, trust_anchors, _utc(now))
+    signed = _decrypt(blob, own_cert, own_key, previous)
+    return _verify(signed, sender_certs, trust_anchors, _utc(now), list(intermediates), revocation)
 
 
-def _decrypt(blob: bytes, own_cert: x509.Certificate, own_key: PrivateKey) -> bytes:
+def _decrypt(
+    blob: bytes,
+    own_cert: x509.Certificate,
+    own_key: PrivateKey,
+    previous: Sequence[tuple[x509.Certificate, PrivateKey]] = (),
+) -> bytes:
+    pairs = [(own_cert, own_key), *previous]
     try:
         info = asn1_cms.ContentInfo.load(blob, strict=True)
         kind = info["content_type"].native
@@ -437,49 +464,112 @@ def _decrypt(blob: bytes, own_cert: x509.Certificate, own_key: PrivateKey) -> by
                 f"message is CMS {kind}, not EnvelopedData; the sender must sign, then encrypt",
             )
         env = info["content"]
-        cipher = env["encrypted_content_info"]["content_encryption_algorithm"]["algorithm"]
+        eci = env["encrypted_content_info"]
+        cipher = eci["content_encryption_algorithm"]["algorithm"]
         recipients = list(env["recipient_infos"])
-        ours = [ri for ri in recipients if _recipient_is(ri, own_cert)]
-        ktri_algs = [ri.chosen["key_encryption_algorithm"]["algorithm"].native for ri in ours]
+        matched = next(
+            (
+                (cert, key, ri)
+                for cert, key in pairs
+                for ri in recipients
+                if _recipient_is(ri, cert)
+            ),
+            None,
+        )
+        named = [_recipient_name(ri) for ri in recipients]
     except (ValueError, TypeError, KeyError):
         raise CmsError(
             Failure.MALFORMED,
             "message is not DER-encoded CMS; the sender must send sign-then-encrypt CMS "
             "(application/pkcs7-mime)",
         ) from None
-    if not ours:
-        raise CmsError(
-            Failure.NOT_FOR_US,
-            f"message is not encrypted to our encryption certificate {describe(own_cert)}; "
-            "the sender must use our current certificate from Adresseregisteret/CPPA",
-        )
+    if matched is None:
+        raise CmsError(Failure.NOT_FOR_US, _not_for_us_message(named, pairs))
+    cert, key, ri = matched
+    ktri_alg = ri.chosen["key_encryption_algorithm"]["algorithm"].native
     if cipher.native not in _CONTENT_CIPHERS:
         raise CmsError(
             Failure.UNSUPPORTED,
             f"message is encrypted with {cipher.native or cipher.dotted}; only AES-CBC is "
             "supported, ask the sender to use AES-256-CBC",
         )
-    if "rsaes_pkcs1v15" not in ktri_algs:
+    if ktri_alg != "rsaes_pkcs1v15":
         raise CmsError(
             Failure.UNSUPPORTED,
-            f"message uses key transport {', '.join(map(str, ktri_algs))}; only RSA PKCS#1 "
-            "v1.5 is supported",
+            f"message uses key transport {ktri_alg}; only RSA PKCS#1 v1.5 is supported",
         )
-    if not isinstance(own_key, rsa.RSAPrivateKey) or not _same_key(own_cert, own_key):
+    if not isinstance(key, rsa.RSAPrivateKey) or not _same_key(cert, key):
         raise CmsError(
             Failure.WRONG_KEY,
             f"the decryption key does not belong to encryption certificate "
-            f"{describe(own_cert)}; check that the certificate and key files are a pair",
+            f"{describe(cert)}; check that the certificate and key files are a pair",
         )
+    damaged = CmsError(
+        Failure.WRONG_KEY,
+        f"message names our certificate {describe(cert)} but cannot be decrypted "
+        "with its key; it is damaged or was encrypted to another key, ask the sender "
+        "to resend",
+    )
+    if ri.chosen["rid"].name == "subject_key_identifier":
+        # cryptography's decrypt matches recipients by issuer and serial only
+        try:
+            return _decrypt_content(eci, ri.chosen["encrypted_key"].native, key)
+        except (ValueError, TypeError, KeyError):
+            raise damaged from None
     try:
-        return pkcs7.pkcs7_decrypt_der(blob, own_cert, own_key, [])
+        return pkcs7.pkcs7_decrypt_der(blob, cert, key, [])
     except (ValueError, UnsupportedAlgorithm):
-        raise CmsError(
-            Failure.WRONG_KEY,
-            f"message names our certificate {describe(own_cert)} but cannot be decrypted "
-            "with its key; it is damaged or was encrypted to another key, ask the sender "
-            "to resend",
-        ) from None
+        raise damaged from None
+
+
+def _decrypt_content(
+    eci: asn1_cms.EncryptedContentInfo, encrypted_key: bytes, key: rsa.RSAPrivateKey
+) -> bytes:
+    """RSA PKCS#1 v1.5 key transport, then AES-CBC with PKCS#7 padding (RFC 5652 §6)."""
+    cek = key.decrypt(encrypted_key, padding.PKCS1v15())
+    algorithm = eci["content_encryption_algorithm"]
+    iv = algorithm["parameters"].native
+    ciphertext = eci["encrypted_content"].native
+    if len(cek) * 8 != {"aes128_cbc": 128, "aes256_cbc": 256}[algorithm["algorithm"].native]:
+        raise ValueError("content key of the wrong length")
+    if not isinstance(iv, bytes) or not isinstance(ciphertext, bytes) or len(iv) != 16:
+        raise ValueError("no IV or content")
+    decryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).decryptor()
+    padded = decryptor.update(ciphertext) + decryptor.finalize()
+    pad = padded[-1] if padded else 0
+    if not 1 <= pad <= 16 or padded[-pad:] != bytes([pad]) * pad:
+        raise ValueError("bad padding")
+    return padded[:-pad]
+
+
+def _recipient_name(ri: asn1_cms.RecipientInfo) -> str:
+    """How a RecipientInfo names its recipient, for messages (organisation certificates)."""
+    if ri.name != "ktri":
+        return f"a {ri.name} recipient (only key transport is supported)"
+    rid = ri.chosen["rid"]
+    if rid.name == "subject_key_identifier":
+        return f"key id {rid.chosen.native.hex()}"
+    issuer = rid.chosen["issuer"].native.get("common_name", "?")
+    return f"issuer '{issuer}' serial {rid.chosen['serial_number'].native:x}"
+
+
+def _not_for_us_message(
+    named: list[str], pairs: Sequence[tuple[x509.Certificate, PrivateKey]]
+) -> str:
+    ours = ", ".join(
+        f"{describe(cert)}" + (f" key id {ski.hex()}" if (ski := _ski(cert)) else "")
+        for cert, _key in pairs
+    )
+    which = (
+        "our current or previous encryption certificates"
+        if len(pairs) > 1
+        else ("our encryption certificate")
+    )
+    return (
+        f"message is encrypted to {', '.join(named) or 'no recipient'}, not to {which} "
+        f"({ours}); the sender must use our current certificate from "
+        "Adresseregisteret/CPPA, or set certificates.encryptionPrevious for a rotated one"
+    )
 
 
 def _ski(cert: x509.Certificate) -> bytes | None:
@@ -511,6 +601,8 @@ def _verify(
     sender_certs: Sequence[x509.Certificate],
     trust_anchors: Sequence[x509.Certificate],
     now: dt.datetime,
+    intermediates: list[x509.Certificate] | None = None,
+    revocation: RevocationHook | None = None,
 ) -> bytes:
     malformed = CmsError(
         Failure.MALFORMED,
@@ -582,7 +674,11 @@ def _verify(
             f"sender's signing certificate {describe(signer)} lacks the nonRepudiation key "
             "usage; the sender must sign with its signing certificate",
         )
-    _check_chain(signer, [c for c in embedded if c != signer], trust_anchors, now)
+    chain = _check_chain(
+        signer, [c for c in [*embedded, *(intermediates or [])] if c != signer], trust_anchors, now
+    )
+    if revocation is not None:
+        revocation(chain)
     return content
 
 
@@ -679,31 +775,43 @@ def _check_signature(
         ) from None
 
 
+def verify_chain(
+    cert: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    trust_anchors: Sequence[x509.Certificate],
+    now: dt.datetime,
+) -> list[x509.Certificate]:
+    """The chain (leaf first, anchor last) from `cert` to one of `trust_anchors`.
+
+    The policy accepts enterprise CA chains (`ENTERPRISE_CA_POLICY`); raises a
+    `VerificationError` or `ValueError` with cryptography's reason otherwise.
+    """
+    verifier = (
+        xv.PolicyBuilder()
+        .store(xv.Store(list(trust_anchors)))
+        .time(_utc(now))
+        .extension_policies(
+            ca_policy=ENTERPRISE_CA_POLICY, ee_policy=xv.ExtensionPolicy.permit_all()
+        )
+        .build_client_verifier()
+    )
+    return list(verifier.verify(cert, list(intermediates)).chain)
+
+
 def _check_chain(
     signer: x509.Certificate,
     intermediates: list[x509.Certificate],
     trust_anchors: Sequence[x509.Certificate],
     now: dt.datetime,
-) -> None:
+) -> list[x509.Certificate]:
     if not trust_anchors:
         raise CmsError(
             Failure.UNTRUSTED,
             "no trusted CA certificates are configured; set the CA file for this environment",
         )
-    verifier = (
-        xv.PolicyBuilder()
-        .store(xv.Store(list(trust_anchors)))
-        .time(now)
-        # The leaf is a signing certificate, not a TLS client: no EKU/SAN rules for it.
-        .extension_policies(
-            ca_policy=xv.ExtensionPolicy.webpki_defaults_ca(),
-            ee_policy=xv.ExtensionPolicy.permit_all(),
-        )
-        .build_client_verifier()
-    )
     try:
-        verifier.verify(signer, intermediates)
-    except xv.VerificationError as exc:
+        return verify_chain(signer, intermediates, trust_anchors, now)
+    except (xv.VerificationError, ValueError) as exc:
         reason = " ".join(str(exc).split())[:200]
         raise CmsError(
             Failure.UNTRUSTED,

@@ -55,6 +55,19 @@ def deadline_text(s: SubmissionPlan) -> str:
     return f"{d['window']}: next deadline {d['next']} ({d['daysLeft']} days left)"
 
 
+def certificate_lines(s: SubmissionPlan) -> list[str]:
+    """One line per certificate: role, days to expiry, chain and revocation verdicts."""
+    return [
+        f"{c.role}: {c.certificate}, {_days(c.days_left)} (until {c.not_after}), "
+        f"chain {c.chain}, revocation {c.revocation}"
+        for c in s.certificates
+    ]
+
+
+def _days(days: int) -> str:
+    return f"EXPIRED {-days} day(s) ago" if days < 0 else f"{days} day(s) left"
+
+
 def route_text(s: SubmissionPlan) -> str:
     """`to HER-id 8133973 queue 8133973_async via amqp amqps://…, namespace …; receipts from …`."""
     r = s.route

@@ -56,6 +56,20 @@ def _details(s: SubmissionPlan, *, with_refs: bool) -> str:
             refs = f"<br>{refs_text(f)}" if with_refs and f.records else ""
             lines.append(f"| {f.severity} | `{f.rule}` | {_cell(f.message)}{refs} | {f.count} |")
         lines.append("")
+    if s.revocation_note:
+        icon = "⚠️ " if s.offline_revocation else ""
+        lines += [f"**Revocation:** {icon}{_cell(s.revocation_note)}", ""]
+    if s.certificates:
+        lines += [
+            "| certificate | days left | until | chain | revocation |",
+            "|---|---:|---|---|---|",
+        ]
+        lines += [
+            f"| {c.role}: {_cell(c.certificate)} | {c.days_left} | {c.not_after} | "
+            f"{_cell(c.chain)} | {c.revocation} |"
+            for c in s.certificates
+        ]
+        lines.append("")
     if s.receipt_errors:
         lines += ["Receipt errors of the last attempt:", ""]
         lines += [f"- {e['part']}: `{e['code']}` {_cell(e['text'])}" for e in s.receipt_errors]
@@ -80,9 +94,12 @@ def _details(s: SubmissionPlan, *, with_refs: bool) -> str:
 def _one_line(s: SubmissionPlan) -> str:
     errors = sum(1 for f in s.findings if f.severity == "error")
     warnings = sum(1 for f in s.findings if f.severity == "warning")
+    offline = " ⚠️ OFFLINE REVOCATION: certificates not checked for revocation;" * bool(
+        s.offline_revocation
+    )
     return (
         f"- {ICONS.get(s.action, '')} **{s.name}**: {s.action} ({errors} error, {warnings} "
-        f"warning findings; details in the JSON plan)\n"
+        f"warning findings;{offline} details in the JSON plan)\n"
     )
 
 

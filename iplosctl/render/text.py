@@ -5,6 +5,7 @@ from __future__ import annotations
 from iplosctl.plan import Plan, SubmissionPlan, UnplannedSubmission, plan_digest
 from iplosctl.profiles import load_profile
 from iplosctl.render.common import (
+    certificate_lines,
     deadline_text,
     next_command,
     refs_text,
@@ -30,6 +31,11 @@ def _submission(s: SubmissionPlan) -> list[str]:
                 f"    {f.severity:<7} {f.rule:<18} {f.message}  [{f.count}]"
                 + (f"\n{'':>28}{refs}" if refs else "")
             )
+    if s.certificates:
+        lines.append("  certificates:")
+        lines.extend(f"    {line}" for line in certificate_lines(s))
+    if s.revocation_note:
+        lines.append(f"  revocation: {s.revocation_note}")
     if s.receipt_errors:
         lines.append("  receipt errors of the last attempt:")
         lines.extend(f"    {e['part']}: {e['code']} {e['text']}".rstrip() for e in s.receipt_errors)
