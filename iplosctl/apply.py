@@ -2,9 +2,9 @@
 
 Per submission, under its lock:
   1. plan again in one pass over the export that also writes each part's payload
-     (plain and gzipped) to a private temporary file, so the digests the plan checks
-     are those of the bytes written, and the export is read once; compare with the
-     saved plan (stale → refuse);
+     (plain and gzipped; for a pass-through profile a copy of the part's file) to a
+     private temporary file, so the digests the plan checks are those of the bytes
+     written, and the export is read once; compare with the saved plan (stale → refuse);
   2. journal the attempt (all parts `journaled`, message ids fixed) — atomically,
      before the first byte leaves;
   3. per part: MsgHead (a compressed RefDoc where the plan says so) → (optional
@@ -148,8 +148,17 @@ def apply_submission(
         lockfile.save(lock_path, lock)
         report("*", "journaled")
         _crash_point("journaled")
+        xsd = Path(plan.payload_schema) if plan.payload_schema else EXPORT_V1_XSD
         return _send_parts(
-            manifest, plan, lock, lock_path, payload_paths, report, now, gzip_paths=gzip_paths
+            manifest,
+            plan,
+            lock,
+            lock_path,
+            payload_paths,
+            report,
+            now,
+            gzip_paths=gzip_paths,
+            payload_xsd=xsd,
         )
 
 
@@ -195,8 +204,12 @@ def _send_parts(
     now: Callable[[], dt.datetime],
     *,
     gzip_paths: dict[str, Path] | None = None,
+    payload_xsd: Path = EXPORT_V1_XSD,
 ) -> ApplyResult:
     """Protect and send each `journaled` part, recording `sent` after each ACCEPTED.
+
+    `payload_xsd` is compiled beside MsgHead's when `spec.schemas` is set: the
+    export v1 XSD, or a pass-through payload's register-format XSD.
 
     Protecting (MsgHead, sign, encrypt) runs one part ahead on a worker thread, because
     cryptography and lxml release the GIL: the first part is protected while the
@@ -211,7 +224,7 @@ def _send_parts(
         return result
     profile = profiles.profile_for(manifest)
     limit = manifest.message_size_limit_bytes or profile.message_limit_bytes
-    schema = load_schemas(manifest.schemas, [EXPORT_V1_XSD]) if manifest.schemas else None
+    schema = load_schemas(manifest.schemas, [payload_xsd]) if manifest.schemas else None
     part_names = {p.type: p.description for p in profile.message_parts}
     # the plan decided which parts go compressed (plan.part_encodings); their gzip bytes
     # were written in the planning pass

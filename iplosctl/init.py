@@ -267,6 +267,13 @@ def render_manifest(answers: InitAnswers, *, out: Path | None = None) -> str:
     source.yaml_add_eol_comment(
         "the EPJ export: personal data, never commit it", "path", _COMMENT_COLUMN
     )
+    if not answers.sandbox and answers.source_format == "iplos-export-v1":
+        # plan blocks iplosctl's own format outside the sandbox (rule payload-format)
+        source.yaml_add_eol_comment(
+            "iplosctl's own: blocked here, see README 'Sending the register's own file'",
+            "format",
+            _COMMENT_COLUMN,
+        )
     spec["source"] = source
     spec.yaml_set_comment_before_after_key(
         "source", before="Where the EPJ export is read from.", indent=2

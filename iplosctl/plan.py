@@ -25,16 +25,18 @@ from iplosctl.atomic import write_atomic
 from iplosctl.certificates import CertificateCheck, check_certificates
 from iplosctl.errors import IplosctlError, Location, Problem, SourceError
 from iplosctl.manifest import Manifest
+from iplosctl.payload import passthrough
 from iplosctl.payload.compression import COMPRESSION_CODE, base64_size
 from iplosctl.payload.compression import LEVEL as GZIP_LEVEL
 from iplosctl.payload.export_writer import RecordPayloadError
 from iplosctl.payload.msghead import message_id
 from iplosctl.payload.parts import PayloadHasher
 from iplosctl.plausibility import plausibility_findings, previous_year_summary
-from iplosctl.plugins import SourceSpec
+from iplosctl.plugins import EXPORT_V1_PAYLOAD, PayloadSpec, SourceSpec
 from iplosctl.profiles import Profile
 from iplosctl.records import ExportHeader
 from iplosctl.rules import Finding, RecordRef, RuleContext, RuleRun, load_rules
+from iplosctl.rules.engine import MAX_REFS
 from iplosctl.summary import SummaryBuilder
 
 PLAN_FORMAT_VERSION = "1"
@@ -101,6 +103,10 @@ class Analysis:
     part_digests: tuple[tuple[str, str, int], ...]  # (type, digest, size)
     #: (type, gzip size): what each part would be compressed (`payload/compression.py`)
     compressed_sizes: tuple[tuple[str, int], ...] = ()
+    #: what the payload is: iplosctl-export-v1 (re-written) or passthrough (the files)
+    payload_mode: str = EXPORT_V1_PAYLOAD
+    #: the XSD apply loads beside MsgHead's for a pass-through payload
+    payload_schema: str | None = None
 
     @property
     def payload_digest(self) -> str:
@@ -132,6 +138,10 @@ class SubmissionPlan:
     attempt: int
     parts: tuple[PartPlan, ...]
     receipt_errors: tuple[dict[str, str], ...] = ()
+    #: iplosctl-export-v1 (records re-written) or passthrough (the export's files unchanged)
+    payload_format: str = EXPORT_V1_PAYLOAD
+    #: the XSD apply loads beside MsgHead's for a pass-through payload (None: export v1)
+    payload_schema: str | None = None
     #: digest of the year profile (and overlay), the format profile and its XSD
     profile_digest: str = ""
     #: the profile the plan was made with (renderers name service codes from it)
@@ -271,6 +281,10 @@ def _cache_key(
             "late": late,
             "rules": list(rule_ids),
             "gzipLevel": GZIP_LEVEL,  # the cached compressed sizes depend on it
+            "parts": {t: passthrough.file_identity(p) for t, p in manifest.source.parts.items()},
+            "payloadSchema": passthrough.file_identity(manifest.schemas / manifest.payload_schema)
+            if manifest.schemas is not None and manifest.payload_schema is not None
+            else None,
         },
         sort_keys=True,
     )
@@ -328,6 +342,8 @@ def _load_cached(key: str) -> Analysis | None:
             summary=data["summary"],
             part_digests=tuple((t, d, s) for t, d, s in data["parts"]),
             compressed_sizes=tuple((t, s) for t, s in data["compressed"]),
+            payload_mode=data.get("payloadMode", EXPORT_V1_PAYLOAD),
+            payload_schema=data.get("payloadSchema"),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -354,6 +370,8 @@ def _store_cached(
         "summary": analysis.summary,
         "parts": [list(p) for p in analysis.part_digests],
         "compressed": [list(p) for p in analysis.compressed_sizes],
+        "payloadMode": analysis.payload_mode,
+        "payloadSchema": analysis.payload_schema,
         "inputs": [list(i) for i in identities],
     }
     with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
@@ -391,6 +409,22 @@ def analyse(
     identities = _identities(extra)  # before reading: a file changed meanwhile is read again
     export = source.read(spec)  # opens every file, so a missing one is the source's error
     source_digest = sources_digest(manifest.source.path, extra)
+    payload = export.payload or PayloadSpec()
+    hasher: PayloadHasher | passthrough.PassthroughHasher
+    xsd = None
+    if payload.passthrough:
+        files = passthrough.part_files(manifest, payload, profile.message_parts)
+        xsd = passthrough.payload_xsd(manifest, payload)
+        for path in files.values():
+            # The export part was validated against the profile's XSD while it streams.
+            same = path == manifest.source.path and xsd == payload.schema
+            passthrough.check_part(path, None if same else xsd)
+        hasher = passthrough.PassthroughHasher(files, payload_outputs)
+    else:
+        passthrough.no_parts_without_passthrough(manifest, payload)
+        hasher = PayloadHasher(
+            export.header, profile.message_parts, payload_outputs, compressed_outputs
+        )
     environment = profile.environments[manifest.environment]
     ctx = RuleContext(
         manifest=manifest,
@@ -403,9 +437,9 @@ def analyse(
     )
     run = RuleRun(rules, ctx)
     summary = SummaryBuilder(profile, manifest.reporting_year)
-    hasher = PayloadHasher(
-        export.header, profile.message_parts, payload_outputs, compressed_outputs
-    )
+    # Pass-through cannot leave anyone out: excluded records block the plan instead.
+    excluded: list[RecordRef] = []
+    excluded_count = 0
     for record in export.recipients:
         if run.record(record):
             summary.add(record)
@@ -415,13 +449,24 @@ def analyse(
                 raise _unwritable(manifest.source.path, exc) from None
         else:
             summary.exclude()
+            excluded_count += 1
+            if len(excluded) < MAX_REFS:
+                excluded.append(RecordRef(record.index, record.line))
+    findings = run.finish()
+    if payload.passthrough:
+        findings = passthrough.blocking_test_persons(findings, excluded, excluded_count)
     analysis = Analysis(
         header=export.header,
         source_digest=source_digest,
-        findings=tuple(run.finish()),
+        findings=tuple(findings),
         summary=summary.build(),
         part_digests=tuple(hasher.finish()),
-        compressed_sizes=tuple(hasher.compressed_sizes()),
+        # pass-through parts are sent as they are: no compressed form (README)
+        compressed_sizes=(
+            tuple(hasher.compressed_sizes()) if isinstance(hasher, PayloadHasher) else ()
+        ),
+        payload_mode=payload.mode,
+        payload_schema=str(xsd) if xsd is not None else None,
     )
     if key is not None:
         _store_cached(key, analysis, identities)
@@ -622,6 +667,39 @@ def size_findings(manifest: Manifest, profile: Profile, analysis: Analysis) -> l
     return out
 
 
+#: rule id of "iplosctl's own format would go to a real receiver"
+PAYLOAD_FORMAT_RULE = "payload-format"
+
+
+def payload_format_findings(
+    manifest: Manifest, profile: Profile, analysis: Analysis
+) -> list[Finding]:
+    """`payload-format`: outside the sandbox, iplosctl's own format only by agreement.
+
+    KPR expects its own IPLOS format (DOMAIN.md §1.2, §2.6); iplosctl's
+    export v1 is our invention. Sending it to test, qa or production without
+    the receiver's word would look like a submission and be none.
+    """
+    if profile.environments[manifest.environment].sandbox:
+        return []
+    if analysis.payload_mode != EXPORT_V1_PAYLOAD:
+        return []
+    if manifest.payload_format_agreement == EXPORT_V1_PAYLOAD:
+        return []
+    return [
+        Finding(
+            PAYLOAD_FORMAT_RULE,
+            "error",
+            f"the payload would be iplosctl's own export format (urn:iplosctl:export:v1), "
+            f"which the register in {manifest.environment} does not expect: use a format "
+            "profile with payload: {mode: passthrough} for the register-format file your EPJ "
+            "writes (README: 'Sending the register's own file'), or, if the receiver agreed "
+            "in writing to this format, set spec.payloadFormatAgreement: iplosctl-export-v1",
+            1,
+        )
+    ]
+
+
 UNVERIFIED_RULE = "profile-unverified"
 
 
@@ -759,6 +837,7 @@ def plan_submission(
     findings = (
         analysis.findings
         + tuple(size_findings(manifest, profile, analysis))
+        + tuple(payload_format_findings(manifest, profile, analysis))
         + tuple(unverified_findings(manifest, profile, environment))
         + tuple(transport_findings(manifest))
         + tuple(sandbox_findings(manifest, profile))
@@ -838,6 +917,8 @@ def plan_submission(
         attempt=attempt,
         parts=parts,
         receipt_errors=receipt_errors,
+        payload_format=analysis.payload_mode,
+        payload_schema=analysis.payload_schema,
         profile_digest=digest,
         profile=profile,
         route=endpoint.route(manifest).as_dict(),

@@ -63,6 +63,34 @@ class FieldCoverage:
     unread: list[str] = field(default_factory=list)
 
 
+#: `PayloadSpec.mode` values: iplosctl's own format, or the export's bytes unchanged
+EXPORT_V1_PAYLOAD = "iplosctl-export-v1"
+PASSTHROUGH_PAYLOAD = "passthrough"
+
+
+@dataclass(frozen=True)
+class PayloadSpec:
+    """What apply sends for an export, as its format profile says (`payload`).
+
+    `iplosctl-export-v1`: the records re-written in iplosctl's own format, one
+    payload per message part. `passthrough`: the export is already in the
+    register's format; `parts` maps each message part type, in sending order, to
+    `export` (the file the source read) or `file` (a file of its own, named in
+    the manifest's `spec.source.parts`), and those bytes are sent unchanged.
+    `schema` is the XSD of that format (the profile's), `origin` names the
+    profile in messages.
+    """
+
+    mode: str = EXPORT_V1_PAYLOAD
+    parts: tuple[tuple[str, str], ...] = ()
+    schema: Path | None = None
+    origin: str = ""
+
+    @property
+    def passthrough(self) -> bool:
+        return self.mode == PASSTHROUGH_PAYLOAD
+
+
 @dataclass
 class Export:
     """An opened export: its header, then its recipients streamed in file order.
@@ -70,12 +98,15 @@ class Export:
     `recipients` is a one-shot iterator; reading it to the end closes the
     file. Problems raise `SourceError` naming the file and line. A source that
     can say which mapped fields it found sets `coverage`; it is complete once
-    `recipients` is exhausted.
+    `recipients` is exhausted. A source whose format profile says the export
+    is already the register's own file sets `payload` (pass-through).
     """
 
     header: ExportHeader
     recipients: Iterator[Recipient]
     coverage: FieldCoverage | None = None
+    #: what apply sends; None means iplosctl's own export format (PayloadSpec())
+    payload: PayloadSpec | None = None
 
 
 class SourcePlugin(Protocol):

@@ -63,6 +63,8 @@ spec:
     - {{orgNumber: "310000035", name: Demo sykehjem}}
     - {{orgNumber: "310000043", name: Demo bofellesskap}}
   source: {{plugin: xml, path: ../exports/kommune-2023.xml}}
+  # These tests are about sending, not the format: the receiver "agreed" (payload-format).
+  payloadFormatAgreement: iplosctl-export-v1
   testPersons: {{names: ["Test Testesen"]}}
   endpoint:
     transport: amqp

@@ -649,7 +649,8 @@ def test_recipient_key_id_of_someone_else_is_refused_precisely(
 def test_apply_sends_nothing_until_offline_revocation_is_said_out_loud(
     cli, tmp_path: Path, dead: EnterprisePki, state_dir: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    path = write_manifest(tmp_path, dead)
+    # about certificates, not the format: the receiver "agreed" to iplosctl's own (payload-format)
+    path = write_manifest(tmp_path, dead, extra="  payloadFormatAgreement: iplosctl-export-v1\n")
     outbox = tmp_path / "bus" / "outbox"
     run = cli("apply", path, "--auto-approve", "--late")
     assert run.code == 1 and "Traceback" not in run.all

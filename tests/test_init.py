@@ -415,3 +415,22 @@ def test_init_command_without_a_terminal(
     newest = profiles.available_years()[-1]  # the default year
     assert cli("validate", f"manifests/testvik-{newest}.yaml").code == 0
     assert cli("init", *flags).code == 1  # never overwrites without --force
+
+
+def test_a_non_sandbox_manifest_says_its_own_format_is_blocked() -> None:
+    """payload-format: the comment tells the IT person before the plan does."""
+    answers = InitAnswers(
+        **{
+            **_typed(),
+            "environment": "test",
+            "username": "u",
+            "credential": "c",
+            "endpoint_url": "amqps://sb.test.nhn.no:5671",
+            "certificates": CertificatePaths.in_folder("certs"),
+        }
+    )
+    text = render_manifest(answers, out=Path("manifests/f.yaml"))
+    hint = "Sending the register's own file"
+    assert any(hint in c for c in comments(text))
+    sandbox = render_manifest(InitAnswers(**_typed()), out=Path("manifests/f.yaml"))
+    assert not any(hint in c for c in comments(sandbox))

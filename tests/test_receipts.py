@@ -122,6 +122,8 @@ def _manifest_text(pki: PkiFiles, her_id: int, service_her_id: int) -> str:
       signing: {pki.certificate("register-signing")}
       encryption: {pki.certificate("register-encryption")}
       trustAnchors: {pki.ca}
+  # The simulated register here reads iplosctl's own format: say it agreed (payload-format).
+  payloadFormatAgreement: iplosctl-export-v1
 """
     )
 

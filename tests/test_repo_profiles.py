@@ -291,7 +291,9 @@ def test_apply_sends_to_the_her_id_an_overlay_corrected(cli, repo: Path) -> None
     """End to end: the corrected HER-id is the queue and the MsgHead receiver of what is sent."""
     (repo / "profiles").mkdir()
     shutil.copy(FIXTURES / "profiles" / "2026.yaml", repo / "profiles" / "2026.yaml")
-    path = year_manifest(repo, 2026, "test", keys=True)
+    # about addressing, not the format: the receiver "agreed" to iplosctl's own (payload-format)
+    agreed = "  payloadFormatAgreement: iplosctl-export-v1\n"
+    path = year_manifest(repo, 2026, "test", extra=agreed, keys=True)
     (repo / "outbox").mkdir()
     result = cli("apply", "--auto-approve", "--today", TODAY, path)
     assert result.code == 0, result.all

@@ -352,6 +352,8 @@ spec:
       signing: ../pki/register-signing.pem
       encryption: ../pki/register-encryption.pem
       trustAnchors: ../pki/ca.pem
+  # These tests are about transport, not the format: the receiver "agreed" (payload-format).
+  payloadFormatAgreement: iplosctl-export-v1
 """
     )
     return path

@@ -22,7 +22,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +31,7 @@ from lxml import etree
 from iplosctl import plugins, yamlio
 from iplosctl.errors import InputError, ProfileError
 from iplosctl.formats import FORMATS_DIR, is_format_path
+from iplosctl.plugins import PayloadSpec
 from iplosctl.validation import schema_problems
 
 DEFAULT_FORMAT = "iplos-export-v1"
@@ -116,6 +117,8 @@ class FormatProfile:
     services: ElementMap
     assessments: ElementMap | None
     diagnoses: ElementMap | None
+    #: what apply sends for an export of this format (`payload` in the profile)
+    payload: PayloadSpec = field(default_factory=PayloadSpec)
 
     def xml_schema(self) -> etree.XMLSchema:
         """The format's XSD, compiled once per process (again when the file changes)."""
@@ -268,7 +271,22 @@ class _Compiler:
             services=self._element("recipient.services", recipient["services"], SERVICE_FIELDS),
             assessments=self._optional("assessments", ASSESSMENT_FIELDS),
             diagnoses=self._optional("diagnoses", DIAGNOSIS_FIELDS),
+            payload=self._payload(schema_path),
         )
+
+    def _payload(self, schema_path: Path) -> PayloadSpec:
+        item = self.data.get("payload")
+        if item is None:
+            return PayloadSpec(schema=schema_path, origin=self.path.name)
+        parts = tuple(item.get("parts", {}).items())
+        exports = [t for t, where in parts if where == "export"]
+        if item["mode"] == "passthrough" and len(exports) != 1:
+            raise self._error(
+                "payload.parts",
+                f"exactly one part must be 'export' (the file this profile reads), "
+                f"found {len(exports)}",
+            )
+        return PayloadSpec(item["mode"], parts, schema_path, self.path.name)
 
     def _optional(self, key: str, known: dict[str, tuple[str, ValueKind]]) -> ElementMap | None:
         item = self.data["recipient"].get(key)

@@ -159,6 +159,22 @@ def check_manifest(m: Manifest, *, check_files: bool = True) -> list[Problem]:
             add(f"file {_shown(m, path)} does not exist", *where)
     if check_files and m.schemas is not None and not m.schemas.is_dir():
         add(f"schema folder {_shown(m, m.schemas)} does not exist", "spec", "schemas")
+    for part, path in m.source.parts.items() if check_files else ():
+        if not path.is_file():
+            add(f"file {_shown(m, path)} does not exist", "spec", "source", "parts", part)
+    if m.payload_schema is not None:
+        if m.schemas is None:
+            add(
+                "payloadSchema names a file in the spec.schemas folder: set spec.schemas too",
+                "spec",
+                "payloadSchema",
+            )
+        elif check_files and m.schemas.is_dir() and not (m.schemas / m.payload_schema).is_file():
+            add(
+                f"{m.payload_schema} is not in the schema folder {_shown(m, m.schemas)}",
+                "spec",
+                "payloadSchema",
+            )
 
     seen: dict[str, int] = {}
     for index, unit in enumerate(m.service_units):

@@ -238,6 +238,7 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
             file(src["path"]),
             _format(src.get("format"), base),
             dict(src.get("options", {})),
+            {part: file(value) for part, value in src.get("parts", {}).items()},  # type: ignore[misc]
         ),
         test_persons=TestPersons(tuple(tp.get("names", ())), frozenset(tp.get("ids", ()))),
         endpoint=endpoint,
@@ -249,4 +250,6 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
         profile=file(spec.get("profile")),
         digest=_digest(data),
         node=root,
+        payload_schema=spec.get("payloadSchema"),
+        payload_format_agreement=spec.get("payloadFormatAgreement"),
     )

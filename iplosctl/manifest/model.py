@@ -42,6 +42,8 @@ class Source:
     path: Path
     format: str | None
     options: Mapping[str, Any]
+    #: pass-through: message part type → the file sent unchanged as that part
+    parts: Mapping[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,10 @@ class Manifest:
     digest: str
     description: str = ""
     owner: str = ""
+    #: pass-through: the register format's XSD, a file name in `schemas`
+    payload_schema: str | None = None
+    #: "iplosctl-export-v1" when the receiver agreed to iplosctl's own format
+    payload_format_agreement: str | None = None
     #: a reporting-year profile overlay named by `spec.profile`, resolved like other paths
     profile: Path | None = None
     #: the ruamel tree, kept to point later errors at lines

@@ -259,11 +259,13 @@ _WHITE = b" \t\r\n"
 def _payload_root(payload: bytes) -> bytes:
     """The bytes of `payload`'s root element, found without parsing the document.
 
-    The payload is one that iplosctl's export writer produced: every value escaped, every
-    element closed. So the checks here are the cheap ones that catch a wrong file rather
-    than a broken writer: UTF-8, no DOCTYPE (no entity tricks), a root element in a default
-    namespace of its own (so it keeps its namespace inside `Content`), closed at the end.
-    With `spec.schemas` set, apply validates the whole MsgHead before sending anyway.
+    The payload is one that iplosctl's export writer produced (every value escaped, every
+    element closed), or a pass-through file that the plan has parsed and validated
+    against its XSD (`passthrough.check_part`). So the checks here are the cheap ones
+    that catch a wrong file rather than a broken writer: UTF-8, no DOCTYPE (no entity
+    tricks), a root element in a default namespace of its own (so it keeps its namespace
+    inside `Content`), closed at the end. With `spec.schemas` set, apply validates the
+    whole MsgHead before sending anyway.
     """
     start = 3 if payload.startswith(b"\xef\xbb\xbf") else 0
     prolog = _PROLOG.match(payload, start)
@@ -299,6 +301,15 @@ def _payload_root(payload: bytes) -> bytes:
     except UnicodeDecodeError as exc:
         raise PayloadError(f"payload is not valid UTF-8 at byte {exc.start}") from None
     return payload[pos:end]
+
+
+def payload_root(payload: bytes) -> bytes:
+    """The bytes of `payload` that `build_msghead` puts into Content, or PayloadError.
+
+    For pass-through files from outside, checked at plan time: the same checks
+    as the splice itself, so a file the plan accepts is one apply can carry.
+    """
+    return _payload_root(payload)
 
 
 def _end_of_root(payload: bytes) -> int:

@@ -39,6 +39,7 @@ def submission_dict(s: SubmissionPlan) -> dict[str, Any]:
         "serial": s.serial,
         "attempt": s.attempt,
         "parts": [p.as_dict() for p in s.parts],
+        "payloadFormat": s.payload_format,
         "next": next_command(s),
     }
 

@@ -83,7 +83,9 @@ def _details(s: SubmissionPlan, *, with_refs: bool) -> str:
     if s.parts:
         lines += [
             "",
-            f"Messages (attempt {s.attempt}): "
+            f"Messages (attempt {s.attempt}"
+            + (", the export's files unchanged" if s.payload_format == "passthrough" else "")
+            + "): "
             + ", ".join(f"`{p.type}` {p.size_text()}" for p in s.parts)
             + f"; payload `{s.payload_digest}`",
         ]

@@ -47,7 +47,8 @@ def _submission(s: SubmissionPlan) -> list[str]:
     )
     if s.parts:
         lines.append(f"  payload digest: {s.payload_digest}")
-        lines.append(f"  messages (attempt {s.attempt}):")
+        how = ", the export's files unchanged" if s.payload_format == "passthrough" else ""
+        lines.append(f"  messages (attempt {s.attempt}{how}):")
         lines.extend(f"    {p.type:<8} {p.size_text(10)}  msgId {p.msg_id}" for p in s.parts)
     lines.append(f"  next: {next_command(s)}")
     return lines

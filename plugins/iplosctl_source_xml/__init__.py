@@ -97,7 +97,7 @@ class XmlSource:
         items = stream.items()
         header = next(items)
         assert isinstance(header, ExportHeader)
-        return Export(header=header, recipients=_recipients(items))
+        return Export(header=header, recipients=_recipients(items), payload=profile.payload)
 
 
 def _recipients(items: Iterator[ExportHeader | Recipient]) -> Iterator[Recipient]:
