@@ -1,16 +1,23 @@
 """apply: send exactly the reviewed plan, journaling every step in the lockfile.
 
 Per submission, under its lock:
-  1. plan again in one pass over the export that also writes each part's payload
-     (plain and gzipped; for a pass-through profile a copy of the part's file) to a
-     private temporary file, so the digests the plan checks are those of the bytes
-     written, and the export is read once; compare with the saved plan (stale → refuse);
-  2. journal the attempt (all parts `journaled`, message ids fixed) — atomically,
-     before the first byte leaves;
-  3. per part: MsgHead (a compressed RefDoc where the plan says so) → (optional
+  1. plan again, in one pass over the export that also writes each part's payload
+     (plain and gzipped) to a private file under the state folder (`inflight`:
+     0700/0600, removed at the end, and after a kill at the next start; for a
+     pass-through profile: a copy of the part's file, made in the read that digests
+     it), so the export is read once and the digests are those of the bytes
+     written; compare with the saved plan (stale → refuse);
+  2. open the transport with the manifest's secrets and keys and check the keys
+     (a missing secret or passphrase, a refused certificate fail here);
+  3. (the second read of the export that used to check the digests is gone);
+  4. let the transport `prepare()` (login, queue) while the first part is protected;
+  5. only then journal the attempt (all parts `journaled`, message ids fixed) —
+     atomically, before the first byte leaves; a failure in 1-4 leaves the
+     lockfile byte for byte unchanged;
+  6. per part: MsgHead (a compressed RefDoc where the plan says so) → (optional
      official-XSD validation) → CMS sign then encrypt → send, which returns once the
      broker ACCEPTED → write `sent` (protecting runs one part ahead on a worker
-     thread, see `_send_parts`).
+     thread, see `_Sender`).
 A crash anywhere leaves `journaled` parts that the next plan shows as
 `recover` and resends with the same MsgIds; a `sent` part is never resent.
 """
@@ -20,14 +27,15 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import tempfile
+import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iplosctl import endpoint, lockfile, profiles
+from iplosctl import endpoint, inflight, lockfile, profiles
 from iplosctl.errors import IplosctlError, PayloadError
 from iplosctl.formats import EXPORT_V1_NAMESPACE, EXPORT_V1_XSD
 from iplosctl.locking import submission_lock
@@ -37,6 +45,7 @@ from iplosctl.payload.metadata import message_info_properties
 from iplosctl.payload.msghead import build_msghead, load_schemas, validate_msghead
 from iplosctl.plan import CHANGING, SubmissionPlan, plan_submission
 from iplosctl.plugins import OutgoingMessage, TransportPlugin
+from iplosctl.private_files import open_private
 
 #: what apply reports per step (for progress bars and logs): part type, step
 Progress = Callable[[str, str], None]
@@ -45,9 +54,19 @@ Progress = Callable[[str, str], None]
 CRASH_AT_ENV = "IPLOSCTL_TEST_CRASH_AT"
 
 
+#: interruption tests set this to a step name to stop there (printing `paused at STEP` on
+#: stderr) until a signal arrives, e.g. the SIGINT of a Ctrl-C
+PAUSE_AT_ENV = "IPLOSCTL_TEST_PAUSE_AT"
+
+
 def _crash_point(step: str) -> None:
     if os.environ.get(CRASH_AT_ENV) == step:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(PAUSE_AT_ENV) == step:
+        sys.stderr.write(f"paused at {step}\n")
+        sys.stderr.flush()
+        while True:
+            time.sleep(60)  # a signal's handler (SIGINT: KeyboardInterrupt) ends it
 
 
 class StalePlanError(IplosctlError):
@@ -84,10 +103,44 @@ def check_saved(plan: SubmissionPlan, saved: dict[str, Any]) -> None:
         "action": plan.action,
     }
     changed = [key for key, value in checks.items() if saved.get(key) != value]
+    if changed and _interrupted_apply_of(plan, saved):
+        return  # the reviewed attempt, journaled by an apply that did not finish: recover it
     if changed:
         raise StalePlanError(
             f"plan is stale for {plan.name} ({', '.join(changed)} changed): run iplosctl plan again"
         )
+
+
+def _interrupted_apply_of(plan: SubmissionPlan, saved: dict[str, Any]) -> bool:
+    """Whether `plan` is the recovery of exactly the attempt `saved` planned (issue 13.5).
+
+    An apply of a saved plan that is interrupted after journaling leaves the attempt
+    `journaled`: the lockfile's serial and the action (now `recover`) differ from the
+    saved plan's, but what would be sent does not: same digests, same attempt number,
+    same message ids. Resending those is what the reviewer approved.
+    """
+    if plan.action != "recover" or saved.get("action") not in CHANGING:
+        return False
+    same = (
+        "manifestDigest",
+        "sourceDigest",
+        "payloadDigest",
+        "profileDigest",
+        "lineage",
+        "attempt",
+    )
+    values = {
+        "profileDigest": plan.profile_digest,
+        "manifestDigest": plan.manifest_digest,
+        "sourceDigest": plan.source_digest,
+        "payloadDigest": plan.payload_digest,
+        "lineage": plan.lineage,
+        "attempt": plan.attempt,
+    }
+    if any(saved.get(key) != values[key] for key in same):
+        return False
+    saved_ids = [(p.get("type"), p.get("msgId")) for p in saved.get("parts", [])]
+    return saved_ids == [(p.type, p.msg_id) for p in plan.parts]
 
 
 def _now() -> dt.datetime:
@@ -109,27 +162,31 @@ def apply_submission(
     now: Callable[[], dt.datetime] = _now,
     offline_revocation: bool = False,
 ) -> ApplyResult:
-    """Apply one validated manifest; see the module docstring for the steps."""
+    """Apply one validated manifest; see the module docstring for the steps.
+
+    Everything that can fail before a byte leaves (secrets, keys, certificates, the
+    export's digest, the transport's `prepare`: login and queue) is checked before
+    the attempt is journaled, so such a failure leaves the lockfile byte for byte
+    as it was: an attempt in the lockfile means the tool was ready to send it.
+    """
     report = progress or (lambda part, step: None)
     lock_path = manifest.lockfile_path
+    inflight.remove_stale(manifest)  # a killed apply's payloads go before anything else happens
     profile = profiles.profile_for(manifest)
-    with (
-        submission_lock(lock_path, "iplosctl apply"),
-        tempfile.TemporaryDirectory(prefix="iplosctl-apply-") as tmp,
-    ):
+    with submission_lock(lock_path, "iplosctl apply"), inflight.payload_dir(manifest) as tmp:
         # one pass: the plan's analysis writes every part's payload, plain and gzipped
-        payload_paths = {p.type: Path(tmp) / f"{p.type}.xml" for p in profile.message_parts}
+        payload_paths = {p.type: tmp / f"{p.type}.xml" for p in profile.message_parts}
         gzip_paths = {t: path.with_suffix(".xml.gz") for t, path in payload_paths.items()}
-        files = {t: path.open("wb") for t, path in payload_paths.items()}
-        gz_files = {t: path.open("wb") for t, path in gzip_paths.items()}
+        files = {t: open_private(path) for t, path in payload_paths.items()}
+        gz_files = {t: open_private(path) for t, path in gzip_paths.items()}
         try:
             plan = plan_submission(
                 manifest,
                 today=today,
                 late=late,
+                offline_revocation=offline_revocation,
                 payload_outputs=files,
                 compressed_outputs=gz_files,
-                offline_revocation=offline_revocation,
             )
         finally:
             for fh in (*files.values(), *gz_files.values()):
@@ -143,23 +200,58 @@ def apply_submission(
             return ApplyResult(plan.name, plan.action, plan.attempt, skipped_reason=plan.reason)
         if not approve(plan):
             raise IplosctlError(f"{plan.name}: apply cancelled; nothing was sent")
-        lock = lockfile.load(lock_path)
-        lock = _journal(lock, plan, plan, now())  # the plan carries the analysis' summary
-        lockfile.save(lock_path, lock)
-        report("*", "journaled")
-        _crash_point("journaled")
-        xsd = Path(plan.payload_schema) if plan.payload_schema else EXPORT_V1_XSD
-        return _send_parts(
-            manifest,
-            plan,
-            lock,
-            lock_path,
-            payload_paths,
-            report,
-            now,
-            gzip_paths=gzip_paths,
-            payload_xsd=xsd,
-        )
+        with (
+            endpoint.connect(manifest) as conn,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="iplosctl-protect") as worker,
+        ):
+            # refused certificates fail here, before the transport's connection retries
+            keys = conn.keys
+            check_sending_keys(
+                keys.signing_cert, keys.signing_key, keys.register_encryption_cert, now()
+            )
+            lock = lockfile.load(lock_path)
+            xsd = Path(plan.payload_schema) if plan.payload_schema else EXPORT_V1_XSD
+            sender = _Sender(
+                manifest,
+                conn,
+                worker,
+                payload_paths,
+                now,
+                payload_xsd=xsd,
+                compression={p.type: p.compression for p in plan.parts if p.compression},
+                gzip_paths=gzip_paths,
+            )
+            pending = _pending(plan, lock)
+            upcoming = sender.start(pending[0]) if pending else None
+            if upcoming is not None:
+                report(pending[0].type, "building")
+                _prepare(conn.transport, conn.addressing.to_queue, upcoming[1])
+            _crash_point("prepared")  # everything checked, nothing journaled yet
+            # the first byte can leave now: only from here on is the attempt journaled
+            lock = _journal(lock, plan, plan, now())  # the plan carries the summary
+            lockfile.save(lock_path, lock)
+            report("*", "journaled")
+            _crash_point("journaled")
+            return sender.send_all(plan, lock, lock_path, upcoming, report)
+
+
+@dataclass(frozen=True)
+class _PendingPart:
+    """A part to send: its type and (already fixed) message id."""
+
+    type: str
+    msg_id: str
+
+
+def _pending(plan: SubmissionPlan, lock: lockfile.Lockfile | None) -> list[_PendingPart]:
+    """The parts this apply will send: a recover resends only the journaled ones."""
+    if plan.action == "recover" and lock is not None and lock.last_attempt is not None:
+        return [
+            _PendingPart(p.type, p.msg_id)
+            for p in lock.last_attempt.parts
+            if p.state == "journaled"
+        ]
+    return [_PendingPart(p.type, p.msg_id) for p in plan.parts]
 
 
 def _journal(
@@ -194,18 +286,7 @@ def _journal(
     return lock
 
 
-def _send_parts(
-    manifest: Manifest,
-    plan: SubmissionPlan,
-    lock: lockfile.Lockfile,
-    lock_path: Path,
-    payload_paths: dict[str, Path],
-    report: Progress,
-    now: Callable[[], dt.datetime],
-    *,
-    gzip_paths: dict[str, Path] | None = None,
-    payload_xsd: Path = EXPORT_V1_XSD,
-) -> ApplyResult:
+class _Sender:
     """Protect and send each `journaled` part, recording `sent` after each ACCEPTED.
 
     `payload_xsd` is compiled beside MsgHead's when `spec.schemas` is set: the
@@ -217,76 +298,89 @@ def _send_parts(
     Only the main thread talks to the transport and the lockfile, so the order of
     journal writes is that of a plain loop, and a crash leaves the same states.
     """
-    attempt = lock.attempts[-1]
-    result = ApplyResult(plan.name, plan.action, attempt.number)
-    pending = [part for part in attempt.parts if part.state == "journaled"]  # sent: never again
-    if not pending:
-        return result
-    profile = profiles.profile_for(manifest)
-    limit = manifest.message_size_limit_bytes or profile.message_limit_bytes
-    schema = load_schemas(manifest.schemas, [payload_xsd]) if manifest.schemas else None
-    part_names = {p.type: p.description for p in profile.message_parts}
-    # the plan decided which parts go compressed (plan.part_encodings); their gzip bytes
-    # were written in the planning pass
-    compression = {p.type: p.compression for p in plan.parts if p.compression}
-    with (
-        endpoint.connect(manifest) as conn,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="iplosctl-protect") as worker,
-    ):
-        keys, address = conn.keys, conn.addressing
-        # refused certificates fail here, before the transport's connection retries
-        check_sending_keys(
-            keys.signing_cert, keys.signing_key, keys.register_encryption_cert, now()
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        conn: endpoint.Connection,
+        worker: ThreadPoolExecutor,
+        payload_paths: dict[str, Path],
+        now: Callable[[], dt.datetime],
+        *,
+        payload_xsd: Path = EXPORT_V1_XSD,
+        compression: dict[str, str] | None = None,
+        gzip_paths: dict[str, Path] | None = None,
+    ) -> None:
+        profile = profiles.profile_for(manifest)
+        # the plan decided which parts go compressed (plan.part_encodings); their gzip
+        # bytes were written in the planning pass
+        self.compression, self.gzip_paths = compression or {}, gzip_paths or {}
+        self.manifest, self.conn, self.worker = manifest, conn, worker
+        self.payload_paths, self.now = payload_paths, now
+        self.limit = manifest.message_size_limit_bytes or profile.message_limit_bytes
+        self.schema = load_schemas(manifest.schemas, [payload_xsd]) if manifest.schemas else None
+        self.part_names = {p.type: p.description for p in profile.message_parts}
+
+    def protect(self, part: _PendingPart, moment: dt.datetime) -> bytes:
+        keys, address, manifest = self.conn.keys, self.conn.addressing, self.manifest
+        code = self.compression.get(part.type)
+        msghead = build_msghead(
+            msg_type=part.type,
+            msg_type_dn=self.part_names.get(part.type, part.type),
+            msg_id=part.msg_id,
+            gen_date=moment,
+            sender_org_name=manifest.municipality.name,
+            sender_org_number=manifest.municipality.org_number,
+            sender_her_id=str(address.sender_her_id),
+            sender_service_name=endpoint.SERVICE_NAME,
+            sender_service_her_id=str(address.service_her_id),
+            receiver_name=address.receiver_name,
+            receiver_her_id=str(address.receiver_her_id),
+            payload=(
+                self.gzip_paths[part.type] if code else self.payload_paths[part.type]
+            ).read_bytes(),
+            compression=code,
+        )
+        if self.schema is not None:
+            validate_msghead(msghead, self.schema)
+        return sign_then_encrypt(
+            msghead,
+            signer_cert=keys.signing_cert,
+            signer_key=keys.signing_key,
+            recipient_cert=keys.register_encryption_cert,
+            now=moment,
         )
 
-        def protect(part: lockfile.Part, moment: dt.datetime) -> bytes:
-            code = compression.get(part.type)
-            if code and gzip_paths is None:
-                raise PayloadError(f"{part.type} is planned compressed, but no gzip form exists")
-            payload = gzip_paths[part.type] if code and gzip_paths else payload_paths[part.type]
-            msghead = build_msghead(
-                msg_type=part.type,
-                msg_type_dn=part_names.get(part.type, part.type),
-                msg_id=part.msg_id,
-                gen_date=moment,
-                sender_org_name=manifest.municipality.name,
-                sender_org_number=manifest.municipality.org_number,
-                sender_her_id=str(address.sender_her_id),
-                sender_service_name=endpoint.SERVICE_NAME,
-                sender_service_her_id=str(address.service_her_id),
-                receiver_name=address.receiver_name,
-                receiver_her_id=str(address.receiver_her_id),
-                payload=payload.read_bytes(),
-                compression=code or None,
-            )
-            if schema is not None:
-                validate_msghead(msghead, schema)
-            return sign_then_encrypt(
-                msghead,
-                signer_cert=keys.signing_cert,
-                signer_key=keys.signing_key,
-                recipient_cert=keys.register_encryption_cert,
-                now=moment,
-            )
+    def start(self, part: _PendingPart) -> tuple[dt.datetime, Future[bytes]]:
+        moment = self.now()
+        return moment, self.worker.submit(self.protect, part, moment)
 
-        def start(part: lockfile.Part) -> tuple[dt.datetime, Future[bytes]]:
-            moment = now()
-            return moment, worker.submit(protect, part, moment)
-
-        report(pending[0].type, "building")
-        upcoming = start(pending[0])
-        _prepare(conn.transport, address.to_queue, upcoming[1])
+    def send_all(
+        self,
+        plan: SubmissionPlan,
+        lock: lockfile.Lockfile,
+        lock_path: Path,
+        upcoming: tuple[dt.datetime, Future[bytes]] | None,
+        report: Progress,
+    ) -> ApplyResult:
+        attempt = lock.attempts[-1]
+        result = ApplyResult(plan.name, plan.action, attempt.number)
+        pending = [part for part in attempt.parts if part.state == "journaled"]  # sent: never
+        if not pending or upcoming is None:
+            return result
+        address = self.conn.addressing
         for index, part in enumerate(pending):
             if index:
                 report(part.type, "building")
             moment, protected = upcoming
             body = protected.result()
             if index + 1 < len(pending):
-                upcoming = start(pending[index + 1])
-            if len(body) > limit:
+                following = pending[index + 1]
+                upcoming = self.start(_PendingPart(following.type, following.msg_id))
+            if len(body) > self.limit:
                 raise PayloadError(
-                    f"{part.type} is {len(body):,} bytes, over the {limit:,} byte limit: agree a "
-                    "larger limit with NHN and set spec.messageSizeLimitBytes"
+                    f"{part.type} is {len(body):,} bytes, over the {self.limit:,} byte limit: "
+                    "agree a larger limit with NHN and set spec.messageSizeLimitBytes"
                 )
             properties = {
                 "fromHerId": str(address.service_her_id),
@@ -306,7 +400,7 @@ def _send_parts(
                 )
             )
             report(part.type, "sending")
-            conn.transport.send(
+            self.conn.transport.send(
                 OutgoingMessage(
                     message_id=part.msg_id,
                     correlation_id=part.msg_id,
@@ -319,11 +413,11 @@ def _send_parts(
             )
             _crash_point("accepted")  # the broker has it; the lockfile does not know yet
             lockfile.transition(part, "sent")
-            part.sent_at = _iso(now())
+            part.sent_at = _iso(self.now())
             lockfile.save(lock_path, lock)
             report(part.type, "sent")
             result.sent.append(SentPart(part.type, part.msg_id, len(body), part.sent_at))
-    return result
+        return result
 
 
 def _prepare(transport: TransportPlugin, to_queue: str, first: Future[bytes]) -> None:

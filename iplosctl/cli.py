@@ -27,8 +27,10 @@ from iplosctl.crashlog import write_crash_log
 from iplosctl.errors import (
     EXIT_ERROR,
     EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    EXIT_WAITING,
     IplosctlError,
     UsageError,
 )
@@ -332,9 +334,12 @@ def apply(
     failures = len(broken)  # reported by _select; the other submissions still apply
     for manifest in manifests:
         saved = saved_by_manifest.get(str(manifest.path)) if saved_by_manifest else None
+        before = _file_bytes(manifest.lockfile_path)
         try:
             parts = len(profile_for(manifest).message_parts)
-            with output.step_progress(f"{manifest.name}: sending", total=parts) as advance:
+            with output.lazy_progress(f"{manifest.name}: sending", total=parts) as advance:
+                # the bar starts with the first step, after the question was answered:
+                # drawn earlier it hid "Send …? [y/N]" (issue 13.1)
                 result = apply_submission(
                     manifest,
                     saved=saved,
@@ -349,6 +354,10 @@ def apply(
             for line in exc.lines():
                 output.error(f"error: {line}")
             continue
+        except KeyboardInterrupt:
+            again = str(paths[0]) if saved_by_manifest and paths else str(manifest.path)
+            output.error(f"interrupted: {_interrupted_state(manifest, before, again)}")
+            return EXIT_INTERRUPTED
         if not result.sent:
             output.out(f"{result.name}: {result.action}: {result.skipped_reason}")
             continue
@@ -367,6 +376,37 @@ def apply(
     return EXIT_OK
 
 
+def _file_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _interrupted_state(manifest: Manifest, before: bytes | None, again: str) -> str:
+    """Where an interrupted apply left the lockfile, and the command that goes on from there."""
+    from iplosctl import lockfile
+
+    path = manifest.lockfile_path
+    if _file_bytes(path) == before:
+        return f"{manifest.name}: {path} is unchanged: nothing was journaled, nothing was sent"
+    lock = lockfile.load(path)
+    last = lock.last_attempt if lock else None
+    if last is None:  # cannot happen: apply only ever writes attempts
+        return f"{manifest.name}: {path} holds no attempt"
+    states = ", ".join(f"{p.type} {p.state}" for p in last.parts)
+    if "journaled" in last.states:
+        return (
+            f"{manifest.name}: attempt {last.number} is journaled in {path} ({states}); a "
+            f"journaled part may or may not have left: run `iplosctl apply {again}` again to "
+            "resend it with the same message ids (the register drops duplicates)"
+        )
+    return (
+        f"{manifest.name}: attempt {last.number} is sent ({states}, {path}): next: "
+        f"iplosctl receipts {manifest.path} --wait 10m"
+    )
+
+
 def _parse_wait(wait: str | None) -> float | None:
     from iplosctl.durations import parse_duration
 
@@ -376,6 +416,68 @@ def _parse_wait(wait: str | None) -> float | None:
         return parse_duration(wait)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--wait") from None
+
+
+attempt_app = typer.Typer(
+    help="Record an operator's decision about an attempt in the lockfile.", no_args_is_help=True
+)
+app.add_typer(attempt_app, name="attempt")
+
+
+@attempt_app.command("abandon")
+def attempt_abandon(
+    manifest_path: Annotated[Path, typer.Argument(help="The submission's manifest.")],
+    attempt: Annotated[
+        int, typer.Option("--attempt", min=1, help="The attempt's number (the last one).")
+    ],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why, for whoever reads the lockfile next.")
+    ],
+    never_sent: Annotated[
+        bool,
+        typer.Option(
+            "--never-sent",
+            help="You state that the attempt never left this machine (journaled parts only).",
+        ),
+    ] = False,
+    confirmed_by_register: Annotated[
+        bool,
+        typer.Option(
+            "--confirmed-by-register", help="KPR confirmed that the attempt never arrived."
+        ),
+    ] = False,
+    by: Annotated[
+        str | None,
+        typer.Option("--by", help="Who decides (default: $IPLOSCTL_OPERATOR, CI user, login)."),
+    ] = None,
+    lockfile_path: LockfileOpt = None,
+) -> int:
+    """Abandon an attempt that will never be answered or never left: the next plan sends a new
+    attempt with new message ids, and the abandoned ids are never sent again."""
+    from iplosctl.decisions import CONFIRMED_BY_REGISTER, NEVER_SENT, abandon
+
+    if never_sent == confirmed_by_register:
+        raise UsageError("say what the decision rests on: --never-sent or --confirmed-by-register")
+    manifests, broken = _select([manifest_path], None)
+    if broken:
+        return EXIT_ERROR  # its problems were printed; nothing was recorded
+    if len(manifests) != 1:
+        raise UsageError("attempt abandon takes exactly one manifest")
+    manifest = manifests[0]
+    done = abandon(
+        lockfile_path or manifest.lockfile_path,
+        name=manifest.name,
+        attempt_number=attempt,
+        reason=reason,
+        basis=NEVER_SENT if never_sent else CONFIRMED_BY_REGISTER,
+        by=by,
+    )
+    output.out(
+        f"{done.name}: attempt {done.attempt} abandoned ({', '.join(done.parts)}) by "
+        f"{done.decision.by} at {done.decision.at} (lockfile serial {done.serial})"
+    )
+    output.note(f"next: iplosctl plan {manifest.path} (a new attempt, new message ids)")
+    return EXIT_OK
 
 
 lock_app = typer.Typer(help="Inspect or clear a submission's apply lock.", no_args_is_help=True)
@@ -402,12 +504,15 @@ def _collect_receipts(
     *,
     offline_revocation: bool = False,
 ) -> int:
-    """Collect receipts for each manifest; with a wait, exit 1 while any is outstanding."""
+    """Collect receipts for each manifest and turn where each submission stands into the
+    exit code (README, "Exit codes"): 1 when a part is rejected or has a transport
+    error (or the run failed), else 75 when `--wait` ran out with receipts outstanding,
+    else 0. Accepted with errors is 0 with a warning: the register took the data."""
     from iplosctl.receipts import collect_receipts, detail_lines, summary_line
 
     progress = output.note if output.is_terminal() else None
     deadline = time.monotonic() + (wait_seconds or 0.0)  # one budget for all submissions
-    failures = waiting = 0
+    failures = waiting = rejected = 0
     for manifest in manifests:
         try:
             result = collect_receipts(
@@ -426,15 +531,27 @@ def _collect_receipts(
         for line in detail_lines(result):
             output.out(line)
         waiting += result.outstanding
-    if failures:
-        return EXIT_ERROR
+        if result.failed:
+            rejected += 1
+            what = ", ".join(f"{part} {state}" for part, state in result.failed)
+            output.error(
+                f"error: {manifest.name}: attempt {result.attempt} failed ({what}): run "
+                f"`iplosctl plan {manifest.path}` for the register's errors, fix them, then apply "
+                "(resubmit)"
+            )
+        elif result.with_errors:
+            output.note(
+                f"warning: {manifest.name}: attempt {result.attempt} was accepted with errors "
+                f"({', '.join(result.with_errors)}): read them above; a correction may be due"
+            )
     if wait_seconds is not None and waiting:
         output.error(
-            f"error: still waiting for {waiting} receipt(s): run `iplosctl receipts --wait` "
-            "again later; never resend before they are checked"
+            f"still waiting for {waiting} receipt(s): run `iplosctl receipts --wait` again "
+            "later; never resend before they are checked"
         )
+    if failures or rejected:
         return EXIT_ERROR
-    return EXIT_OK
+    return EXIT_WAITING if wait_seconds is not None and waiting else EXIT_OK
 
 
 @app.command()
@@ -887,7 +1004,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         output.error("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:
         if _state["debug"]:
             raise

@@ -10,11 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from iplosctl.privacy import scrub
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
 EXIT_INTERNAL = 3
 EXIT_USAGE = 64
+#: sysexits' EX_TEMPFAIL ("try again later"): `receipts --wait` / `apply --wait` ran out of
+#: time with receipts still outstanding. Not 1, so that automation can tell "nothing is
+#: wrong yet, run again later" from "rejected" or "broken"; from sysexits.h like 64.
+EXIT_WAITING = 75
+#: Ctrl-C (128 + SIGINT), as shells report it
+EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -96,10 +104,15 @@ class SourceError(InputError):
 
 
 class TransportError(IplosctlError):
-    """Sending or receiving failed; the message names the broker condition, never a password."""
+    """Sending or receiving failed; the message names the broker condition, never a password.
+
+    The message often quotes the broker or the peer (a condition's description, a queue
+    name), which is text from outside: it goes through the one scrubber here, so no
+    transport can print or log a person id it was sent (DESIGN.md §5).
+    """
 
     def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
+        super().__init__(scrub(message))
         #: worth retrying with backoff (connection lost, broker restarting)
         self.transient = transient
 

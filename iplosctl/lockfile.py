@@ -7,9 +7,10 @@ folder) so a crash leaves the old or the new file, never half of one; every
 write bumps `serial`, and `lineage` names the series for its whole life.
 Keys are sorted and the layout is stable, so its diff reads well in review.
 
-Part states (DESIGN.md §4):
+Part states (DESIGN.md §4; the README's "States and ways out" has the full table):
     journaled → sent → accepted | accepted-with-errors | rejected
     journaled | sent → transport-error
+    journaled | sent → abandoned   (only by an operator's recorded decision)
 """
 
 from __future__ import annotations
@@ -27,13 +28,22 @@ from ruamel.yaml import YAML
 from iplosctl import yamlio
 from iplosctl.atomic import write_atomic
 from iplosctl.errors import InputError, IplosctlError, Location, Problem
+from iplosctl.privacy import scrub
 
 LOCKFILE_VERSION = 1
-STATES = ("journaled", "sent", "accepted", "accepted-with-errors", "rejected", "transport-error")
+STATES = (
+    "journaled",
+    "sent",
+    "accepted",
+    "accepted-with-errors",
+    "rejected",
+    "transport-error",
+    "abandoned",
+)
 RECEIPT_STATES = {"1": "accepted", "2": "rejected", "3": "accepted-with-errors"}
 _TRANSITIONS = {
-    "journaled": {"sent", "transport-error"},
-    "sent": {"accepted", "accepted-with-errors", "rejected", "transport-error"},
+    "journaled": {"sent", "transport-error", "abandoned"},
+    "sent": {"accepted", "accepted-with-errors", "rejected", "transport-error", "abandoned"},
 }
 MAX_LOCKFILE_BYTES = 20_000_000
 
@@ -81,6 +91,23 @@ class Part:
 
 
 @dataclass
+class Decision:
+    """An operator's decision that leads out of a state: who, when, why (DESIGN.md §4).
+
+    `basis` is what the decision rests on (`never-sent`: the operator states the attempt
+    never left the machine; `confirmed-by-register`: KPR confirmed it never arrived);
+    `parts` the part types it moved.
+    """
+
+    at: str
+    by: str
+    action: str
+    reason: str
+    basis: str = ""
+    parts: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Attempt:
     number: int
     created_at: str
@@ -89,6 +116,12 @@ class Attempt:
     payload_digest: str
     summary: dict[str, Any]
     parts: list[Part]
+    decisions: list[Decision] = field(default_factory=list)
+
+    @property
+    def abandoned(self) -> bool:
+        """An operator abandoned it: its message ids are never sent again."""
+        return "abandoned" in self.states
 
     @property
     def states(self) -> set[str]:
@@ -155,10 +188,12 @@ def _to_data(lock: Lockfile) -> dict[str, Any]:
                     "errors": [
                         _drop_empty(
                             {
-                                "code": e.code,
-                                "system": e.system,
-                                "text": e.text,
-                                "originalText": e.original_text,
+                                # free text from the register: scrubbed on every write,
+                                # whoever recorded it (the lockfile is committed)
+                                "code": scrub(e.code),
+                                "system": scrub(e.system),
+                                "text": scrub(e.text),
+                                "originalText": scrub(e.original_text),
                             }
                         )
                         for e in p.receipt.errors
@@ -176,7 +211,11 @@ def _to_data(lock: Lockfile) -> dict[str, Any]:
                 "sentAt": p.sent_at,
                 "receiptAt": p.receipt_at,
                 "receipt": receipt,
-                "transportError": p.transport_error,
+                "transportError": (
+                    {k: scrub(v) for k, v in p.transport_error.items()}
+                    if p.transport_error
+                    else None
+                ),
             }
         )
 
@@ -194,6 +233,11 @@ def _to_data(lock: Lockfile) -> dict[str, Any]:
                 "payloadDigest": a.payload_digest,
                 "summary": a.summary,
                 "parts": [part(p) for p in a.parts],
+                **(
+                    {"decisions": [_drop_empty(dict(d.__dict__)) for d in a.decisions]}
+                    if a.decisions
+                    else {}
+                ),
             }
             for a in lock.attempts
         ],
@@ -266,7 +310,7 @@ def _from_data(data: dict[str, Any]) -> Lockfile:
                         type=p["type"],
                         msg_id=p["msgId"],
                         payload_digest=p["payloadDigest"],
-                        state=p["state"],
+                        state=_known_state(p["state"]),
                         size_bytes=int(p.get("sizeBytes", 0)),
                         journaled_at=p.get("journaledAt", ""),
                         sent_at=p.get("sentAt", ""),
@@ -276,10 +320,28 @@ def _from_data(data: dict[str, Any]) -> Lockfile:
                     )
                     for p in a.get("parts", [])
                 ],
+                decisions=[
+                    Decision(
+                        at=str(d["at"]),
+                        by=str(d["by"]),
+                        action=str(d["action"]),
+                        reason=str(d["reason"]),
+                        basis=str(d.get("basis", "")),
+                        parts=[str(t) for t in d.get("parts", [])],
+                    )
+                    for d in a.get("decisions", [])
+                ],
             )
             for a in data.get("attempts", [])
         ],
     )
+
+
+def _known_state(state: Any) -> str:
+    """A state this version knows; anything else is damage, never guessed at."""
+    if state not in STATES:
+        raise ValueError(f"state {state!r}")
+    return str(state)
 
 
 def load(path: Path) -> Lockfile | None:

@@ -100,3 +100,21 @@ def step_progress(label: str, *, total: int) -> Iterator[Callable[[str, bool], N
             progress.update(task, description=f"{label}: {description}", advance=1 if done else 0)
 
         yield advance
+
+
+@contextlib.contextmanager
+def lazy_progress(label: str, *, total: int) -> Iterator[Callable[[str, bool], None]]:
+    """`step_progress` that starts drawing only at the first update.
+
+    A command that may still ask a question (apply's "Send …? [y/N]") must not draw a
+    live bar before it is answered: rich redraws the bar's line over the prompt.
+    """
+    with contextlib.ExitStack() as stack:
+        started: list[Callable[[str, bool], None]] = []
+
+        def advance(description: str, done: bool) -> None:
+            if not started:
+                started.append(stack.enter_context(step_progress(label, total=total)))
+            started[0](description, done)
+
+        yield advance

@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from iplosctl import __version__, endpoint, lockfile, plugins, profiles, transport_policy
+from iplosctl import (
+    __version__,
+    endpoint,
+    inflight,
+    lockfile,
+    plugins,
+    profiles,
+    transport_policy,
+)
 from iplosctl.atomic import write_atomic
 from iplosctl.certificates import CertificateCheck, check_certificates
 from iplosctl.errors import IplosctlError, Location, Problem, SourceError
@@ -33,6 +41,7 @@ from iplosctl.payload.msghead import message_id
 from iplosctl.payload.parts import PayloadHasher
 from iplosctl.plausibility import plausibility_findings, previous_year_summary
 from iplosctl.plugins import EXPORT_V1_PAYLOAD, PayloadSpec, SourceSpec
+from iplosctl.privacy import scrub
 from iplosctl.profiles import Profile
 from iplosctl.records import ExportHeader
 from iplosctl.rules import Finding, RecordRef, RuleContext, RuleRun, load_rules
@@ -138,6 +147,9 @@ class SubmissionPlan:
     attempt: int
     parts: tuple[PartPlan, ...]
     receipt_errors: tuple[dict[str, str], ...] = ()
+    #: the command that leads out when the findings are not the reason (a journaled
+    #: attempt the changed export cannot recover); empty otherwise
+    way_out: str = ""
     #: iplosctl-export-v1 (records re-written) or passthrough (the export's files unchanged)
     payload_format: str = EXPORT_V1_PAYLOAD
     #: the XSD apply loads beside MsgHead's for a pass-through payload (None: export v1)
@@ -522,12 +534,18 @@ def decide(
         states = last.states
         if "journaled" in states:
             if last.payload_digest != analysis.payload_digest:
+                # not the findings' "fix the export": only the old export or a decision helps
+                never_left = states <= {"journaled", "abandoned"}
+                basis = "--never-sent" if never_left else "--confirmed-by-register"
                 return (
                     "blocked",
                     f"attempt {last.number} was journaled but may not have been "
                     "sent, and the export has changed since: restore the export it was "
-                    "built from and run apply to recover it, or run receipts to learn "
-                    "whether it arrived",
+                    f"built from ({last.source_digest}) and run iplosctl apply to recover it "
+                    "with the same message ids; or, if it "
+                    + ("never left this machine" if never_left else "never reached KPR")
+                    + f", record that: iplosctl attempt abandon {{manifest}} --attempt "
+                    f'{last.number} {basis} --reason "…", then plan again',
                     last.number,
                 )
             return (
@@ -540,7 +558,9 @@ def decide(
             return (
                 "wait",
                 f"attempt {last.number} is sent and awaits its receipt: never "
-                "resend before it is checked (run iplosctl receipts)",
+                "resend before it is checked (run iplosctl receipts); if no receipt ever "
+                "comes and KPR confirms it never arrived: iplosctl attempt abandon {manifest} "
+                f'--attempt {last.number} --confirmed-by-register --reason "…"',
                 last.number,
             )
     if errors:
@@ -566,6 +586,14 @@ def decide(
     if last.states & {"rejected", "transport-error"}:
         return ("resubmit", f"attempt {last.number} was rejected: send a new attempt", next_attempt)
     accepted = lock.last_accepted if lock else None
+    if last.abandoned and (accepted is None or accepted.payload_digest != analysis.payload_digest):
+        decision = last.decisions[-1] if last.decisions else None
+        why = f" ({decision.basis}, by {decision.by} at {decision.at})" if decision else ""
+        return (
+            "resubmit" if accepted is None else "correct",
+            f"attempt {last.number} was abandoned{why}: send a new attempt with new message ids",
+            next_attempt,
+        )
     if accepted is not None and accepted.payload_digest == analysis.payload_digest:
         return (
             "no-op",
@@ -762,6 +790,8 @@ def unchanged_resubmit_findings(
     last = lock.last_attempt if lock else None
     if action != "resubmit" or last is None or last.payload_digest != analysis.payload_digest:
         return []
+    if last.abandoned:  # never arrived (a recorded decision): the same bytes are the point
+        return []
     return [
         Finding(
             "resubmit-unchanged",
@@ -810,6 +840,7 @@ def plan_submission(
     Certificates are checked against the real clock, not `today`: `--today` rehearses
     deadlines, while a certificate that expired is expired for the register too.
     """
+    inflight.remove_stale(manifest)  # plaintext payloads a killed apply left: gone now
     today = today or dt.date.today()
     profile = profiles.profile_for(manifest)
     digest = profile_inputs_digest(manifest, profile)
@@ -850,6 +881,13 @@ def plan_submission(
         findings += tuple(plausibility_findings(analysis.summary, last_year[1], last_year[0]))
     errors = [f for f in findings if f.severity == "error"]
     action, reason, attempt = decide(lock, analysis, errors)
+    reason = reason.replace("{manifest}", str(manifest.path))
+    way_out = ""
+    if action == "blocked" and "iplosctl attempt abandon" in reason:
+        way_out = reason[reason.index("iplosctl attempt abandon") :].removesuffix(
+            ", then plan again"
+        )
+        way_out = f"restore the export and run iplosctl apply {manifest.path}, or: {way_out}"
     findings += tuple(unchanged_resubmit_findings(lock, analysis, action))
     lineage = lock.lineage if lock else lineage_for(manifest)
     encodings = part_encodings(manifest, profile, analysis)
@@ -881,17 +919,24 @@ def plan_submission(
     receipt_errors: tuple[dict[str, str], ...] = ()
     last = lock.last_attempt if lock else None
     if last is not None:
+        # The register's texts are scrubbed again here: a lockfile written by an older
+        # iplosctl may hold them verbatim, and this goes into the pull request.
         receipt_errors = tuple(
-            {"part": p.type, "code": e.code, "system": e.system, "text": e.text}
+            {
+                "part": p.type,
+                "code": scrub(e.code),
+                "system": scrub(e.system),
+                "text": scrub(e.text),
+            }
             for p in last.parts
             if p.receipt
             for e in p.receipt.errors
         ) + tuple(
             {
                 "part": p.type,
-                "code": p.transport_error.get("condition", ""),
+                "code": scrub(p.transport_error.get("condition", "")),
                 "system": "transport",
-                "text": p.transport_error.get("description", ""),
+                "text": scrub(p.transport_error.get("description", "")),
             }
             for p in last.parts
             if p.transport_error
@@ -917,6 +962,7 @@ def plan_submission(
         attempt=attempt,
         parts=parts,
         receipt_errors=receipt_errors,
+        way_out=way_out,
         payload_format=analysis.payload_mode,
         payload_schema=analysis.payload_schema,
         profile_digest=digest,

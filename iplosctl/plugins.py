@@ -4,7 +4,9 @@ First-party plugins under `plugins/` register exactly as a third party's
 would, so the core never imports a plugin module by name. Like datasette,
 `IPLOSCTL_LOAD_PLUGINS` pins the set (comma-separated names; empty means
 none), and two plugins of one kind with the same name are fatal rather than
-silently shadowing each other.
+silently shadowing each other. The pin cannot unplug the built-in rule pack
+(`BUILTIN`): pinning `xml,amqp` once dropped every pre-flight rule, and the
+plan said SUBMIT for an export full of test users (issue 12).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ GROUPS: dict[str, str] = {
     "format": "iplosctl.formats",
 }
 LOAD_PLUGINS_ENV = "IPLOSCTL_LOAD_PLUGINS"
+#: kind → {name: entry-point target} loaded whatever the pin says: the register's own
+#: checks. Matched by target too, so a third-party pack called `kpr` is not exempt.
+BUILTIN: dict[str, dict[str, str]] = {"rules": {"kpr": "iplosctl.rules.kpr:rules"}}
 
 
 # --- source plugins (entry point group iplosctl.sources) -----------------------
@@ -269,9 +274,10 @@ def _entry_points(kind: str) -> dict[str, EntryPoint]:
     if kind not in GROUPS:
         raise PluginError(f"unknown plugin kind {kind!r} (kinds: {', '.join(GROUPS)})")
     pinned = _pinned()
+    builtin = BUILTIN.get(kind, {})
     found: dict[str, EntryPoint] = {}
     for ep in entry_points(group=GROUPS[kind]):
-        if pinned is not None and ep.name not in pinned:
+        if pinned is not None and ep.name not in pinned and builtin.get(ep.name) != ep.value:
             continue
         if ep.name in found and found[ep.name].value != ep.value:
             raise PluginError(

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from iplosctl import endpoint, lockfile, privacy
+from iplosctl import endpoint, inflight, lockfile, privacy
 from iplosctl.atomic import write_atomic
 from iplosctl.certificates import checker_for, receipt_revocation_hook
 from iplosctl.errors import IplosctlError, TransportError
@@ -52,6 +52,7 @@ from iplosctl.payload.apprec import AppRec, parse_apprec
 from iplosctl.payload.cms import decrypt_then_verify
 from iplosctl.payload.revocation import Checker
 from iplosctl.plugins import Delivery, IncomingMessage
+from iplosctl.private_files import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +82,7 @@ ERROR_CONDITION = "errorCondition"
 ERROR_DESCRIPTION = "errorDescription"
 ERROR_CONDITION_DATA = "errorConditionData"
 
-_PERSON_ID = re.compile(r"(?<!\d)\d{6} ?\d{5}(?!\d)")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def scrub(text: str) -> str:
-    """`text` with anything shaped like a person id (11 digits) replaced by `[id]`.
-
-    Register texts (AppRec DN/OT, error descriptions) are kept verbatim in the
-    lockfile, but may quote a fødselsnummer; everything printed goes through this.
-    """
-    return _PERSON_ID.sub("[id]", text)
 
 
 def _now() -> dt.datetime:
@@ -133,7 +124,7 @@ class RecordedPart(NamedTuple):
     state: str
     #: AppRec error codes (V), or the error-queue condition
     codes: tuple[str, ...]
-    #: the AppRec errors verbatim (for printing: codes and DN, scrubbed)
+    #: the AppRec errors as recorded (codes; DN and OT already scrubbed)
     errors: tuple[lockfile.ReceiptError, ...] = ()
 
 
@@ -155,6 +146,13 @@ class ReceiptsResult:
     outstanding: int = 0
     #: set when there was nothing to read for (no lockfile, nothing sent)
     nothing_to_do: str = ""
+    #: the last attempt's number and its parts that the register refused or that the
+    #: error queue reported (`rejected`, `transport-error`), after the run: the CLI's
+    #: exit code (issue 13: a rejection must not leave the hourly CI job green)
+    attempt: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    #: parts of the last attempt answered `accepted-with-errors`
+    with_errors: list[str] = field(default_factory=list)
     #: `unverified` quarantine entries that verified this time and were recorded
     reexamined: int = 0
     #: one line per message the transport refused without reading it (too large)
@@ -195,6 +193,7 @@ def collect_receipts(
     """
     path = lockfile_path or manifest.lockfile_path
     result = ReceiptsResult(name=manifest.name, lockfile_path=path)
+    inflight.remove_stale(manifest)  # plaintext payloads a killed apply left: gone now
     with submission_lock(path, "iplosctl receipts"):
         lock = lockfile.load(path)
         if lock is None or not lock.attempts:
@@ -227,7 +226,23 @@ def collect_receipts(
                     )
                 sleep(min(poll_seconds, left))
         result.serial = run.lock.serial
+        _outcome(run.lock, result)
     return result
+
+
+#: part states after which the register will not process the attempt
+FAILED = frozenset({"rejected", "transport-error"})
+
+
+def _outcome(lock: lockfile.Lockfile, result: ReceiptsResult) -> None:
+    """Where the last attempt stands, whatever this run recorded (a rejection recorded
+    an hour ago still fails the next run, until a new attempt or a decision follows)."""
+    last = lock.last_attempt
+    if last is None:
+        return
+    result.attempt = last.number
+    result.failed = [(p.type, p.state) for p in last.parts if p.state in FAILED]
+    result.with_errors = [p.type for p in last.parts if p.state == "accepted-with-errors"]
 
 
 def quarantine_dir(manifest: Manifest) -> Path:
@@ -271,11 +286,11 @@ def detail_lines(result: ReceiptsResult) -> list[str]:
     for p in result.recorded:
         lines.append(f"  {p.type} {p.msg_id}: {p.state}")
         for e in p.errors:
-            lines.append("    " + scrub(f"{e.code}: {e.text}" if e.text else e.code))
+            lines.append("    " + privacy.scrub(f"{e.code}: {e.text}" if e.text else e.code))
     for p in result.transport_errors:
-        lines.append(scrub(f"  {p.type} {p.msg_id}: transport-error {', '.join(p.codes)}"))
+        lines.append(privacy.scrub(f"  {p.type} {p.msg_id}: transport-error {', '.join(p.codes)}"))
     for q in result.quarantined:
-        lines.append(f"  quarantined: {q}")
+        lines.append(privacy.scrub(f"  quarantined: {q}"))
     lines.extend(f"  {line}" for line in result.refused)
     return lines
 
@@ -475,7 +490,7 @@ class _Run:
     def quarantine(
         self, message: IncomingMessage, kind: str, reason: str, original: str | None = None
     ) -> _Quarantine:
-        return _Quarantine(message, kind, scrub(reason), original)
+        return _Quarantine(message, kind, privacy.scrub(reason), original)
 
     def decide_receipt(self, message: IncomingMessage, *, at: dt.datetime | None = None) -> _Effect:
         """What an AppRec means; certificates are checked as of `at` (default: now)."""
@@ -559,12 +574,15 @@ class _Run:
                 f"{part.state}",
                 original,
             )
+        # DN and OT are the register's free text and may quote a person id: the lockfile is
+        # committed and printed, so it keeps them scrubbed (DESIGN.md §5). The AppRec itself
+        # is not kept: its codes and the scrubbed texts are what anyone needs to act.
         errors = [
             lockfile.ReceiptError(
-                code=e.code or "",
-                system=e.system or "",
-                text=e.text or "",
-                original_text=e.original_text or "",
+                code=privacy.scrub(e.code or ""),
+                system=privacy.scrub(e.system or ""),
+                text=privacy.scrub(e.text or ""),
+                original_text=privacy.scrub(e.original_text or ""),
             )
             for e in rec.errors
         ]
@@ -586,7 +604,7 @@ class _Run:
     def decide_error(self, message: IncomingMessage) -> _Effect:
         props = message.application_properties
         original = (props.get(ORIGINAL_MESSAGE_ID) or "").strip()
-        condition = (props.get(ERROR_CONDITION) or "").strip()
+        condition = privacy.scrub((props.get(ERROR_CONDITION) or "").strip())
         if not original or not condition:
             return self.quarantine(
                 message,
@@ -615,12 +633,13 @@ class _Run:
                 original,
             )
         # The condition is the bus's code; description and data are free text from the
-        # receiver and may quote data, so 11-digit numbers are scrubbed before the lockfile.
+        # receiver and may quote data: all of it goes through the one scrubber before the
+        # lockfile (DESIGN.md §5); the unscrubbed text is not kept anywhere.
         error = {"condition": condition}
         for key, prop in (("description", ERROR_DESCRIPTION), ("data", ERROR_CONDITION_DATA)):
             value = (props.get(prop) or "").strip()
             if value:
-                error[key] = scrub(value)
+                error[key] = privacy.scrub(value)
         if part.state == "transport-error" and part.transport_error == error:
             return _Duplicate()
         if part.state not in WAITING:
@@ -716,7 +735,7 @@ def _write_quarantine(
     """Write `<UTC time>-<message id>.p7m` and its `.json`; the same message twice is kept once."""
     message = item.message
     digest = hashlib.sha256(message.body).hexdigest()
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(folder)  # the state folder above it too, when this creates it
     for existing in _read_quarantine(folder):
         meta = _load_json(existing.metadata_path) or {}
         if (
@@ -726,7 +745,9 @@ def _write_quarantine(
             and existing.path.exists()
         ):
             return existing.path  # redelivered after a crash before accept
-    safe_id = _UNSAFE_NAME.sub("_", message.message_id or "")[:80] or str(uuid.uuid4())
+    # the message id comes from outside too: scrubbed before it names a file
+    safe_id = _UNSAFE_NAME.sub("_", privacy.scrub(message.message_id or ""))[:80]
+    safe_id = safe_id or str(uuid.uuid4())
     stem = f"{moment.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{safe_id}"
     n = 1
     while (folder / f"{stem}.json").exists() or (folder / f"{stem}.p7m").exists():
@@ -767,12 +788,53 @@ def _load_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+#: damaged quarantine files already warned about in this process (one warning each)
+_WARNED_DAMAGED: set[Path] = set()
+
+
+def _metadata_problem(meta: Mapping[str, Any] | None) -> str | None:
+    """What makes a quarantine `.json` unusable, in words that quote none of its content."""
+    if meta is None:
+        return "not a readable JSON object"
+    amqp = meta.get("amqp", {})
+    if not isinstance(amqp, Mapping):
+        return "'amqp' is not an object"
+    for key, value in (
+        *((k, meta.get(k, "")) for k in ("quarantinedAt", "queue", "kind", "reason")),
+        ("originalMsgId", meta.get("originalMsgId")),
+        ("amqp.messageId", amqp.get("messageId")),
+        ("amqp.correlationId", amqp.get("correlationId")),
+        ("amqp.subject", amqp.get("subject")),
+    ):
+        if value is not None and not isinstance(value, str):
+            return f"{key!r} is not a string"
+    if not isinstance(amqp.get("applicationProperties") or {}, Mapping):
+        return "'amqp.applicationProperties' is not an object"
+    return None
+
+
+def _warn_damaged(path: Path, problem: str) -> None:
+    if path in _WARNED_DAMAGED:
+        return
+    _WARNED_DAMAGED.add(path)
+    log.warning(
+        "warning: skipped the damaged quarantine file %s (%s): look at it, then move it out of %s",
+        path,
+        problem,
+        path.parent,
+    )
+
+
 def _read_quarantine(folder: Path) -> Iterable[QuarantinedReceipt]:
+    """The folder's entries; a damaged `.json` is skipped with a warning, never fatal: one
+    bad file made every `receipts` and `status` run crash (issue 12)."""
     if not folder.is_dir():
         return
     for meta_path in sorted(folder.glob("*.json")):
         meta = _load_json(meta_path)
-        if meta is None:
+        problem = _metadata_problem(meta)
+        if problem is not None or meta is None:
+            _warn_damaged(meta_path, problem or "unreadable")
             continue
         amqp: Mapping[str, Any] = meta.get("amqp") or {}
         yield QuarantinedReceipt(
@@ -817,7 +879,9 @@ def _stored_message(entry: QuarantinedReceipt) -> IncomingMessage | None:
         body = entry.path.read_bytes()
     except OSError:
         return None
-    if meta is None or hashlib.sha256(body).hexdigest() != meta.get("bodySha256"):
+    if _metadata_problem(meta) is not None or meta is None:
+        return None  # changed since it was listed: the next run warns about it
+    if hashlib.sha256(body).hexdigest() != meta.get("bodySha256"):
         return None
     amqp: Mapping[str, Any] = meta.get("amqp") or {}
     props = amqp.get("applicationProperties") or {}

@@ -15,6 +15,7 @@ from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
 from iplosctl.manifest.checks import BrokenManifest
 from iplosctl.plan import plan_submission
+from iplosctl.privacy import scrub
 from iplosctl.receipts import list_quarantine
 from iplosctl.render.common import next_command
 
@@ -45,7 +46,7 @@ def submission_status(manifest: Manifest, *, today: dt.date | None = None) -> Su
     try:
         plan = plan_submission(manifest, today=today)
     except IplosctlError as exc:
-        status.action, status.reason = "error", exc.lines()[0]
+        status.action, status.reason = "error", scrub(exc.lines()[0])
         status.next = f"fix the input, then: iplosctl plan {manifest.path}"
     else:
         status.deadline, status.action, status.reason = plan.deadline, plan.action, plan.reason
@@ -66,14 +67,19 @@ def submission_status(manifest: Manifest, *, today: dt.date | None = None) -> Su
                     "msgId": p.msg_id,
                     "state": p.state,
                     "receiptStatus": p.receipt.status if p.receipt else None,
-                    "codes": [e.code for e in p.receipt.errors] if p.receipt else [],
-                    "transportError": (p.transport_error or {}).get("condition"),
+                    "codes": [scrub(e.code) for e in p.receipt.errors] if p.receipt else [],
+                    "transportError": (
+                        scrub(p.transport_error["condition"])
+                        if p.transport_error and "condition" in p.transport_error
+                        else None
+                    ),
                 }
                 for p in last.parts
             ],
         }
     status.quarantined = [
-        {"kind": q.kind, "reason": q.reason, "at": q.quarantined_at}
+        # a quarantine file may come from an older iplosctl: its reason is scrubbed again
+        {"kind": q.kind, "reason": scrub(q.reason), "at": q.quarantined_at}
         for q in list_quarantine(manifest)
     ]
     return status

@@ -13,7 +13,7 @@ bundle leaves the municipality (DESIGN.md §5):
 
 - no person ids, names or export contents: the export is represented by its
   sha256 only, the manifest's test persons by their count;
-- receipt errors keep code, system and DN (11-digit numbers scrubbed), never OT,
+- receipt errors keep code, system and DN (through `privacy.scrub`), never OT,
   which the register fills with free text that may quote the record;
 - transport errors keep their condition, never description or data;
 - quarantined receipts keep kind, reason and time, never their bodies;
@@ -44,9 +44,8 @@ from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
 from iplosctl.manifest.checks import BrokenManifest
 from iplosctl.plan import deadline_window, file_digest, plan_submission
-from iplosctl.privacy import suppressed
+from iplosctl.privacy import scrub, suppressed
 from iplosctl.receipts import list_quarantine
-from iplosctl.receipts import scrub as scrub_person_ids
 from iplosctl.secrets import get_secret
 
 BUNDLE_FORMAT_VERSION = "1"
@@ -56,15 +55,7 @@ README_TXT = "README.txt"
 MEMBERS = (README_TXT, BUNDLE_JSON)
 #: environment variables that change behaviour and hold no secret (names or words only)
 _REPORTED_ENV = ("IPLOSCTL_LOAD_PLUGINS", "IPLOSCTL_SANDBOX_BEHAVIOUR")
-# An 11-digit number with any common separator: DN and reasons are free text from the
-# register or the bus, and `receipts.scrub` only knows the space-separated form.
-_SEPARATED_ID = re.compile(r"(?<!\d)\d{6}[.\-/]\d{5}(?!\d)")
 _USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
-
-
-def scrub(text: str) -> str:
-    """Free text with anything shaped like a person id replaced by `[id]`."""
-    return _SEPARATED_ID.sub("[id]", scrub_person_ids(text))
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -302,7 +293,8 @@ def _quarantine(manifest: Manifest) -> list[dict[str, Any]]:
             "queue": q.queue,
             "kind": q.kind,
             "reason": scrub(q.reason),
-            "originalMsgId": q.original_msg_id,
+            # read from a message that came from outside: scrubbed like any outside text
+            "originalMsgId": scrub(q.original_msg_id) if q.original_msg_id else None,
         }
         for q in list_quarantine(manifest)
     ]

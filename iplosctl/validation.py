@@ -8,6 +8,7 @@ keyword; a subschema may carry `x-hint` to explain a pattern or format.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -16,9 +17,17 @@ from jsonschema.exceptions import ValidationError
 
 from iplosctl.errors import Location, Problem
 from iplosctl.identifiers import is_valid_org_number
+from iplosctl.privacy import scrub
 from iplosctl.yamlio import position
 
 FORMAT_CHECKER = FormatChecker()
+#: `scheme://user:password@` (the password may hold '/' or '@': up to the last '@')
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)\S*@")
+CREDENTIALS_IN_URL = (
+    "holds a user name or password (not shown): never put credentials in the URL; put the "
+    "user name in spec.endpoint.username and the password in the secret that "
+    "spec.endpoint.credential names (iplosctl secrets set NAME, or IPLOSCTL_SECRET_<NAME> in CI)"
+)
 
 
 @FORMAT_CHECKER.checks("org-number")
@@ -94,13 +103,17 @@ def _problems_for(error: ValidationError, root: Any, filename: str) -> list[Prob
         return [at(path, f"{show(error.instance)} is not one of: {choices}")]
     if keyword == "const":
         return [at(path, f"must be {error.validator_value!r}, got {show(error.instance)}")]
+    if isinstance(error.instance, str) and _USERINFO.search(error.instance):
+        # A password in a URL is echoed nowhere: not in CI logs, not in a support bundle.
+        return [at(path, f"the URL {CREDENTIALS_IN_URL}")]
     if keyword in ("pattern", "format") and "x-hint" in schema:
         return [at(path, f"{show(error.instance)}: {schema['x-hint']}")]
     return [at(path, error.message if show is _short else f"invalid value ({keyword})")]
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    """The value, short, for the message: without a URL's credentials or a person id."""
+    text = scrub(_USERINFO.sub(r"\1***@", repr(value)))
     return text if len(text) <= 40 else text[:37] + "..."
 
 

@@ -3,7 +3,11 @@ naming the file and line, never a traceback (issue 2, "Bad input")."""
 
 from __future__ import annotations
 
+import resource
+import subprocess
+import sys
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -202,3 +206,98 @@ def test_no_files_skips_existence_checks_only(cli, demo_copy: Path) -> None:
     assert cli("validate", "--no-files", demo_copy).code == 0
     demo_copy.write_bytes(GOOD.replace(b'"310000019"', b'"310000018"'))
     assert cli("validate", "--no-files", demo_copy).code == 1  # everything else still checked
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "amqps://kommune:{secret}@sb.test.nhn.no:5671",
+        "amqps://{secret}@sb.test.nhn.no",
+        "amqp://kommune:a/b@{secret}@127.0.0.1:5672",  # '/' and '@' inside the password
+    ],
+)
+@pytest.mark.parametrize("command", ["validate", "plan", "support-bundle"])
+def test_a_password_in_the_broker_url_is_refused_and_never_echoed(
+    cli, demo_copy: Path, tmp_path: Path, url: str, command: str
+) -> None:
+    """Issue 12: validate, plan and support-bundle echoed the first 37 characters of the URL."""
+    secret = "PlantedPw9"
+    demo_copy.write_bytes(
+        GOOD
+        + (
+            "  endpoint:\n    transport: amqp\n"
+            f'    url: "{url.format(secret=secret)}"\n    credential: demo-amqp\n'
+        ).encode()
+    )
+    bundle = tmp_path / "bundle.zip"
+    extra = ["--out", str(bundle)] if command == "support-bundle" else []
+    result = cli(command, *extra, demo_copy)
+    assert secret not in result.all and "kommune:" not in result.all
+    problems = [ln for ln in result.err.splitlines() if "spec.endpoint.url" in ln]
+    assert len(problems) == 1, result.err
+    assert problems[0].endswith("IPLOSCTL_SECRET_<NAME> in CI)")
+    assert "never put credentials in the URL" in problems[0]
+    if command == "support-bundle":  # a broken manifest is what a bundle must show
+        with zipfile.ZipFile(bundle) as zf:
+            inside = "".join(zf.read(n).decode() for n in zf.namelist())
+        assert secret not in inside and "kommune:" not in inside
+        assert "never put credentials in the URL" in inside
+    else:
+        assert result.code == 1
+
+
+def _alias_bomb(levels: int = 10) -> str:
+    """Nested aliases: ten levels of nine expand to 9^10 (3.5 billion) strings."""
+    lines = ['x0: &x0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for n in range(1, levels):
+        lines.append(f"x{n}: &x{n} [" + ",".join([f"*x{n - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_the_alias_bomb_is_refused_before_it_expands(demo_copy: Path) -> None:
+    """Issue 12: a 600-byte manifest of nested aliases took 84 s and 1.2 GB to validate.
+    Here validate runs under a 400 MB address-space limit that the expansion would exceed."""
+    bomb = _alias_bomb()
+    assert len(bomb) < 700
+    demo_copy.write_text(GOOD.decode() + bomb)
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (400 * 2**20, 400 * 2**20))
+
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("iplosctl")), "validate", str(demo_copy)],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit_memory,
+        timeout=300,  # a safety net for a regression, not a speed assertion
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(str(demo_copy))]
+    first_anchor = GOOD.decode().count("\n") + 1
+    assert lines == [
+        f"{demo_copy}:{first_anchor}:5: YAML anchors and aliases are not allowed in a manifest "
+        "(anchor &x0): write the value out where it is used"
+    ], proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "kind"),
+    [
+        ("a: &shared {x: 1}\nb: 2\n", "p.yaml:1:4", "anchor &shared"),
+        ("a: 1\nb:\n  - *missing\n", "p.yaml:3:5", "alias *missing"),
+    ],
+)
+def test_anchors_and_aliases_are_refused_in_every_yaml_file(
+    text: str, where: str, kind: str
+) -> None:
+    """One loader for manifests, profiles, format profiles and lockfiles: all refuse them."""
+    from iplosctl import yamlio
+    from iplosctl.errors import InputError
+
+    with pytest.raises(InputError) as caught:
+        yamlio.loads(text, name="p.yaml", what="profile")
+    assert caught.value.lines() == [
+        f"{where}: YAML anchors and aliases are not allowed in a profile ({kind}): "
+        "write the value out where it is used"
+    ]

@@ -56,3 +56,44 @@ def test_core_never_imports_a_plugin_module() -> None:
         if "import iplosctl_" in p.read_text() or "from iplosctl_" in p.read_text()
     ]
     assert offenders == []
+
+
+def test_the_pin_cannot_unplug_the_built_in_rule_pack(
+    cli, demo_copy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: `IPLOSCTL_LOAD_PLUGINS=xml,amqp` dropped every rule, and a plan of an export
+    with test users and a wrong org number said SUBMIT with no findings."""
+    export = demo_copy.parent.parent / "examples" / "exports" / "demo-2023.xml"
+    export.write_text(export.read_text().replace("310000027", "310000028", 1))  # bad mod 11
+    monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "xml,amqp")
+    assert list(plugins.installed("rules")) == ["kpr"]
+    result = cli("plan", "--format", "json", demo_copy)
+    assert result.code == 1, result.all
+    assert '"action": "blocked"' in result.out and '"rule": "org-number"' in result.out
+    assert '"rule": "test-person"' in result.out
+
+
+def test_a_pack_named_like_the_built_in_one_is_not_exempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = [EntryPoint("kpr", "somebody_else:rules", "iplosctl.rules")]
+    monkeypatch.setattr(plugins, "entry_points", lambda group: fake)
+    monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "xml")
+    assert plugins.installed("rules") == {}
+
+
+def test_a_plan_with_no_rule_loaded_is_refused(
+    cli, demo_copy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Zero rules is suspicious: with the rule pack gone (a broken install) plan refuses."""
+    real = plugins.entry_points
+    monkeypatch.setattr(
+        plugins,
+        "entry_points",
+        lambda group: [] if group == plugins.GROUPS["rules"] else real(group=group),
+    )
+    result = cli("plan", demo_copy)
+    assert result.code == 1
+    errors = [ln for ln in result.err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "no pre-flight rules are loaded" in errors[0], result.all
+    assert "0 to submit" in result.out and "BLOCKED" in result.out

@@ -321,13 +321,6 @@ def collect(env: Env, **kwargs: object) -> receipts.ReceiptsResult:
 # --- no broker needed ---------------------------------------------------------------------
 
 
-def test_scrub_hides_person_ids_only() -> None:
-    assert receipts.scrub(f"E31 for {PERSON_ID} and 130972 48022") == "E31 for [id] and [id]"
-    assert receipts.scrub("HER-id 8133973, org 310000019, 123456789012") == (
-        "HER-id 8133973, org 310000019, 123456789012"
-    )
-
-
 def test_without_a_lockfile_nothing_is_read(
     offline: tuple[Env, FakeBus],
 ) -> None:
@@ -572,9 +565,43 @@ def test_printed_lines_show_codes_and_dn_never_ot_or_ids(offline: tuple[Env, Fak
     assert "X99: Annen feil for [id]" in printed
     assert "transport-error transport:invalid-field-value" in printed
     assert PERSON_ID not in printed and "OT here" not in printed and "record 17" not in printed
-    # the receipt is kept verbatim (the issue requires it); the free-text error is scrubbed
-    assert env.part("KPR_IPL").receipt.errors[0].original_text == E31.original_text  # type: ignore[union-attr]
+    # codes as sent; DN, OT and the error description scrubbed before the lockfile (issue 12)
+    recorded = env.part("KPR_IPL").receipt.errors  # type: ignore[union-attr]
+    assert [e.code for e in recorded] == ["E31", "X99"]
+    assert recorded[0].original_text == "Fødselsnummer [id] i record 17"
     assert env.part("KPR_IDE").transport_error["description"] == "bad person [id]"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("sep", ["", " ", ".", "-", "/"])
+def test_register_texts_reach_the_lockfile_scrubbed_in_every_separator_form(
+    offline: tuple[Env, FakeBus], sep: str
+) -> None:
+    """AppRec DN and OT and the error queue's description and data are text from outside:
+    the committed lockfile holds them only through `privacy.scrub` (issue 12)."""
+    env, bus = offline
+    written = PERSON_ID[:6] + sep + PERSON_ID[6:]
+    quoting = AppRecError("E31", ERROR_OID, f"DN om {written}", f"OT: PersonId {written} feil")
+    bus.put(
+        env.reply_queue,
+        apprec_body(env, env.part("KPR_IPL"), status="2", errors=[quoting]),
+    )
+    bus.put(
+        env.error_queue,
+        b"",
+        {
+            **error_properties(env.part("KPR_IDE"), to_her_id=env.manifest.sender.service_her_id),
+            "errorDescription": f"person {written} unknown",
+            "errorConditionData": f"PersonId={written}",
+        },
+        subject="KPR_IDE",
+    )
+    result = collect(env)
+    assert len(result.recorded) == 1 and len(result.transport_errors) == 1
+    text = env.lock_path.read_text(encoding="utf-8")
+    assert written not in text and PERSON_ID not in text
+    assert "DN om [id]" in text and "OT: PersonId [id] feil" in text
+    assert "person [id] unknown" in text and "PersonId=[id]" in text
+    assert "E31" in text
 
 
 # --- the real broker ---------------------------------------------------------------------
@@ -666,7 +693,9 @@ def test_status_1_is_accepted_and_leaves_the_queue(
 
 
 @pytest.mark.broker
-def test_status_2_records_e31_verbatim(env: Env, bus: TransportPlugin) -> None:
+def test_status_2_records_e31_code_as_sent_and_its_texts_scrubbed(
+    env: Env, bus: TransportPlugin
+) -> None:
     publish(
         bus,
         env.reply_queue,
@@ -681,7 +710,7 @@ def test_status_2_records_e31_verbatim(env: Env, bus: TransportPlugin) -> None:
             "E31",
             ERROR_OID,
             "Pasientens fødselsnummer er feil",
-            f"Fødselsnummer {PERSON_ID} i record 17",
+            "Fødselsnummer [id] i record 17",  # OT quoted an id: the lockfile is committed
         )
     ]
     assert result.recorded[0].codes == ("E31",)
@@ -873,3 +902,62 @@ def test_errors_never_show_the_broker_password(
         collect(made)
     assert wrong not in str(info.value) and broker.PASSWORD not in str(info.value)
     assert PERSON_ID not in str(info.value)
+
+
+def test_damaged_quarantine_files_are_skipped_with_a_warning(
+    cli, offline: tuple[Env, FakeBus], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12: one malformed metadata file made every receipts and status run exit 3."""
+    env, bus = offline
+    bus.put(env.reply_queue, b"garbage")  # one good quarantine entry
+    collect(env)
+    folder = receipts.quarantine_dir(env.manifest)
+    other = folder.parent / "another-submission"  # adopted from: every folder is read
+    other.mkdir()
+    damaged = {
+        folder / "20240101T000000Z-a.json": "{not json",
+        folder / "20240101T000000Z-b.json": json.dumps({"amqp": ["x"]}),
+        other / "20240101T000000Z-c.json": json.dumps(
+            {"kind": "unmatched", "queue": env.reply_queue, "originalMsgId": 7}
+        ),
+        other / "20240101T000000Z-d.json": json.dumps(["a list"]),
+    }
+    for path, text in damaged.items():
+        path.write_text(text, encoding="utf-8")
+    bus.put(env.reply_queue, apprec_body(env, env.part("KPR_IPL")))
+    with caplog.at_level("WARNING"):
+        result = collect(env)
+        status = cli("status", "--format", "json", env.manifest.path)
+    assert [r.type for r in result.recorded] == ["KPR_IPL"]  # the run went on
+    assert status.code == 0, status.all
+    assert len(json.loads(status.out)["submissions"][0]["quarantined"]) == 1
+    assert len(env.quarantine()) == 1
+    warned = [r.getMessage() for r in caplog.records if "damaged quarantine file" in r.getMessage()]
+    for path in damaged:
+        assert sum(str(path) in w for w in warned) == 1, warned  # once per file and process
+    assert any("'amqp' is not an object" in w for w in warned)
+    assert any("'originalMsgId' is not a string" in w for w in warned)
+
+
+def test_an_id_shaped_message_id_names_no_file_and_prints_scrubbed(
+    offline: tuple[Env, FakeBus],
+) -> None:
+    """The AMQP message id and OriginalMsgId of a message are text from outside too."""
+    env, bus = offline
+    dotted = f"{PERSON_ID[:6]}.{PERSON_ID[6:]}"
+    bus.queues[env.reply_queue].append(
+        IncomingMessage(env.reply_queue, dotted, dotted, "APPREC", b"garbage", {})
+    )
+    bus.put(
+        env.error_queue,
+        b"",
+        {"originalMessageId": PERSON_ID, "errorCondition": "transport:internal-error"},
+    )
+    result = collect(env)
+    assert len(result.quarantined) == 2
+    printed = "\n".join([receipts.summary_line(result), *receipts.detail_lines(result)])
+    names = " ".join(p.name for p in receipts.quarantine_dir(env.manifest).iterdir())
+    for text in (printed, names):
+        assert PERSON_ID not in text and dotted not in text
+    reasons = " ".join(q.reason for q in env.quarantine())
+    assert PERSON_ID not in reasons and "[id]" in reasons

@@ -79,11 +79,11 @@ def plan_action(cli, loop: Loop) -> dict:  # type: ignore[no-untyped-def, type-a
     return json.loads(result.out)["submissions"][0]
 
 
-def send_and_collect(cli, loop: Loop) -> None:  # type: ignore[no-untyped-def]
+def send_and_collect(cli, loop: Loop, *, code: int = 0) -> None:  # type: ignore[no-untyped-def]
     applied = cli("apply", "--auto-approve", "--today", TODAY, loop.manifest)
     assert applied.code == 0, applied.all
     collected = cli("receipts", "--wait", "20s", loop.manifest)
-    assert collected.code == 0, collected.all
+    assert collected.code == code, collected.all
 
 
 def _break_one_person_id(export: Path) -> None:
@@ -100,7 +100,7 @@ def test_reject_resubmit_accept_then_correct(cli, loop: Loop) -> None:
     _break_one_person_id(loop.export)
     loop.write_manifest(extra='  rules: {person-id: "off"}\n')
     with register(loop):
-        send_and_collect(cli, loop)
+        send_and_collect(cli, loop, code=1)  # a rejected part fails the receipts run
         attempt = loop.lock().attempts[-1]
         states = {p.type: p.state for p in attempt.parts}
         assert states == {"KPR_IPL": "accepted", "KPR_IDE": "rejected"}
@@ -136,7 +136,8 @@ def test_error_queue_marks_transport_error(cli, loop: Loop) -> None:
         applied = cli("apply", "--auto-approve", "--today", TODAY, loop.manifest)
         assert applied.code == 0, applied.all
         collected = cli("receipts", "--wait", "20s", loop.manifest)
-    assert collected.code == 0, collected.all
+    assert collected.code == 1, collected.all
+    assert "transport-error" in collected.err
     parts = loop.lock().attempts[-1].parts
     assert {p.state for p in parts} == {"transport-error"}
     assert all(
@@ -149,5 +150,5 @@ def test_never_answered_keeps_waiting(cli, loop: Loop) -> None:
     with register(loop, never_answer=True):
         assert cli("apply", "--auto-approve", "--today", TODAY, loop.manifest).code == 0
         waited = cli("receipts", "--wait", "2s", loop.manifest)
-    assert waited.code == 1 and "still waiting for 2 receipt(s)" in waited.err
+    assert waited.code == 75 and "still waiting for 2 receipt(s)" in waited.err
     assert plan_action(cli, loop)["action"] == "wait"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from iplosctl import plugins, profiles, transport_policy
 from iplosctl.errors import IplosctlError, ManifestError, PluginError, Problem, ProfileError
+from iplosctl.manifest.keyfiles import key_file_warnings
 from iplosctl.manifest.loader import discover, load_manifest
 from iplosctl.manifest.model import Manifest
 
@@ -44,7 +45,8 @@ class Validation:
     files: int = 0
     #: per file, the manifests with problems (the problems are also in `problems`)
     broken: list[BrokenManifest] = field(default_factory=list)
-    #: things that do not stop a command but must be seen (printed as `warning:` lines)
+    #: things that do not stop a command but must be seen (printed as `warning:` lines),
+    #: e.g. a private key tracked by git (manifest/keyfiles.py)
     warnings: list[Problem] = field(default_factory=list)
 
     def only(self, patterns: Sequence[str] | None) -> Validation:
@@ -85,6 +87,8 @@ def validate_paths(paths: Iterable[Path], *, check_files: bool = True) -> Valida
             continue
         problems = check_manifest(manifest, check_files=check_files)
         result.problems.extend(problems)
+        if check_files:
+            result.warnings.extend(key_file_warnings(manifest))
         result.warnings.extend(
             Problem(manifest.locate(*c.path), c.message, ".".join(c.path))
             for c in transport_concerns(manifest)

@@ -21,6 +21,12 @@ def load_rules() -> list[Rule]:
                 )
             seen[rule.id] = name
             out.append(rule)
+    if not out:
+        # Zero is suspicious: a plan without rules would say SUBMIT for anything.
+        raise PluginError(
+            "no pre-flight rules are loaded (no rule pack installed, or none yields a rule): "
+            "reinstall iplosctl; a plan without the register's checks is refused"
+        )
     return out
 
 

@@ -33,6 +33,7 @@ from iplosctl.payload.cms import (
     load_private_key,
 )
 from iplosctl.plugins import TransportSettings
+from iplosctl.private_files import private_dir
 from iplosctl.sandbox.peer import SandboxPeer
 from iplosctl.sandbox.pki import LEAVES, PkiFiles, generate_pki
 from iplosctl.sandbox.register import Behaviour, SandboxRegister, parse_behaviour
@@ -124,7 +125,7 @@ def prepare_state_dir(state_dir: Path) -> Path:
     belong in a repository, whatever the repository's own .gitignore says."""
     state_dir = Path(state_dir)
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(state_dir)  # 0700, and so is `.iplosctl/` above it when this creates it
         ignore = state_dir / ".gitignore"
         if not ignore.exists():
             ignore.write_text("# written by iplosctl: local sandbox state\n*\n", encoding="utf-8")

@@ -15,6 +15,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from iplosctl.atomic import write_atomic
+from iplosctl.private_files import private_dir
+
 #: file stem → (common name, role)
 LEAVES: dict[str, tuple[str, str]] = {
     "municipality-signing": ("Demo kommune signering (TEST)", "signing"),
@@ -56,19 +59,20 @@ def _name(cn: str) -> x509.Name:
 
 
 def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    """0600 from creation (a temp file made 0600, renamed over any old key): written 0644
+    and chmodded afterwards, another user could open it in between (issue 12)."""
+    data = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
-    path.chmod(0o600)
+    write_atomic(path, data, mode=0o600)
 
 
 def generate_pki(directory: Path, *, days: int = 825, now: dt.datetime | None = None) -> PkiFiles:
-    """Create the CA and the four leaf certificates in `directory` (overwriting)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Create the CA and the four leaf certificates in `directory` (overwriting); a folder
+    this creates is 0700, keys are 0600."""
+    private_dir(directory)
     start = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=1)
     end = start + dt.timedelta(days=days)
     ca_key = _key()

@@ -124,6 +124,9 @@ class Behaviour:
     answer_twice: bool = False
     reject_all: bool = False
     error_queue_instead: bool = False
+    #: quote the person id an error is about in DN, OT and error-queue descriptions, as a
+    #: register's free text may, written `DDMMYY.NNNNN` (tests the one scrubber, issue 12)
+    quote_ids: bool = False
 
     def describe(self) -> str:
         """The same words `parse_behaviour` reads, e.g. `answer-twice,delay=5`."""
@@ -134,6 +137,7 @@ class Behaviour:
                 ("never-answer", self.never_answer),
                 ("answer-twice", self.answer_twice),
                 ("error-queue", self.error_queue_instead),
+                ("quote-ids", self.quote_ids),
             )
             if on
         ]
@@ -147,9 +151,11 @@ _FLAGS = {
     "never-answer": "never_answer",
     "answer-twice": "answer_twice",
     "error-queue": "error_queue_instead",
+    "quote-ids": "quote_ids",
 }
 BEHAVIOUR_HELP = (
-    "comma-separated: normal, reject-all, never-answer, answer-twice, error-queue, delay=SECONDS"
+    "comma-separated: normal, reject-all, never-answer, answer-twice, error-queue, quote-ids, "
+    "delay=SECONDS"
 )
 
 
@@ -513,7 +519,15 @@ class SandboxRegister:
                 # The fagmelding is pseudonymous; identity travels only in KPR_IDE.
                 errors.append(_error("T99", f"{where}: KPR_IPL must not carry PersonId"))
             elif not has_valid_person_control_digits(person_id):
-                errors.append(_error("E31", f"{where}: PersonId has wrong check digits"))
+                error = _error("E31", f"{where}: PersonId has wrong check digits")
+                if self.behaviour.quote_ids:
+                    quoted = f"{person_id[:6]}.{person_id[6:]}"
+                    error = replace(
+                        error,
+                        text=f"{error.text} ({quoted})",
+                        original_text=f"{where}: PersonId {quoted} has wrong check digits",
+                    )
+                errors.append(error)
             elif person_id_kind(person_id) is PersonIdKind.HNR:
                 warnings.append(
                     _error("E53", f"{where}: H-number, not a fødselsnummer or D-number")
@@ -528,10 +542,12 @@ class SandboxRegister:
         if not isinstance(verdict, _AppRecVerdict):
             return verdict
         if self.behaviour.error_queue_instead:
+            said = "; ".join(e.original_text or "" for e in verdict.errors)
             return _ErrorVerdict(
                 "transport:internal-error",
                 "the sandbox register sends an error-queue message instead of an AppRec "
-                "(behaviour error-queue)",
+                "(behaviour error-queue)" + (f": {said}" if self.behaviour.quote_ids else ""),
+                (said,) if self.behaviour.quote_ids and said else (),
             )
         if self.behaviour.reject_all:
             text = "the sandbox register rejects every message (behaviour reject-all)"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from iplosctl import privacy
 from iplosctl.errors import Location, Problem, SourceError
 from iplosctl.formats.profile import FormatProfile, local_name
 
@@ -394,7 +395,8 @@ def _hide_quoted(message: str) -> str:
 
 
 def scrub(message: str) -> str:
-    """The last line of defence: no 11-digit number, no control character, one line."""
-    message = _LONG_NUMBER.sub("(number hidden)", message)
+    """The last line of defence: no person id (the one scrubber, `privacy.scrub`), no other
+    number of 11 digits or more, no control character, one line of at most 300 characters."""
+    message = _LONG_NUMBER.sub("(number hidden)", privacy.scrub(message))
     message = re.sub(r"[\x00-\x1f\x7f]+", " ", message).strip()
     return message if len(message) <= 300 else message[:297] + "..."

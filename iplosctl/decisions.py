@@ -1,0 +1,132 @@
+"""Operator decisions that lead out of a state, recorded in the lockfile (DESIGN.md §4).
+
+Two states can only be left by a person who knows something the tool cannot:
+
+- `sent` with no receipt, ever: only KPR can say the message never arrived. After they
+  confirm it, `iplosctl attempt abandon … --confirmed-by-register` records that.
+- `journaled` (never confirmed sent) when the export has changed since, so it cannot be
+  recovered with the same message ids: the operator states that the attempt never left
+  the machine (`--never-sent`), or KPR confirms it never arrived.
+
+Abandoning moves the attempt's `journaled` and `sent` parts to `abandoned` and appends a
+decision `{at, by, action, reason, basis, parts}` to the attempt. The next plan then
+proposes a new attempt, whose number, and so whose message ids, are new: an abandoned
+attempt's ids are never sent again (apply only sends `journaled` parts, and a receipt
+that still comes for an abandoned part is quarantined, not recorded).
+
+`--never-sent` is refused as soon as one part of the attempt is `sent`: then the attempt
+demonstrably left the machine and only the register can say what became of it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from iplosctl import lockfile
+from iplosctl.errors import IplosctlError, UsageError
+from iplosctl.locking import submission_lock
+from iplosctl.privacy import scrub
+
+NEVER_SENT = "never-sent"
+CONFIRMED_BY_REGISTER = "confirmed-by-register"
+BASES = (NEVER_SENT, CONFIRMED_BY_REGISTER)
+#: who decided, when `--by` is not given: the CI's user, else the login name
+OPERATOR_ENV = ("IPLOSCTL_OPERATOR", "GITHUB_ACTOR", "GITLAB_USER_LOGIN")
+
+
+class DecisionRefused(IplosctlError):
+    """The decision is not allowed in the attempt's state (or not on that basis)."""
+
+
+@dataclass(frozen=True)
+class Abandoned:
+    name: str
+    attempt: int
+    parts: tuple[str, ...]
+    decision: lockfile.Decision
+    serial: int
+
+
+def default_operator() -> str:
+    for name in OPERATOR_ENV:
+        if value := os.environ.get(name, "").strip():
+            return value
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
+def _now() -> str:
+    return lockfile.utc_now()
+
+
+def check_abandon(attempt: lockfile.Attempt, basis: str) -> list[lockfile.Part]:
+    """The parts abandoning `attempt` on `basis` would move, or DecisionRefused saying why not.
+
+    Pure (no I/O), so the property test drives exactly the rule the command applies.
+    """
+    if basis not in BASES:
+        raise UsageError(f"unknown basis {basis!r}: use {' or '.join(BASES)}")
+    open_parts = [p for p in attempt.parts if p.state in ("journaled", "sent")]
+    if not open_parts:
+        states = ", ".join(f"{p.type} {p.state}" for p in attempt.parts) or "no parts"
+        raise DecisionRefused(
+            f"attempt {attempt.number} has no journaled or sent part ({states}): there is "
+            "nothing to abandon; run iplosctl plan for the next action"
+        )
+    sent = [p for p in attempt.parts if p.state not in ("journaled", "abandoned")]
+    if basis == NEVER_SENT and sent:
+        shown = ", ".join(f"{p.type} {p.state}" for p in sent)
+        raise DecisionRefused(
+            f"attempt {attempt.number} left this machine ({shown}): only KPR can say that it "
+            "never arrived; ask them, then run the same command with --confirmed-by-register"
+        )
+    return open_parts
+
+
+def abandon(
+    lock_path: Path,
+    *,
+    name: str,
+    attempt_number: int,
+    reason: str,
+    basis: str,
+    by: str | None = None,
+    now: Callable[[], str] = _now,
+) -> Abandoned:
+    """Record the decision to abandon `attempt_number` of the lockfile at `lock_path`."""
+    reason = scrub(reason).strip()
+    if not reason:
+        raise UsageError("--reason is required: say why, for whoever reads the lockfile next")
+    who = scrub(by or default_operator()).strip() or "unknown"
+    with submission_lock(lock_path, "iplosctl attempt abandon"):
+        lock = lockfile.load(lock_path)
+        if lock is None or not lock.attempts:
+            raise DecisionRefused(
+                f"{lock_path}: no attempt recorded for {name}: nothing to abandon"
+            )
+        last = lock.attempts[-1]
+        if attempt_number != last.number:
+            raise DecisionRefused(
+                f"attempt {attempt_number} is not the last attempt of {name} (that is "
+                f"{last.number}); only the last attempt can be abandoned"
+            )
+        parts = check_abandon(last, basis)
+        for part in parts:
+            lockfile.transition(part, "abandoned")
+        decision = lockfile.Decision(
+            at=now(),
+            by=who,
+            action="abandon",
+            reason=reason,
+            basis=basis,
+            parts=[p.type for p in parts],
+        )
+        last.decisions.append(decision)
+        lockfile.save(lock_path, lock)
+        return Abandoned(name, last.number, tuple(p.type for p in parts), decision, lock.serial)
