@@ -17,6 +17,14 @@ It also times the floor under any plan built on lxml: the xml source's own strea
 parse and XSD check, in a fresh Python, reading no field (`lxml_floor_seconds`, context
 for the ratio, not part of it).
 
+With `--shapes` (default `vendor-a,vendor-b`), the same recipients are also written in
+the test suite's vendor shapes (tests/shapes.py) and planned through their profiles
+(tests/data/formats): vendor-a is the converter-heavy profile (dd.mm.yyyy dates, decimal
+commas, J/N, a code map, trimming), vendor-b the linked layout (services and assessments
+as shuffled sibling lists joined by key: two streaming passes). Issue 11's target: each
+within 1.3 times export v1's plan time, peak RSS at most 300 MB. The JSON line gives each
+shape's time, ratio to v1 and peak RSS, and checks its payload digest equals v1's.
+
 Each command runs `--repeat` times (default 3; xmllint's time varies by a factor of up to
 two between runs here) and the JSON reports the fastest run and the highest peak RSS.
 The last line printed is one JSON object; earlier lines are context. Times are printed,
@@ -26,14 +34,17 @@ never asserted.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from common import MB, REPO, Measured, cached_export, manifest_yaml, run_measured
+from common import MB, REPO, Measured, cache_root, cached_export, manifest_yaml, run_measured
 
 XSD = REPO / "iplosctl" / "formats" / "iplos-export-v1.xsd"
 TODAY = "2024-01-05"
@@ -130,6 +141,72 @@ def run_lxml_floor(export: Path, workdir: Path) -> Measured:
     return measured
 
 
+def shape_export(shape: str, recipients: int, seed: int) -> Path:
+    """The export v1 records written in a test shape, generated once per size and seed."""
+    directory = cache_root() / "exports"
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256((REPO / "tests" / "shapes.py").read_bytes()).hexdigest()[:12]
+    path = directory / f"{shape}-{recipients}-s{seed}-{digest}.xml"
+    if not path.is_file():
+        # In a child process: the writer builds the file in memory, and a parent that
+        # grew would inflate every later child's peak RSS (Linux carries the parent's
+        # high-water mark across vfork+exec into the child's ru_maxrss).
+        partial = path.with_suffix(".part")
+        code = (
+            "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+            "from tests.shapes import write_shape; "
+            "write_shape(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))"
+        )
+        args = [str(REPO), shape, str(partial), str(recipients), str(seed)]
+        subprocess.run([sys.executable, "-c", code, *args], check=True)
+        partial.replace(path)
+    return path
+
+
+def plan_shapes(
+    shapes: list[str], args: argparse.Namespace, workdir: Path, v1: Path, v1_digest: str
+) -> dict[str, dict[str, object]]:
+    """Plan each shape's export through its profile, cold cache, `--repeat` times.
+
+    Each shape run is paired with an export v1 run right before it, so a pair shares the
+    machine's load of the moment (on a shared machine it swings by a factor of two
+    within minutes): `pair_ratios` are shape / v1 per pair, `ratio_to_v1` their median.
+    """
+    results: dict[str, dict[str, object]] = {}
+    for shape in shapes:
+        export = shape_export(shape, args.recipients, args.seed)
+        profile = REPO / "tests" / "data" / "formats" / f"{shape}.yaml"
+        manifest = workdir / "manifests" / f"{shape}.yaml"
+        text = manifest_yaml(
+            name=f"bench-{args.recipients}",
+            export=export,
+            environment="sandbox",
+            size_limit=10**10,
+        ).replace("format: iplos-export-v1", f"format: {profile}")
+        manifest.write_text(text, encoding="utf-8")
+        runs, ratios = [], []
+        for i in range(args.repeat):
+            base, _ = run_plan(v1, workdir / f"xdg-cache-v1-{shape}-{i}", workdir)
+            run, plan = run_plan(manifest, workdir / f"xdg-cache-{shape}-{i}", workdir)
+            runs.append(run)
+            ratios.append(round(run.seconds / base.seconds, 3))
+        (sub,) = plan["submissions"]  # type: ignore[misc]
+        same = sub["digests"]["payload"] == v1_digest
+        size = export.stat().st_size / MB
+        print(
+            f"plan {shape} ({size:.1f} MB): {_runs(runs)}; ratio to the v1 run before each: "
+            f"{', '.join(map(str, ratios))}; same payload as v1: {same}"
+        )
+        results[shape] = {
+            "seconds": round(min(m.seconds for m in runs), 3),
+            "peak_rss_mb": round(max(m.peak_rss_mb for m in runs), 1),
+            "pair_ratios": ratios,
+            "ratio_to_v1": statistics.median(ratios),
+            "same_payload_as_v1": same,
+        }
+    return results
+
+
 def _runs(runs: list[Measured]) -> str:
     times = ", ".join(f"{m.seconds:.2f}" for m in runs)
     return f"{times} s, peak RSS {max(m.peak_rss_mb for m in runs):.0f} MB"
@@ -140,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipients", type=int)
     parser.add_argument("--lxml-floor", type=Path, help=argparse.SUPPRESS)  # the child run
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--shapes",
+        default="vendor-a,vendor-b",
+        help="test shapes to plan beside export v1 (comma-separated; empty for none)",
+    )
     parser.add_argument(
         "--repeat",
         type=int,
@@ -181,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xmllint --noout --schema: {_runs(lints)}")
         floors = [run_lxml_floor(export, workdir) for _ in range(args.repeat)]
         print(f"lxml streaming parse + XSD alone, no records (the floor): {_runs(floors)}")
+        (sub,) = plan["submissions"]  # type: ignore[index]
+        shapes = [s for s in args.shapes.split(",") if s]
+        shape_results = plan_shapes(shapes, args, workdir, manifest, sub["digests"]["payload"])
 
     plan_seconds = min(m.seconds for m in colds)
     xmllint_seconds = min(m.seconds for m in lints)
@@ -194,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 "xmllint_seconds": round(xmllint_seconds, 3),
                 "ratio": round(plan_seconds / xmllint_seconds, 3),
                 "lxml_floor_seconds": round(min(m.seconds for m in floors), 3),
+                "shapes": shape_results,
             }
         )
     )

@@ -54,6 +54,8 @@ secrets_app = typer.Typer(
 app.add_typer(secrets_app, name="secrets")
 sandbox_app = typer.Typer(help="The local KPR simulator and its test data.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
+format_app = typer.Typer(help="Write and test export format profiles.", no_args_is_help=True)
+app.add_typer(format_app, name="format")
 
 _state = {"debug": False}
 
@@ -782,6 +784,23 @@ def schema() -> int:
     """Print the manifest's JSON Schema (for editors' autocompletion)."""
     output.raw(json.dumps(manifest_schema(), indent=2, ensure_ascii=False))
     return EXIT_OK
+
+
+@format_app.command("check")
+def format_check(
+    profile: Annotated[
+        str, typer.Argument(help="Format profile YAML (a path) or a shipped profile's name.")
+    ],
+    sample: Annotated[Path, typer.Option("--sample", help="An export to read with the profile.")],
+    plugin: Annotated[str, typer.Option("--plugin", help="Source plugin (default xml).")] = "xml",
+) -> int:
+    """Per field: how many records had a value, which failed to convert, what nothing reads."""
+    from iplosctl.formatcheck import check_sample
+
+    report = check_sample(profile, sample, plugin=plugin)
+    for line in report.lines:
+        output.out(line)
+    return EXIT_ERROR if report.failed else EXIT_OK
 
 
 @secrets_app.command("set")

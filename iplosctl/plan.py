@@ -31,6 +31,7 @@ from iplosctl import (
 )
 from iplosctl.atomic import write_atomic
 from iplosctl.certificates import CertificateCheck, check_certificates
+from iplosctl.coverage import export_findings
 from iplosctl.errors import IplosctlError, Location, Problem, SourceError
 from iplosctl.manifest import Manifest
 from iplosctl.payload import passthrough
@@ -45,7 +46,7 @@ from iplosctl.privacy import scrub
 from iplosctl.profiles import Profile
 from iplosctl.records import ExportHeader
 from iplosctl.rules import Finding, RecordRef, RuleContext, RuleRun, load_rules
-from iplosctl.rules.engine import MAX_REFS
+from iplosctl.rules.engine import MAX_REFS, SEVERITIES
 from iplosctl.summary import SummaryBuilder
 
 PLAN_FORMAT_VERSION = "1"
@@ -222,6 +223,24 @@ def file_digest(path: Path) -> str:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
     return "sha256:" + h.hexdigest()
+
+
+def readable_digest(path: Path, extra: Sequence[Path] = ()) -> str:
+    """`sources_digest`, with an unreadable file or a folder as a user error naming it."""
+    try:
+        return sources_digest(path, extra)
+    except IsADirectoryError as exc:
+        path = Path(exc.filename or path)
+        message = "is a folder, not an export file: point spec.source.path at the export"
+    except FileNotFoundError as exc:
+        path = Path(exc.filename or path)
+        message = "export file not found"
+    except PermissionError as exc:
+        path = Path(exc.filename or path)
+        message = "cannot read the export: permission denied (let this user read the file)"
+    except OSError as exc:
+        message = f"cannot read the export: {exc.strerror or type(exc).__name__}"
+    raise SourceError([Problem(Location(str(path)), message)])
 
 
 def _cache_dir() -> Path:
@@ -420,7 +439,7 @@ def analyse(
     extra = plugins.source_inputs(source, spec)
     identities = _identities(extra)  # before reading: a file changed meanwhile is read again
     export = source.read(spec)  # opens every file, so a missing one is the source's error
-    source_digest = sources_digest(manifest.source.path, extra)
+    source_digest = readable_digest(manifest.source.path, extra)
     payload = export.payload or PayloadSpec()
     hasher: PayloadHasher | passthrough.PassthroughHasher
     xsd = None
@@ -449,10 +468,13 @@ def analyse(
     )
     run = RuleRun(rules, ctx)
     summary = SummaryBuilder(profile, manifest.reporting_year)
+    recipients = services = 0
     # Pass-through cannot leave anyone out: excluded records block the plan instead.
     excluded: list[RecordRef] = []
     excluded_count = 0
     for record in export.recipients:
+        recipients += 1
+        services += len(record.services)
         if run.record(record):
             summary.add(record)
             try:
@@ -467,10 +489,16 @@ def analyse(
     findings = run.finish()
     if payload.passthrough:
         findings = passthrough.blocking_test_persons(findings, excluded, excluded_count)
+    zero = export_findings(
+        recipients=recipients,
+        services=services,
+        coverage=export.coverage,
+        profile=_profile_label(manifest),
+    )
     analysis = Analysis(
         header=export.header,
         source_digest=source_digest,
-        findings=tuple(findings),
+        findings=tuple(sorted((*findings, *zero), key=_finding_order)),
         summary=summary.build(),
         part_digests=tuple(hasher.finish()),
         # pass-through parts are sent as they are: no compressed form (README)
@@ -483,6 +511,19 @@ def analyse(
     if key is not None:
         _store_cached(key, analysis, identities)
     return analysis
+
+
+def _finding_order(f: Finding) -> tuple[int, str, str]:
+    """The rule engine's order (errors first, then by rule), kept with the zero findings."""
+    return (SEVERITIES.index(f.severity), f.rule, f.message)
+
+
+def _profile_label(manifest: Manifest) -> str:
+    """How findings name the mapping the source read with."""
+    fmt = manifest.source.format
+    if fmt:
+        return f"the format profile {fmt}"
+    return f"the {manifest.source.plugin} source's default profile"
 
 
 def _unwritable(export: Path, exc: RecordPayloadError) -> SourceError:

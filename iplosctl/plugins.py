@@ -59,13 +59,18 @@ class FieldCoverage:
     how many of each item kind were read, and `unread` names the columns or
     elements the export has that no mapping reads (names only, each once). The
     plan turns a mapped field that matched nothing into a blocking finding that
-    points at the profile, and `unread` into one warning.
+    points at the profile, and `unread` into one warning. `<item>.element`
+    (`service.element`) in `mapped` is the item kind's own element: 0 in
+    `items` means the profile's element for it matched nothing. `optional`
+    names the mapped keys that may match nothing in a valid export (the
+    profile says so): no finding for them.
     """
 
     mapped: dict[str, str] = field(default_factory=dict)
     present: Counter[str] = field(default_factory=Counter)
     items: Counter[str] = field(default_factory=Counter)
     unread: list[str] = field(default_factory=list)
+    optional: set[str] = field(default_factory=set)
 
 
 #: `PayloadSpec.mode` values: iplosctl's own format, or the export's bytes unchanged

@@ -11,16 +11,28 @@ attribute (`@code`) is also recorded as a Clark name, so the reader can walk an
 element's children once instead of running one query per field.
 
 The target types are fixed by `iplosctl.records`, not by the profile: a profile
-says where a value is, never what it is.
+says where a value is and how its text is written (a `Conversion`: date
+patterns, a time zone for zone-less times, a decimal comma, yes/no words, a
+code map), never what it is. A field is either an XPath string or a mapping
+`{path: XPath, ...conversion...}`; the conversion is checked here (patterns
+round-trip, the zone exists, each option fits the field's kind) so a profile
+that loads can only fail on the export's values, never on itself.
+
+Services, assessments and diagnoses are either found inside each recipient
+(`element` relative to it) or, with `join`, are sibling lists anywhere outside
+the recipients, each item naming its recipient by a key (see the xml source
+plugin for how they are streamed and what that holds in memory).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import json
 import os
 import re
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +47,8 @@ from iplosctl.plugins import PayloadSpec
 from iplosctl.validation import schema_problems
 
 DEFAULT_FORMAT = "iplos-export-v1"
+#: the zone of a zone-less date and time read through a conversion (Norwegian EPJs)
+DEFAULT_TIMEZONE = "Europe/Oslo"
 ValueKind = Literal["string", "integer", "decimal", "date", "datetime", "boolean", "year"]
 
 #: profile key → (record attribute, value kind), per mapped element
@@ -74,11 +88,33 @@ _ATTRIBUTE_STEP = re.compile(rf"@(?P<local>{_NAME})")
 
 
 @dataclass(frozen=True)
+class Conversion:
+    """How a field's text is written in the export, when it is not the XSD lexical form.
+
+    Applied in this order: `trim`, `empty_is_missing`, `value_map` (vendor code
+    → KPR code; a value it does not list is an error), then the kind's parse:
+    `patterns` (strptime, first match wins) for dates and datetimes, with
+    `timezone` for a datetime without a zone (stored as UTC), the
+    `decimal_separator` for decimals, `true_values`/`false_values` for booleans.
+    """
+
+    patterns: tuple[str, ...] = ()
+    timezone: str = DEFAULT_TIMEZONE
+    decimal_separator: str = "."
+    true_values: frozenset[str] = frozenset()
+    false_values: frozenset[str] = frozenset()
+    empty_is_missing: bool = False
+    trim: bool = False
+    value_map: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class FieldMap:
     """One record field and where the profile says it is.
 
     Exactly one of `child` (Clark name of a child element), `attribute` (an
     unqualified attribute name) and `xpath` (anything else, compiled) is set.
+    `optional` fields may be absent in every record without a plan finding.
     """
 
     key: str
@@ -88,17 +124,34 @@ class FieldMap:
     child: str | None = None
     attribute: str | None = None
     xpath: etree.XPath | None = None
+    convert: Conversion | None = None
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Join:
+    """Items kept beside the recipients: `key` on the item equals the recipient's `references`."""
+
+    key: FieldMap
+    references: str  # the recipient field's profile key, e.g. localId
+    target: str  # its record attribute, e.g. local_id
 
 
 @dataclass(frozen=True)
 class ElementMap:
-    """An element of the export (by Clark `tag`, or by compiled `xpath`) and its fields."""
+    """An element of the export (by Clark `tag`, or by compiled `xpath`) and its fields.
+
+    With `join`, the element is one name (`tag`) found anywhere outside the
+    recipients. `optional` item kinds may match nothing without a plan finding.
+    """
 
     key: str
     expression: str
     fields: tuple[FieldMap, ...]
     tag: str | None = None
     xpath: etree.XPath | None = None
+    join: Join | None = None
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,6 +187,20 @@ class FormatProfile:
     def files(self) -> tuple[Path, ...]:
         """The files that decide how an export is read: the profile YAML and its XSD."""
         return (self.path, self.schema_path)
+
+    def items(self) -> tuple[tuple[str, ElementMap], ...]:
+        """(record kind, map) of each item kind the profile reads: service, assessment..."""
+        found = (
+            ("service", self.services),
+            ("assessment", self.assessments),
+            ("diagnosis", self.diagnoses),
+        )
+        return tuple((kind, emap) for kind, emap in found if emap is not None)
+
+    @property
+    def joined(self) -> bool:
+        """Whether any item kind is a sibling list joined to recipients by a key."""
+        return any(emap.join is not None for _kind, emap in self.items())
 
 
 def local_name(clark: str) -> str:
@@ -258,6 +325,8 @@ class _Compiler:
         if not schema_path.is_file():
             raise self._error("schema", f"{data['schema']} not found beside the profile")
         recipient = data["recipient"]
+        profile_recipient = self._element("recipient", recipient, RECIPIENT_FIELDS, top=True)
+        self.recipient_fields = {f.key: f for f in profile_recipient.fields}
         return FormatProfile(
             name=data["name"],
             path=self.path,
@@ -267,7 +336,7 @@ class _Compiler:
             root=self._clark("root", data["root"]),
             max_depth=data["maxDepth"],
             header=self._element("header", data["header"], HEADER_FIELDS, top=True),
-            recipient=self._element("recipient", recipient, RECIPIENT_FIELDS, top=True),
+            recipient=profile_recipient,
             services=self._element("recipient.services", recipient["services"], SERVICE_FIELDS),
             assessments=self._optional("assessments", ASSESSMENT_FIELDS),
             diagnoses=self._optional("diagnoses", DIAGNOSIS_FIELDS),
@@ -302,23 +371,104 @@ class _Compiler:
     ) -> ElementMap:
         expression = item["element"]
         fields = tuple(
-            self._field(f"{key}.fields.{name}", name, expr, *known[name])
-            for name, expr in item["fields"].items()
+            self._field(f"{key}.fields.{name}", name, spec, *known[name])
+            for name, spec in item["fields"].items()
         )
-        if top or _CHILD_STEP.fullmatch(expression):
-            # Header and recipient are streamed by tag, so they must be one step.
-            return ElementMap(key, expression, fields, tag=self._clark(key, expression))
-        return ElementMap(key, expression, fields, xpath=self._xpath(f"{key}.element", expression))
+        optional = bool(item.get("optional", False))
+        join = self._join(key, item["join"]) if "join" in item else None
+        if top or join is not None or _CHILD_STEP.fullmatch(expression):
+            # Header, recipient and joined items are streamed by tag: one step only.
+            tag = self._clark(f"{key}.element", expression)
+            return ElementMap(key, expression, fields, tag=tag, join=join, optional=optional)
+        xpath = self._xpath(f"{key}.element", expression)
+        return ElementMap(key, expression, fields, xpath=xpath, optional=optional)
+
+    def _join(self, key: str, spec: dict[str, Any]) -> Join:
+        references = spec["references"]
+        referenced = self.recipient_fields.get(references)
+        if referenced is None or referenced.kind != "string":
+            mapped = ", ".join(k for k, f in self.recipient_fields.items() if f.kind == "string")
+            raise self._error(
+                f"{key}.join.references",
+                f"{references!r} is not a text field of recipient.fields (mapped: {mapped})",
+            )
+        field = self._field(f"{key}.join.key", "join", spec["key"], referenced.target, "string")
+        return Join(field, references, referenced.target)
 
     def _field(
-        self, key: str, name: str, expression: str, target: str, kind: ValueKind
+        self, key: str, name: str, spec: str | dict[str, Any], target: str, kind: ValueKind
     ) -> FieldMap:
+        if isinstance(spec, str):
+            expression, convert, optional = spec, None, False
+        else:
+            expression = spec["path"]
+            convert = self._conversion(key, spec, kind)
+            optional = bool(spec.get("optional", False))
+        extra: dict[str, Any] = {"convert": convert, "optional": optional}
         if _CHILD_STEP.fullmatch(expression):
-            return FieldMap(name, target, kind, expression, child=self._clark(key, expression))
+            child = self._clark(key, expression)
+            return FieldMap(name, target, kind, expression, child=child, **extra)
         attribute = _ATTRIBUTE_STEP.fullmatch(expression)
         if attribute:
-            return FieldMap(name, target, kind, expression, attribute=attribute["local"])
-        return FieldMap(name, target, kind, expression, xpath=self._xpath(key, expression))
+            return FieldMap(name, target, kind, expression, attribute=attribute["local"], **extra)
+        return FieldMap(name, target, kind, expression, xpath=self._xpath(key, expression), **extra)
+
+    def _conversion(self, key: str, spec: dict[str, Any], kind: ValueKind) -> Conversion | None:
+        """Check each option against the field's kind; None when the mapping has none."""
+        fits: dict[str, tuple[str, ...]] = {
+            "patterns": ("date", "datetime"),
+            "timezone": ("datetime",),
+            "decimalSeparator": ("decimal",),
+            "trueValues": ("boolean",),
+            "falseValues": ("boolean",),
+        }
+        for option, kinds in fits.items():
+            if option in spec and kind not in kinds:
+                raise self._error(
+                    f"{key}.{option}", f"applies to {' or '.join(kinds)} fields, not {kind}"
+                )
+        options = set(spec) - {"path", "optional"}
+        if not options:
+            return None
+        patterns = tuple(spec.get("patterns", ()))
+        for pattern in patterns:
+            self._check_pattern(f"{key}.patterns", pattern, kind)
+        timezone = spec.get("timezone", DEFAULT_TIMEZONE)
+        try:
+            zoneinfo.ZoneInfo(timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise self._error(
+                f"{key}.timezone", f"{timezone!r} is not an IANA time zone (e.g. Europe/Oslo)"
+            ) from None
+        true_values = frozenset(spec.get("trueValues", ()))
+        false_values = frozenset(spec.get("falseValues", ()))
+        if ("trueValues" in spec) != ("falseValues" in spec):
+            raise self._error(key, "trueValues and falseValues go together")
+        if true_values & false_values:
+            raise self._error(f"{key}.falseValues", "a word cannot mean both true and false")
+        value_map = spec.get("map")
+        return Conversion(
+            patterns=patterns,
+            timezone=timezone,
+            decimal_separator=spec.get("decimalSeparator", "."),
+            true_values=true_values,
+            false_values=false_values,
+            empty_is_missing=bool(spec.get("emptyIsMissing", False)),
+            trim=bool(spec.get("trim", False)),
+            value_map={str(k): str(v) for k, v in value_map.items()} if value_map else None,
+        )
+
+    def _check_pattern(self, key: str, pattern: str, kind: ValueKind) -> None:
+        """A pattern must read back the day, month and year it writes (catches `%d.%m`)."""
+        sample = dt.datetime(2001, 11, 23, 14, 35, 56)
+        try:
+            back = dt.datetime.strptime(sample.strftime(pattern), pattern)
+        except ValueError as exc:
+            raise self._error(key, f"{pattern!r} is not a strptime pattern ({exc})") from None
+        if back.date() != sample.date():
+            raise self._error(key, f"{pattern!r} must contain the day, month and year")
+        if kind == "datetime" and (back.hour, back.minute) != (sample.hour, sample.minute):
+            raise self._error(key, f"{pattern!r} must contain the hour and minute (%H:%M)")
 
     def _clark(self, key: str, qname: str) -> str:
         match = _CHILD_STEP.fullmatch(qname)

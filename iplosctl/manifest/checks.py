@@ -156,7 +156,15 @@ def check_manifest(m: Manifest, *, check_files: bool = True) -> list[Problem]:
     if m.endpoint is not None:
         _check_plugin(add, "transport", m.endpoint.transport, "spec", "endpoint", "transport")
 
-    if check_files and not m.source.path.is_file():
+    if check_files and m.source.path.is_dir():
+        add(
+            f"source {_shown(m, m.source.path)} is a folder, not an export file: "
+            "name the export itself",
+            "spec",
+            "source",
+            "path",
+        )
+    elif check_files and not m.source.path.is_file():
         add(f"source file {_shown(m, m.source.path)} does not exist", "spec", "source", "path")
     for path, where in _referenced_files(m) if check_files else ():
         if not path.is_file():

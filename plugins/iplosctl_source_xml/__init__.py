@@ -1,11 +1,35 @@
 """First-party source plugin: EPJ XML exports, read through a format profile.
 
 `spec.format` names a format profile (iplosctl/formats/<name>.yaml, default
-iplos-export-v1): the XSD to validate against and an XPath per record field, so
-a new export format needs a profile, not code. The export is streamed with
-`lxml.etree.iterparse`: only header and recipient end events reach Python, the
-XSD is checked by libxml2 as the bytes go by, and each recipient is dropped from
-the tree once read, so memory stays flat whatever the file's size.
+iplos-export-v1, or a path to a profile's YAML): the XSD to validate against,
+an XPath per record field and how each value is written (see
+iplosctl.formats.profile), so a new export format needs a profile, not code.
+The export is streamed with `lxml.etree.iterparse`: only header, recipient and
+joined-item end events reach Python, the XSD is checked by libxml2 as the bytes
+go by, and each element is dropped from the tree once read, so memory stays
+flat whatever the file's size.
+
+Linked layouts (a profile item kind with `join`: services, assessments or
+diagnoses as sibling lists that name their recipient by a key, in any order)
+take two streaming passes. Pass 1 validates the XSD and reads the header and
+every joined item into a compact tuple filed under its recipient key; pass 2
+(no XSD, already checked) reads the recipients in file order and attaches each
+one's items, dropping them as it goes. **Memory bound:** pass 1 holds every
+joined item as a tuple (about 70 bytes an assessment, 150 a service; codes,
+dates and numbers are shared through interning and the converters' caches)
+plus, per recipient that has items, its key and a small bucket (about 300
+bytes); pass 2 holds the items whose recipient it has not reached yet plus
+one key per recipient read. Neither pass holds recipients, names or person
+ids beyond the one being read. So memory grows with the number of joined
+items, not with the file's bytes: measured at 100,000 recipients (about a
+million joined items) the whole plan peaks at about 215 MB against export
+v1's 70 MB (benchmarks/plan_scale.py), so about 150,000 such recipients fit
+in 300 MB. An item whose key matches no
+recipient, and two recipients with one key, are located errors.
+
+While reading, the source fills `Export.coverage` (iplosctl.plugins.FieldCoverage):
+how many items had a value for each mapped field, how many items of each kind
+were read, and the child elements of mapped elements that no field reads.
 
 Hardening, since an export is a file from outside: any DOCTYPE is refused before
 parsing (no DTD, so no entity bombs and no external entities), and the parser
@@ -13,14 +37,19 @@ runs with no network, no entity expansion and libxml2's default size limits
 (`huge_tree=False`). Depth beyond the profile's `maxDepth` is refused.
 
 Every problem is a `SourceError` with one located line and without the
-offending value: exports hold person ids and names (see `_diagnose`).
+offending value: exports hold person ids and names (see `_diagnose`). A value
+the profile cannot convert, or an element it names that is missing, blames the
+profile ("the format profile P cannot read …"); only an XSD violation says to
+fix the export.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import re
-from collections.abc import Callable, Iterator
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,29 +60,37 @@ from iplosctl.formats.profile import (
     ElementMap,
     FieldMap,
     FormatProfile,
-    ValueKind,
     load_format,
     local_name,
 )
-from iplosctl.plugins import Export, SourceSpec
+from iplosctl.plugins import Export, FieldCoverage, SourceSpec
 from iplosctl.records import Assessment, ExportHeader, Recipient, Service
 
 from ._diagnose import HARDENED_PARSING, check_prolog, diagnose
+from ._values import MISSING, Convert, converter_for, reason
 
 #: bytes handed to libxml2 per read; larger chunks did not measure faster
 CHUNK_SIZE = 1 << 16
-_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
-_YEAR = re.compile(r"\d{4}")
-_DATE_TZ = re.compile(r"(\d{4}-\d{2}-\d{2})(?:Z|[+-]\d{2}:\d{2})?")
-_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
-_KIND_TEXT: dict[str, str] = {
-    "integer": "an integer",
-    "decimal": "a decimal number (e.g. 7.5)",
-    "date": "a date (YYYY-MM-DD)",
-    "datetime": "a date and time (e.g. 2024-01-03T08:00:00Z)",
-    "boolean": "true or false",
-    "year": "a 4-digit year",
-}
+#: the join key's slot among an item's values (never a record attribute)
+_KEY = "__join_key__"
+_SERVICE_ORDER = ("code", "start", "end", "hours_per_week", "decision_date", "org_number")
+_SERVICE, _ASSESSMENT, _DIAGNOSIS = "service", "assessment", "diagnosis"
+#: where each joined kind goes in a `_JoinStore` bucket
+_SLOTS = {_SERVICE: 1, _ASSESSMENT: 2, _DIAGNOSIS: 3}
+
+
+@dataclass
+class SampleCheck:
+    """What `iplosctl format check` reports: coverage, and each field's failed records.
+
+    `failures` maps a field (`recipient.localId`, `service.from`, `service.join`)
+    to where it could not be read: (record index or None, line). No values.
+    """
+
+    profile: FormatProfile
+    coverage: FieldCoverage
+    records: int = 0
+    failures: dict[str, list[tuple[int | None, int]]] = field(default_factory=dict)
 
 
 class XmlSource:
@@ -69,35 +106,65 @@ class XmlSource:
 
     def read(self, spec: SourceSpec) -> Export:
         """Check the prolog, stream to the end of the header, then stream recipients."""
-        path = Path(spec.path)
-        name = str(path)
-        if spec.options:
-            key = sorted(spec.options)[0]
-            raise SourceError(
-                [
-                    Problem(
-                        Location(name),
-                        f"the xml source takes no options, remove spec.source.options.{key}",
-                    )
-                ]
-            )
-        try:
-            profile = load_format(spec.format)
-        except ProfileError as exc:
-            raise SourceError([Problem(Location(name), exc.message)]) from None
-        try:
-            encoding = check_prolog(path)
-        except FileNotFoundError:
-            raise SourceError([Problem(Location(name), "export file not found")]) from None
-        except IsADirectoryError:
-            raise SourceError([Problem(Location(name), "is a folder, not an export")]) from None
-        except OSError as exc:
-            raise SourceError([Problem(Location(name), f"cannot read: {exc.strerror}")]) from None
+        path, profile, encoding = _open(spec)
         stream = _Stream(path, profile, encoding)
         items = stream.items()
         header = next(items)
         assert isinstance(header, ExportHeader)
-        return Export(header=header, recipients=_recipients(items), payload=profile.payload)
+        return Export(
+            header=header,
+            recipients=_recipients(items),
+            coverage=stream.coverage,
+            payload=profile.payload,
+        )
+
+    def check(self, spec: SourceSpec) -> SampleCheck:
+        """Read the whole export, counting what each field read and failed (format check).
+
+        A record whose value cannot be converted is counted under each of its
+        failing fields and skipped; XSD and well-formedness errors still stop
+        the check (they are the export's, not the profile's).
+        """
+        path, profile, encoding = _open(spec)
+        result = SampleCheck(profile, FieldCoverage())
+        stream = _Stream(path, profile, encoding, check=result)
+        result.coverage = stream.coverage
+        for item in stream.items():
+            if isinstance(item, Recipient):
+                result.records += 1
+        return result
+
+
+def _open(spec: SourceSpec) -> tuple[Path, FormatProfile, str | None]:
+    path = Path(spec.path)
+    name = str(path)
+    if spec.options:
+        key = sorted(spec.options)[0]
+        raise SourceError(
+            [
+                Problem(
+                    Location(name),
+                    f"the xml source takes no options, remove spec.source.options.{key}",
+                )
+            ]
+        )
+    try:
+        profile = load_format(spec.format)
+    except ProfileError as exc:
+        raise SourceError([Problem(Location(name), exc.message)]) from None
+    try:
+        encoding = check_prolog(path)
+    except FileNotFoundError:
+        raise SourceError([Problem(Location(name), "export file not found")]) from None
+    except IsADirectoryError:
+        raise SourceError([Problem(Location(name), "is a folder, not an export")]) from None
+    except PermissionError:
+        raise SourceError(
+            [Problem(Location(name), "cannot read the export: permission denied")]
+        ) from None
+    except OSError as exc:
+        raise SourceError([Problem(Location(name), f"cannot read: {exc.strerror}")]) from None
+    return path, profile, encoding
 
 
 def _recipients(items: Iterator[ExportHeader | Recipient]) -> Iterator[Recipient]:
@@ -106,25 +173,91 @@ def _recipients(items: Iterator[ExportHeader | Recipient]) -> Iterator[Recipient
         yield item
 
 
-class _Stream:
-    """One pass over one export: the header first, then each recipient."""
+def _drop(elem: etree._Element) -> None:
+    """Free a read element and its already-read siblings (the tree stays small)."""
+    elem.clear(keep_tail=False)
+    parent = elem.getparent()
+    if parent is not None:
+        while elem.getprevious() is not None:
+            del parent[0]
 
-    def __init__(self, path: Path, profile: FormatProfile, encoding: str | None) -> None:
+
+class _Context:
+    """What every reader of one stream shares: names for messages, unread tags, check mode."""
+
+    def __init__(self, path: Path, profile: FormatProfile, check: SampleCheck | None) -> None:
+        self.filename = str(path)
+        self.profile = profile
+        self.profile_name = profile.path.name
+        self.check = check
+        self.unread: set[str] = set()
+
+    def cannot_read(self, elem: etree._Element, what: str, index: int | None) -> SourceError:
+        """The profile's fault: the export is valid, the profile does not fit it."""
+        record = f" (record {index})" if index is not None else ""
+        return SourceError(
+            [
+                Problem(
+                    Location(self.filename, elem.sourceline or 0),
+                    f"the format profile {self.profile_name} cannot read {what}{record}: "
+                    "fix the profile (iplosctl format check shows every field)",
+                )
+            ]
+        )
+
+    def fail(self, key: str, index: int | None, line: int) -> None:
+        assert self.check is not None
+        self.check.failures.setdefault(key, []).append((index, line))
+
+
+class _Stream:
+    """One export: the header first, then each recipient (one pass, or two with joins)."""
+
+    def __init__(
+        self,
+        path: Path,
+        profile: FormatProfile,
+        encoding: str | None,
+        *,
+        check: SampleCheck | None = None,
+    ) -> None:
         self.path = path
         self.name = str(path)
         self.profile = profile
         self.encoding = encoding
-        self.header_reader = _ElementReader(profile.header, self.name)
-        self.recipient_reader = _RecipientReader(profile, self.name)
+        self.ctx = _Context(path, profile, check)
+        self.header_reader = _ElementReader(profile.header, self.ctx, "header")
+        self.joins = _JoinStore(profile, self.ctx)
+        self.recipient_reader = _RecipientReader(profile, self.ctx, self.joins)
+        self.coverage = FieldCoverage()
+        self.recipient_total = 0
 
     def items(self) -> Iterator[ExportHeader | Recipient]:
+        if self.joins.readers:
+            yield from self._pass(validate=True, recipients=False)
+            # Pass 1 proved the file whole and valid and counted the recipients, so
+            # pass 2 stops after the last one (item lists after it need no second parse).
+            yield from self._pass(validate=False, recipients=True, stop=self.recipient_total)
+            self.joins.finish()
+        else:
+            yield from self._pass(validate=True, recipients=True)
+        self._fill_coverage()
+
+    def _pass(
+        self, *, validate: bool, recipients: bool, stop: int | None = None
+    ) -> Iterator[ExportHeader | Recipient]:
+        """Stream the file once: with `validate` the XSD runs and the header is yielded;
+        with `recipients` recipients are read and yielded, else joined items are stored."""
         profile = self.profile
         root_tag, header_tag, recipient_tag = (
             profile.root,
             profile.header.tag,
             profile.recipient.tag,
         )
+        joined = self.joins.readers
         read_recipient = self.recipient_reader.read
+        store = self.joins.add
+        checking = self.ctx.check is not None
         seen_header = False
         # With schema= and resolve_entities=False, lxml can swallow a well-formedness
         # error and simply stop (a truncated file "succeeds"). Only seeing the root's
@@ -135,8 +268,8 @@ class _Stream:
             events = etree.iterparse(
                 fh,
                 events=("end",),
-                tag=(root_tag, header_tag, recipient_tag),
-                schema=profile.xml_schema(),
+                tag=(root_tag, header_tag, recipient_tag, *joined),
+                schema=profile.xml_schema() if validate else None,
                 remove_blank_text=True,
                 chunk_size=CHUNK_SIZE,
                 **HARDENED_PARSING,
@@ -145,16 +278,29 @@ class _Stream:
                 for _event, elem in events:
                     tag = elem.tag
                     if tag == recipient_tag and seen_header:
-                        recipient = read_recipient(elem, index)
+                        if recipients:
+                            if checking:
+                                recipient = self._checked(elem, index)
+                            else:
+                                recipient = read_recipient(elem, index)
                         index += 1
+                        _drop(elem)
+                        if recipients and recipient is not None:
+                            yield recipient
+                        if index == stop:
+                            return
+                    elif tag in joined and seen_header:
+                        if not recipients:
+                            store(tag, elem)
+                        # inline _drop: pass 2 sees a million of these and only frees them
                         elem.clear(keep_tail=False)
                         parent = elem.getparent()
                         while elem.getprevious() is not None:
                             del parent[0]
-                        yield recipient
                     elif tag == header_tag and not seen_header:
                         seen_header = True
-                        yield self._header(elem)
+                        if validate:
+                            yield self._header(elem)
                     elif tag == root_tag and elem.getparent() is None:
                         complete = True
                     else:
@@ -163,6 +309,16 @@ class _Stream:
                 raise self._diagnosed(exc) from None
         if not complete or not seen_header:
             raise self._diagnosed(None)
+        self.recipient_total = index
+
+    def _checked(self, elem: etree._Element, index: int) -> Recipient | None:
+        """format check: a recipient that cannot be read is counted per failing field."""
+        try:
+            return self.recipient_reader.read(elem, index)
+        except SourceError:
+            for key in self.recipient_reader.failing_fields(elem) or ["recipient"]:
+                self.ctx.fail(key, index, elem.sourceline or 0)
+            return None
 
     def _diagnosed(self, exc: etree.XMLSyntaxError | None) -> SourceError:
         return diagnose(self.path, self.profile, encoding=self.encoding, streaming_error=exc)
@@ -171,8 +327,47 @@ class _Stream:
         values = self.header_reader.read(elem)
         for key in ("municipality", "reporting_year", "epj_system", "epj_version"):
             if key not in values:
-                raise _missing(self.name, elem, self.profile.header, key)
+                raise self.header_reader.missing(elem, key, None)
         return ExportHeader(**values)
+
+    def _fill_coverage(self) -> None:
+        """Coverage is complete once the last recipient has been read.
+
+        `mapped` lists what the profile expects to find somewhere: each item
+        kind's element under `<kind>.element` and each field under
+        `<kind>.<field>`; what the profile marks `optional` is also named in
+        `optional`, so the plan's zero findings never fire for it.
+        """
+        cov = self.coverage
+        readers = [self.recipient_reader.own, *self.recipient_reader.items.values()]
+        readers += list(self.joins.readers.values())
+        for reader in readers:
+            kind = reader.kind
+            cov.items[kind] += reader.count
+            if kind != "recipient":
+                cov.mapped[f"{kind}.element"] = reader.emap.expression
+                if reader.emap.optional:
+                    cov.optional.add(f"{kind}.element")
+            for f in reader.emap.fields:
+                cov.mapped[f"{kind}.{f.key}"] = f.expression
+                if f.optional:
+                    cov.optional.add(f"{kind}.{f.key}")
+                cov.present[f"{kind}.{f.key}"] += reader.present(f.target)
+        named = _names_in_expressions(self.profile)
+        cov.unread = sorted(
+            {local_name(tag) for tag in self.ctx.unread if isinstance(tag, str)} - named
+        )
+
+
+def _names_in_expressions(profile: FormatProfile) -> set[str]:
+    """Local names any mapping mentions: a longer XPath may read what a walk calls unread."""
+    text = [profile.header.expression, profile.recipient.expression]
+    for emap in (profile.header, profile.recipient, *(e for _k, e in profile.items())):
+        text.append(emap.expression)
+        text.extend(f.expression for f in emap.fields)
+        if emap.join is not None:
+            text.append(emap.join.key.expression)
+    return {name for t in text for name in re.findall(r"[A-Za-z_][\w.-]*", t)}
 
 
 class _ElementReader:
@@ -181,31 +376,46 @@ class _ElementReader:
     A field mapped to one child step reads that child's text. Values are
     converted inside one `try`; only when one fails are the fields walked again
     one by one to name the culprit and its line (the fast path stays lean).
+    Counts what it read for `Export.coverage`: a record with every field is one
+    integer increment, only a partial one updates a Counter.
     """
 
-    def __init__(self, emap: ElementMap, filename: str) -> None:
+    def __init__(self, emap: ElementMap, ctx: _Context, kind: str) -> None:
         self.emap = emap
-        self.filename = filename
-        children: dict[str, list[tuple[str, _Convert]]] = {}
-        attributes: list[tuple[str, str, _Convert]] = []
-        xpaths: list[tuple[etree.XPath, str, _Convert]] = []
-        for f in emap.fields:
-            convert = _CONVERTERS[f.kind]
+        self.ctx = ctx
+        self.kind = kind
+        fields = list(emap.fields)
+        if emap.join is not None:
+            fields.append(replace(emap.join.key, target=_KEY))
+        self.fields = tuple(fields)
+        self.converts: dict[str, Convert] = {f.target: converter_for(f) for f in self.fields}
+        #: some field may convert to MISSING, which is dropped after reading
+        self.drops = any(f.convert is not None and f.convert.empty_is_missing for f in fields)
+        children: dict[str, list[tuple[str, Convert]]] = {}
+        attributes: list[tuple[str, str, Convert]] = []
+        xpaths: list[tuple[etree.XPath, str, Convert]] = []
+        for f in self.fields:
+            convert = self.converts[f.target]
             if f.child is not None:
                 children.setdefault(f.child, []).append((f.target, convert))
             elif f.attribute is not None:
                 attributes.append((f.attribute, f.target, convert))
             elif f.xpath is not None:
                 xpaths.append((f.xpath, f.target, convert))
-        self.children = {tag: tuple(fields) for tag, fields in children.items()}
+        self.children = {tag: tuple(fs) for tag, fs in children.items()}
         self.attributes = tuple(attributes)
         self.xpaths = tuple(xpaths)
+        self.width = len(self.fields)
+        self.count = 0
+        self.full = 0
+        self.partial: Counter[str] = Counter()
 
-    def read(self, elem: etree._Element) -> dict[str, Any]:
+    def read(self, elem: etree._Element, index: int | None = None) -> dict[str, Any]:
         values: dict[str, Any] = {}
         try:
             children = self.children
             if children:
+                unread = self.ctx.unread
                 for child in elem:
                     fields = children.get(child.tag)
                     if fields is not None:
@@ -214,6 +424,8 @@ class _ElementReader:
                             for target, convert in fields:
                                 if target not in values:
                                     values[target] = text if convert is None else convert(text)
+                    else:
+                        unread.add(child.tag)
             for attribute, target, convert in self.attributes:
                 raw = elem.get(attribute)
                 if raw is not None:
@@ -221,8 +433,23 @@ class _ElementReader:
             if self.xpaths:
                 self.read_xpaths(elem, values)
         except ValueError:
-            raise self._bad_value(elem) from None
+            raise self.bad_value(elem, index) from None
+        self.tally(values)
         return values
+
+    def tally(self, values: dict[str, Any]) -> None:
+        """Drop MISSING values and count the item and its fields for coverage."""
+        if self.drops and MISSING in values.values():
+            for target in [t for t, v in values.items() if v is MISSING]:
+                del values[target]
+        self.count += 1
+        if len(values) == self.width:
+            self.full += 1
+        else:
+            self.partial.update(values.keys())
+
+    def present(self, target: str) -> int:
+        return self.full + self.partial[target]
 
     def read_xpaths(self, elem: etree._Element, values: dict[str, Any]) -> None:
         """The fields mapped by a longer XPath; may raise ValueError."""
@@ -231,36 +458,180 @@ class _ElementReader:
             if raw is not None:
                 values[target] = raw if convert is None else convert(raw)
 
-    def _bad_value(self, elem: etree._Element) -> SourceError:
-        """Find the field whose value failed to convert; name it and its line, not the value."""
-        for f in self.emap.fields:
-            convert = _CONVERTERS[f.kind]
-            candidates: list[tuple[str | None, etree._Element]]
-            if f.child is not None:
-                candidates = [(c.text, c) for c in elem if c.tag == f.child][:1]
-            elif f.attribute is not None:
-                candidates = [(elem.get(f.attribute), elem)]
-            else:
-                assert f.xpath is not None
-                candidates = [_evaluate(f.xpath, elem)]
-            for raw, where in candidates:
+    def raw_values(
+        self, elem: etree._Element, f: FieldMap
+    ) -> list[tuple[str | None, etree._Element]]:
+        if f.child is not None:
+            return [(c.text, c) for c in elem if c.tag == f.child][:1]
+        if f.attribute is not None:
+            return [(elem.get(f.attribute), elem)]
+        assert f.xpath is not None
+        return [_evaluate(f.xpath, elem)]
+
+    def failures(self, elem: etree._Element) -> list[tuple[FieldMap, str, etree._Element]]:
+        """Every field whose value fails to convert: (field, reason, element)."""
+        out = []
+        for f in self.fields:
+            convert = self.converts[f.target]
+            for raw, where in self.raw_values(elem, f):
                 if raw is None or convert is None:
                     continue
                 try:
                     convert(raw)
-                except ValueError:
-                    return SourceError(
-                        [
-                            Problem(
-                                Location(self.filename, where.sourceline or 0),
-                                f"{_describe(f, self.emap)} is not {_KIND_TEXT[f.kind]}: "
-                                "fix the export",
-                            )
-                        ]
-                    )
-        return SourceError(
-            [Problem(Location(self.filename, elem.sourceline or 0), "a value cannot be read")]
+                except ValueError as exc:
+                    out.append((f, reason(exc, f.kind, f), where))
+        return out
+
+    def bad_value(self, elem: etree._Element, index: int | None) -> SourceError:
+        """Name the field whose value failed to convert and its line, not the value."""
+        for f, why, where in self.failures(elem):
+            return self.ctx.cannot_read(where, f"{self.describe(f)}: {why}", index)
+        return self.ctx.cannot_read(elem, f"<{self.owner}>: a value", index)
+
+    def missing(self, elem: etree._Element, target: str, index: int | None) -> SourceError:
+        """An element or attribute the profile needs is not there."""
+        f = next(f for f in self.fields if f.target == target)
+        name = "join key" if target == _KEY else f.key
+        return self.ctx.cannot_read(
+            elem, f"<{self.owner}>: it has no {name} ({f.expression}), which it needs", index
         )
+
+    @property
+    def owner(self) -> str:
+        return local_name(self.emap.tag) if self.emap.tag else self.emap.key
+
+    def describe(self, f: FieldMap) -> str:
+        name = "join key" if f.target == _KEY else f.key
+        if f.child is not None:
+            return f"{name} <{local_name(f.child)}> in <{self.owner}>"
+        if f.attribute is not None:
+            return f"{name} (attribute {f.attribute!r}) of <{self.owner}>"
+        return f"{name} ({f.expression}) of <{self.owner}>"
+
+    def failing_keys(self, elem: etree._Element) -> list[str]:
+        return [self.key_of(f) for f, _why, _where in self.failures(elem)]
+
+    def key_of(self, f: FieldMap) -> str:
+        """The field's coverage key, e.g. `service.from` or `service.join`."""
+        return f"{self.kind}.{'join' if f.target == _KEY else f.key}"
+
+
+class _JoinStore:
+    """Joined items between the passes: compact tuples under their recipient's key.
+
+    A service is kept as the tuple of its `Service` fields plus its line, an
+    assessment as (variable, score, date), a diagnosis as its code; repeated
+    strings (codes, variables) are interned so a million items share them.
+    """
+
+    def __init__(self, profile: FormatProfile, ctx: _Context) -> None:
+        self.ctx = ctx
+        self.readers: dict[str, _ElementReader] = {}
+        for kind, emap in profile.items():
+            if emap.join is not None:
+                assert emap.tag is not None
+                self.readers[emap.tag] = _ElementReader(emap, ctx, kind)
+        self.target = next(
+            (emap.join.target for _k, emap in profile.items() if emap.join is not None), ""
+        )
+        #: key → [line of its first item, services, assessments, diagnoses] (None: none)
+        self.pending: dict[str, list[Any]] = {}
+        self.seen: set[str] = set()
+
+    def add(self, tag: str, elem: etree._Element) -> None:
+        """Pass 1: read one joined item and file it under its key (a hot path)."""
+        reader = self.readers[tag]
+        try:
+            values = reader.read(elem)
+            key = values.pop(_KEY, None)
+            if key is None:
+                raise reader.missing(elem, _KEY, None)
+            item = self._compact(reader, elem, values)
+        except SourceError:
+            if self.ctx.check is None:
+                raise
+            for key_name in reader.failing_keys(elem) or [f"{reader.kind}.join"]:
+                self.ctx.fail(key_name, None, elem.sourceline or 0)
+            return
+        bucket = self.pending.get(key)
+        if bucket is None:
+            bucket = self.pending[key] = [elem.sourceline or 0, None, None, None]
+        slot = _SLOTS[reader.kind]
+        kept = bucket[slot]
+        if kept is None:
+            bucket[slot] = [item]  # lists only for the kinds a recipient has: less memory
+        else:
+            kept.append(item)
+
+    @staticmethod
+    def _compact(reader: _ElementReader, elem: etree._Element, values: dict[str, Any]) -> Any:
+        intern = sys.intern
+        kind = reader.kind
+        try:
+            if kind == _ASSESSMENT:
+                return (intern(values["variable"]), values["score"], values.get("date"))
+            if kind == _SERVICE:
+                org = values.get("org_number")
+                return (
+                    intern(values["code"]),
+                    values.get("start"),
+                    values.get("end"),
+                    values.get("hours_per_week"),
+                    values.get("decision_date"),
+                    intern(org) if org is not None else None,
+                    elem.sourceline,
+                )
+            return intern(str(values["code"]))
+        except KeyError as exc:
+            raise reader.missing(elem, str(exc.args[0]), None) from None
+
+    def take(self, key: str | None, elem: etree._Element, index: int) -> list[Any] | None:
+        """Pass 2: the items of the recipient with `key`; refuses a key seen twice."""
+        if key is None:
+            return None
+        if key in self.seen:
+            raise SourceError(
+                [
+                    Problem(
+                        Location(self.ctx.filename, elem.sourceline or 0),
+                        f"record {index}: two recipients have the same {self._recipient_key()}, "
+                        "so the items that name it cannot be given to either: make the key "
+                        "unique in the export, or join on another field",
+                    )
+                ]
+            )
+        self.seen.add(key)
+        return self.pending.pop(key, None)
+
+    def finish(self) -> None:
+        """After pass 2: any item still here names a recipient the export does not have."""
+        if not self.pending:
+            return
+        line = min(bucket[0] for bucket in self.pending.values())
+        items = sum(len(kept or ()) for b in self.pending.values() for kept in b[1:])
+        message = (
+            f"{items} joined item(s) name a recipient by {self._references()} that is not "
+            f"in the export (the first at this line): the export lacks those recipients, "
+            f"or the join of format profile {self.ctx.profile_name} reads the wrong key"
+        )
+        if self.ctx.check is not None:
+            for bucket in self.pending.values():
+                self.ctx.fail("join", None, bucket[0])
+            return
+        raise SourceError([Problem(Location(self.ctx.filename, line), message)])
+
+    def _recipient_key(self) -> str:
+        """The recipient field the items join on, as the profile maps it: `localId (b:Id)`."""
+        for f in self.ctx.profile.recipient.fields:
+            if f.target == self.target:
+                return f"{f.key} ({f.expression})"
+        return "key"
+
+    def _references(self) -> str:
+        for _kind, emap in self.ctx.profile.items():
+            if emap.join is not None:
+                return f"{emap.join.references} ({emap.join.key.expression})"
+        return "key"
 
 
 class _RecipientReader:
@@ -268,36 +639,34 @@ class _RecipientReader:
 
     The recipient's children are walked once: a child is either one of its own
     fields or an item (service, assessment, diagnosis) mapped to one child step.
-    Items mapped by a longer XPath are found with it.
+    Items mapped by a longer XPath are found with it; joined items come from
+    the `_JoinStore`.
     """
 
     _OWN, _SERVICE, _ASSESSMENT, _DIAGNOSIS = range(4)
 
-    def __init__(self, profile: FormatProfile, filename: str) -> None:
-        self.filename = filename
+    def __init__(self, profile: FormatProfile, ctx: _Context, joins: _JoinStore) -> None:
+        self.ctx = ctx
+        self.filename = ctx.filename
         self.profile = profile
-        self.own = _ElementReader(profile.recipient, filename)
-        self.service = _ElementReader(profile.services, filename)
-        self.assessment = (
-            _ElementReader(profile.assessments, filename) if profile.assessments else None
-        )
-        self.diagnosis = _ElementReader(profile.diagnoses, filename) if profile.diagnoses else None
+        self.joins = joins
+        self.join_target = joins.target if joins.readers else None
+        self.own = _ElementReader(profile.recipient, ctx, "recipient")
+        self.items: dict[int, _ElementReader] = {}
         self.dispatch: dict[str, tuple[int, Any]] = {
             tag: (self._OWN, fields) for tag, fields in self.own.children.items()
         }
         self.item_xpaths: list[tuple[etree.XPath, int]] = []
-        items = (
-            (self._SERVICE, profile.services),
-            (self._ASSESSMENT, profile.assessments),
-            (self._DIAGNOSIS, profile.diagnoses),
-        )
-        for kind, emap in items:
-            if emap is None:
+        numbers = {_SERVICE: self._SERVICE, _ASSESSMENT: self._ASSESSMENT}
+        for kind, emap in profile.items():
+            if emap.join is not None:
                 continue
+            number = numbers.get(kind, self._DIAGNOSIS)
+            self.items[number] = _ElementReader(emap, ctx, kind)
             if emap.tag is not None:
-                self.dispatch[emap.tag] = (kind, None)
+                self.dispatch[emap.tag] = (number, None)
             elif emap.xpath is not None:
-                self.item_xpaths.append((emap.xpath, kind))
+                self.item_xpaths.append((emap.xpath, number))
 
     def read(self, elem: etree._Element, index: int) -> Recipient:
         values: dict[str, Any] = {}
@@ -309,12 +678,13 @@ class _RecipientReader:
             for child in elem:
                 entry = dispatch.get(child.tag)
                 if entry is None:
+                    self.ctx.unread.add(child.tag)
                     continue
                 kind, fields = entry
                 if kind == 1:
-                    services.append(self._service(child))
+                    services.append(self._service(child, index))
                 elif kind == 2:
-                    assessments.append(self._assessment(child))
+                    assessments.append(self._assessment(child, index))
                 elif kind == 0:
                     text = child.text
                     if text is not None:
@@ -322,7 +692,7 @@ class _RecipientReader:
                             if target not in values:
                                 values[target] = text if convert is None else convert(text)
                 else:
-                    diagnoses.append(self._diagnosis(child))
+                    diagnoses.append(self._diagnosis(child, index))
             own = self.own
             for attribute, target, convert in own.attributes:
                 raw = elem.get(attribute)
@@ -331,22 +701,33 @@ class _RecipientReader:
             if own.xpaths:
                 own.read_xpaths(elem, values)
         except ValueError:
-            raise self.own._bad_value(elem) from None
+            raise self.own.bad_value(elem, index) from None
+        self.own.tally(values)
         for xpath, kind in self.item_xpaths:
             for child in xpath(elem):
                 if not isinstance(child, etree._Element):
                     continue
                 if kind == 1:
-                    services.append(self._service(child))
+                    services.append(self._service(child, index))
                 elif kind == 2:
-                    assessments.append(self._assessment(child))
+                    assessments.append(self._assessment(child, index))
                 else:
-                    diagnoses.append(self._diagnosis(child))
+                    diagnoses.append(self._diagnosis(child, index))
         if values.get("local_id") is None:
-            raise _missing(self.filename, elem, self.profile.recipient, "local_id")
+            raise self.own.missing(elem, "local_id", index)
         if "person_id" not in values:
             # Allowed by the format (the KPR_IPL part has none); the person-id rule decides.
             values["person_id"] = ""
+        if self.join_target is not None:
+            bucket = self.joins.take(values.get(self.join_target), elem, index)
+            if bucket is not None:
+                _, joined_services, joined_assessments, joined_diagnoses = bucket
+                if joined_services:
+                    services.extend(Service(*s[:6], line=s[6]) for s in joined_services)
+                if joined_assessments:
+                    assessments.extend(Assessment(*a) for a in joined_assessments)
+                if joined_diagnoses:
+                    diagnoses.extend(joined_diagnoses)
         return Recipient(
             index=index,
             line=elem.sourceline,
@@ -356,25 +737,47 @@ class _RecipientReader:
             **values,
         )
 
-    def _service(self, child: etree._Element) -> Service:
-        values = self.service.read(child)
+    def failing_fields(self, elem: etree._Element) -> list[str]:
+        """format check: every field of this recipient and its nested items that fails."""
+        keys = self.own.failing_keys(elem)
+        for f in self.own.fields:
+            if f.target == "local_id" and not any(r for r, _ in self.own.raw_values(elem, f)):
+                keys.append("recipient.localId")
+        for number, reader in self.items.items():
+            emap = reader.emap
+            children = (
+                [c for c in elem if c.tag == emap.tag]
+                if emap.tag is not None
+                else [c for c in emap.xpath(elem) if isinstance(c, etree._Element)]  # type: ignore[misc]
+            )
+            for child in children:
+                keys.extend(reader.failing_keys(child))
+                needed = {1: ("code",), 2: ("variable", "score")}.get(number, ("code",))
+                for f in reader.fields:
+                    if f.target in needed and not any(r for r, _ in reader.raw_values(child, f)):
+                        keys.append(f"{reader.kind}.{f.key}")
+        return list(dict.fromkeys(keys))
+
+    def _service(self, child: etree._Element, index: int) -> Service:
+        reader = self.items[self._SERVICE]
+        values = reader.read(child, index)
         if "code" not in values:
-            raise _missing(self.filename, child, self.profile.services, "code")
+            raise reader.missing(child, "code", index)
         return Service(line=child.sourceline, **values)
 
-    def _assessment(self, child: etree._Element) -> Assessment:
-        assert self.assessment is not None and self.profile.assessments is not None
-        values = self.assessment.read(child)
-        for field in ("variable", "score"):
-            if field not in values:
-                raise _missing(self.filename, child, self.profile.assessments, field)
+    def _assessment(self, child: etree._Element, index: int) -> Assessment:
+        reader = self.items[self._ASSESSMENT]
+        values = reader.read(child, index)
+        for target in ("variable", "score"):
+            if target not in values:
+                raise reader.missing(child, target, index)
         return Assessment(**values)
 
-    def _diagnosis(self, child: etree._Element) -> str:
-        assert self.diagnosis is not None and self.profile.diagnoses is not None
-        code = self.diagnosis.read(child).get("code")
+    def _diagnosis(self, child: etree._Element, index: int) -> str:
+        reader = self.items[self._DIAGNOSIS]
+        code = reader.read(child, index).get("code")
         if code is None:
-            raise _missing(self.filename, child, self.profile.diagnoses, "code")
+            raise reader.missing(child, "code", index)
         return str(code)
 
 
@@ -396,104 +799,3 @@ def _evaluate(xpath: etree.XPath, elem: etree._Element) -> tuple[str | None, etr
         return (str(int(result)) if result.is_integer() else repr(result)), elem
     text = str(result)
     return (text or None), elem
-
-
-def _describe(f: FieldMap, emap: ElementMap) -> str:
-    owner = local_name(emap.tag) if emap.tag else emap.key
-    if f.child is not None:
-        return f"<{local_name(f.child)}> in <{owner}>"
-    if f.attribute is not None:
-        return f"attribute {f.attribute!r} of <{owner}>"
-    return f"{f.key} ({f.expression}) of <{owner}>"
-
-
-def _missing(filename: str, elem: etree._Element, emap: ElementMap, target: str) -> SourceError:
-    f = next(f for f in emap.fields if f.target == target)
-    owner = local_name(emap.tag) if emap.tag else emap.key
-    return SourceError(
-        [
-            Problem(
-                Location(filename, elem.sourceline or 0),
-                f"<{owner}> has no {f.key} ({f.expression}): every {owner} needs one",
-            )
-        ]
-    )
-
-
-# --- values in their XSD lexical forms --------------------------------------------
-#
-# Dates, hours and scores repeat endlessly in an export, so each kind converts
-# through a dict that remembers what it has parsed: a hit is one C-level lookup.
-
-
-class _Remembered(dict[str, Any]):
-    """text → value for one value kind; parses on a miss (raising ValueError if bad)."""
-
-    def __init__(self, parse: Callable[[str], Any]) -> None:
-        super().__init__()
-        self.parse = parse
-
-    def __missing__(self, raw: str) -> Any:
-        value = self.parse(raw)
-        if len(self) >= _REMEMBER:
-            self.clear()
-        self[raw] = value
-        return value
-
-
-_REMEMBER = 4096
-
-
-def _integer(raw: str) -> int:
-    text = raw.strip()
-    if not text.isascii() or not text.lstrip("+-").isdigit():
-        raise ValueError("not an integer")
-    return int(text)
-
-
-def _decimal(raw: str) -> float:
-    text = raw.strip()
-    if not _DECIMAL.fullmatch(text):
-        raise ValueError("not a decimal")
-    return float(text)
-
-
-def _date(raw: str) -> dt.date:
-    match = _DATE_TZ.fullmatch(raw.strip())
-    if match is None:
-        raise ValueError("not a date")
-    return dt.date.fromisoformat(match[1])
-
-
-def _datetime(raw: str) -> dt.datetime:
-    text = raw.strip()
-    if len(text) < 19 or text[10] != "T":
-        raise ValueError("not a date and time")
-    return dt.datetime.fromisoformat(text)
-
-
-def _boolean(raw: str) -> bool:
-    value = _BOOLEANS.get(raw.strip())
-    if value is None:
-        raise ValueError("not a boolean")
-    return value
-
-
-def _year(raw: str) -> int:
-    text = raw.strip()
-    if not _YEAR.match(text) or (len(text) > 4 and text[4] not in "Z+-"):
-        raise ValueError("not a year")
-    return int(text[:4])
-
-
-#: None means "keep the text" (strings are not copied or checked here; the XSD does that)
-_Convert = Callable[[str], Any] | None
-_CONVERTERS: dict[ValueKind, _Convert] = {
-    "string": None,
-    "integer": _Remembered(_integer).__getitem__,
-    "decimal": _Remembered(_decimal).__getitem__,
-    "date": _Remembered(_date).__getitem__,
-    "datetime": _datetime,
-    "boolean": _Remembered(_boolean).__getitem__,
-    "year": _year,
-}
