@@ -1,21 +1,23 @@
 """apply: send exactly the reviewed plan, journaling every step in the lockfile.
 
 Per submission, under its lock:
-  1. plan again and compare with the saved plan (stale → refuse);
+  1. plan again, in one pass over the export that also writes each part's payload
+     (plain and gzipped) to a private file under the state folder (`inflight`:
+     0700/0600, removed at the end, and after a kill at the next start; for a
+     pass-through profile: a copy of the part's file, made in the read that digests
+     it), so the export is read once and the digests are those of the bytes
+     written; compare with the saved plan (stale → refuse);
   2. open the transport with the manifest's secrets and keys and check the keys
      (a missing secret or passphrase, a refused certificate fail here);
-  3. stream the export once more, writing each part's payload to a private
-     file under the state folder (`inflight`: 0700/0600, removed at the end, and
-     after a kill at the next start; for a pass-through profile: a copy of the
-     part's file, made in the read that digests it), and check its digest
-     against the plan;
+  3. (the second read of the export that used to check the digests is gone);
   4. let the transport `prepare()` (login, queue) while the first part is protected;
   5. only then journal the attempt (all parts `journaled`, message ids fixed) —
      atomically, before the first byte leaves; a failure in 1-4 leaves the
      lockfile byte for byte unchanged;
-  6. per part: MsgHead → (optional official-XSD validation) → CMS sign then
-     encrypt → send, which returns once the broker ACCEPTED → write `sent`
-     (protecting runs one part ahead on a worker thread, see `_Sender`).
+  6. per part: MsgHead (a compressed RefDoc where the plan says so) → (optional
+     official-XSD validation) → CMS sign then encrypt → send, which returns once the
+     broker ACCEPTED → write `sent` (protecting runs one part ahead on a worker
+     thread, see `_Sender`).
 A crash anywhere leaves `journaled` parts that the next plan shows as
 `recover` and resends with the same MsgIds; a `sent` part is never resent.
 """
@@ -41,7 +43,7 @@ from iplosctl.manifest import Manifest
 from iplosctl.payload.cms import check_sending_keys, sign_then_encrypt
 from iplosctl.payload.metadata import message_info_properties
 from iplosctl.payload.msghead import build_msghead, load_schemas, validate_msghead
-from iplosctl.plan import CHANGING, SubmissionPlan, analyse, plan_submission
+from iplosctl.plan import CHANGING, SubmissionPlan, plan_submission
 from iplosctl.plugins import OutgoingMessage, TransportPlugin
 from iplosctl.private_files import open_private
 
@@ -170,10 +172,25 @@ def apply_submission(
     report = progress or (lambda part, step: None)
     lock_path = manifest.lockfile_path
     inflight.remove_stale(manifest)  # a killed apply's payloads go before anything else happens
-    with submission_lock(lock_path, "iplosctl apply"):
-        plan = plan_submission(
-            manifest, today=today, late=late, offline_revocation=offline_revocation
-        )
+    profile = profiles.profile_for(manifest)
+    with submission_lock(lock_path, "iplosctl apply"), inflight.payload_dir(manifest) as tmp:
+        # one pass: the plan's analysis writes every part's payload, plain and gzipped
+        payload_paths = {p.type: tmp / f"{p.type}.xml" for p in profile.message_parts}
+        gzip_paths = {t: path.with_suffix(".xml.gz") for t, path in payload_paths.items()}
+        files = {t: open_private(path) for t, path in payload_paths.items()}
+        gz_files = {t: open_private(path) for t, path in gzip_paths.items()}
+        try:
+            plan = plan_submission(
+                manifest,
+                today=today,
+                late=late,
+                offline_revocation=offline_revocation,
+                payload_outputs=files,
+                compressed_outputs=gz_files,
+            )
+        finally:
+            for fh in (*files.values(), *gz_files.values()):
+                fh.close()
         if saved is not None:
             check_saved(plan, saved)
         if plan.action not in CHANGING:
@@ -183,9 +200,7 @@ def apply_submission(
             return ApplyResult(plan.name, plan.action, plan.attempt, skipped_reason=plan.reason)
         if not approve(plan):
             raise IplosctlError(f"{plan.name}: apply cancelled; nothing was sent")
-        profile = profiles.profile_for(manifest)
         with (
-            inflight.payload_dir(manifest) as tmp,
             endpoint.connect(manifest) as conn,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="iplosctl-protect") as worker,
         ):
@@ -194,29 +209,18 @@ def apply_submission(
             check_sending_keys(
                 keys.signing_cert, keys.signing_key, keys.register_encryption_cert, now()
             )
-            payload_paths = {p.type: tmp / f"{p.type}.xml" for p in profile.message_parts}
-            files = {t: open_private(path) for t, path in payload_paths.items()}
-            try:
-                lock = lockfile.load(lock_path)
-                accepted = lock.last_accepted if lock else None
-                analysis = analyse(
-                    manifest,
-                    profile,
-                    previous=dict(accepted.summary) if accepted else None,
-                    today=today or dt.date.today(),
-                    late=late,
-                    payload_outputs=files,
-                )
-            finally:
-                for fh in files.values():
-                    fh.close()
-            if analysis.payload_digest != plan.payload_digest:
-                raise StalePlanError(
-                    f"plan is stale for {plan.name} (the export changed while "
-                    "applying): run iplosctl plan again"
-                )
-            xsd = Path(analysis.payload_schema) if analysis.payload_schema else EXPORT_V1_XSD
-            sender = _Sender(manifest, conn, worker, payload_paths, now, payload_xsd=xsd)
+            lock = lockfile.load(lock_path)
+            xsd = Path(plan.payload_schema) if plan.payload_schema else EXPORT_V1_XSD
+            sender = _Sender(
+                manifest,
+                conn,
+                worker,
+                payload_paths,
+                now,
+                payload_xsd=xsd,
+                compression={p.type: p.compression for p in plan.parts if p.compression},
+                gzip_paths=gzip_paths,
+            )
             pending = _pending(plan, lock)
             upcoming = sender.start(pending[0]) if pending else None
             if upcoming is not None:
@@ -224,7 +228,7 @@ def apply_submission(
                 _prepare(conn.transport, conn.addressing.to_queue, upcoming[1])
             _crash_point("prepared")  # everything checked, nothing journaled yet
             # the first byte can leave now: only from here on is the attempt journaled
-            lock = _journal(lock, plan, analysis, now())
+            lock = _journal(lock, plan, plan, now())  # the plan carries the summary
             lockfile.save(lock_path, lock)
             report("*", "journaled")
             _crash_point("journaled")
@@ -304,8 +308,13 @@ class _Sender:
         now: Callable[[], dt.datetime],
         *,
         payload_xsd: Path = EXPORT_V1_XSD,
+        compression: dict[str, str] | None = None,
+        gzip_paths: dict[str, Path] | None = None,
     ) -> None:
         profile = profiles.profile_for(manifest)
+        # the plan decided which parts go compressed (plan.part_encodings); their gzip
+        # bytes were written in the planning pass
+        self.compression, self.gzip_paths = compression or {}, gzip_paths or {}
         self.manifest, self.conn, self.worker = manifest, conn, worker
         self.payload_paths, self.now = payload_paths, now
         self.limit = manifest.message_size_limit_bytes or profile.message_limit_bytes
@@ -314,6 +323,7 @@ class _Sender:
 
     def protect(self, part: _PendingPart, moment: dt.datetime) -> bytes:
         keys, address, manifest = self.conn.keys, self.conn.addressing, self.manifest
+        code = self.compression.get(part.type)
         msghead = build_msghead(
             msg_type=part.type,
             msg_type_dn=self.part_names.get(part.type, part.type),
@@ -326,7 +336,10 @@ class _Sender:
             sender_service_her_id=str(address.service_her_id),
             receiver_name=address.receiver_name,
             receiver_her_id=str(address.receiver_her_id),
-            payload=self.payload_paths[part.type].read_bytes(),
+            payload=(
+                self.gzip_paths[part.type] if code else self.payload_paths[part.type]
+            ).read_bytes(),
+            compression=code,
         )
         if self.schema is not None:
             validate_msghead(msghead, self.schema)

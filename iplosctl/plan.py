@@ -35,6 +35,8 @@ from iplosctl.coverage import export_findings
 from iplosctl.errors import IplosctlError, Location, Problem, SourceError
 from iplosctl.manifest import Manifest
 from iplosctl.payload import passthrough
+from iplosctl.payload.compression import COMPRESSION_CODE, base64_size
+from iplosctl.payload.compression import LEVEL as GZIP_LEVEL
 from iplosctl.payload.export_writer import RecordPayloadError
 from iplosctl.payload.msghead import message_id
 from iplosctl.payload.parts import PayloadHasher
@@ -70,15 +72,34 @@ class PartPlan:
     payload_digest: str
     size_bytes: int
     msg_id: str
+    #: `RefDoc/Compression` code when the part goes compressed (`gzip`), else ""
+    compression: str = ""
+    #: about how many bytes go on the wire (MsgHead and CMS included); 0 if unknown
+    sent_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        """The form saved plans and the JSON plan share."""
-        return {
+        """The form saved plans and the JSON plan share.
+
+        `compression` and `sentBytes` appear only for a compressed part, so plans (and
+        their digests) of submissions that fit the limit are unchanged.
+        """
+        out: dict[str, Any] = {
             "type": self.type,
             "payloadDigest": self.payload_digest,
             "sizeBytes": self.size_bytes,
             "msgId": self.msg_id,
         }
+        if self.compression:
+            out["compression"] = self.compression
+            out["sentBytes"] = self.sent_bytes
+        return out
+
+    def size_text(self, width: int = 0) -> str:
+        """ "25,100,000 bytes" or "25,100,000 bytes, compressed (gzip) to 3,400,000"."""
+        text = f"{self.size_bytes:>{width},} bytes"
+        if self.compression:
+            text += f", compressed ({self.compression}) to {self.sent_bytes:,}"
+        return text
 
 
 @dataclass(frozen=True)
@@ -90,6 +111,8 @@ class Analysis:
     findings: tuple[Finding, ...]
     summary: dict[str, Any]
     part_digests: tuple[tuple[str, str, int], ...]  # (type, digest, size)
+    #: (type, gzip size): what each part would be compressed (`payload/compression.py`)
+    compressed_sizes: tuple[tuple[str, int], ...] = ()
     #: what the payload is: iplosctl-export-v1 (re-written) or passthrough (the files)
     payload_mode: str = EXPORT_V1_PAYLOAD
     #: the XSD apply loads beside MsgHead's for a pass-through payload
@@ -130,6 +153,8 @@ class SubmissionPlan:
     way_out: str = ""
     #: iplosctl-export-v1 (records re-written) or passthrough (the export's files unchanged)
     payload_format: str = EXPORT_V1_PAYLOAD
+    #: the XSD apply loads beside MsgHead's for a pass-through payload (None: export v1)
+    payload_schema: str | None = None
     #: digest of the year profile (and overlay), the format profile and its XSD
     profile_digest: str = ""
     #: the profile the plan was made with (renderers name service codes from it)
@@ -286,6 +311,7 @@ def _cache_key(
             "today": today.isoformat(),
             "late": late,
             "rules": list(rule_ids),
+            "gzipLevel": GZIP_LEVEL,  # the cached compressed sizes depend on it
             "parts": {t: passthrough.file_identity(p) for t, p in manifest.source.parts.items()},
             "payloadSchema": passthrough.file_identity(manifest.schemas / manifest.payload_schema)
             if manifest.schemas is not None and manifest.payload_schema is not None
@@ -346,6 +372,7 @@ def _load_cached(key: str) -> Analysis | None:
             ),
             summary=data["summary"],
             part_digests=tuple((t, d, s) for t, d, s in data["parts"]),
+            compressed_sizes=tuple((t, s) for t, s in data["compressed"]),
             payload_mode=data.get("payloadMode", EXPORT_V1_PAYLOAD),
             payload_schema=data.get("payloadSchema"),
         )
@@ -373,6 +400,7 @@ def _store_cached(
         "findings": [f.as_dict() for f in analysis.findings],
         "summary": analysis.summary,
         "parts": [list(p) for p in analysis.part_digests],
+        "compressed": [list(p) for p in analysis.compressed_sizes],
         "payloadMode": analysis.payload_mode,
         "payloadSchema": analysis.payload_schema,
         "inputs": [list(i) for i in identities],
@@ -389,12 +417,14 @@ def analyse(
     today: dt.date,
     late: bool = False,
     payload_outputs: Mapping[str, BinaryIO] | None = None,
+    compressed_outputs: Mapping[str, BinaryIO] | None = None,
     profile_digest: str | None = None,
 ) -> Analysis:
     """Stream the export once through rules, summary and payload digests.
 
     With `payload_outputs` (part type → binary file), apply gets each part's
-    payload written in the same pass, from exactly the records the plan saw.
+    payload written in the same pass, from exactly the records the plan saw;
+    with `compressed_outputs`, each part's gzip form too.
     """
     rules = load_rules()
     source = _source(manifest)
@@ -423,7 +453,9 @@ def analyse(
         hasher = passthrough.PassthroughHasher(files, payload_outputs)
     else:
         passthrough.no_parts_without_passthrough(manifest, payload)
-        hasher = PayloadHasher(export.header, profile.message_parts, payload_outputs)
+        hasher = PayloadHasher(
+            export.header, profile.message_parts, payload_outputs, compressed_outputs
+        )
     environment = profile.environments[manifest.environment]
     ctx = RuleContext(
         manifest=manifest,
@@ -469,6 +501,10 @@ def analyse(
         findings=tuple(sorted((*findings, *zero), key=_finding_order)),
         summary=summary.build(),
         part_digests=tuple(hasher.finish()),
+        # pass-through parts are sent as they are: no compressed form (README)
+        compressed_sizes=(
+            tuple(hasher.compressed_sizes()) if isinstance(hasher, PayloadHasher) else ()
+        ),
         payload_mode=payload.mode,
         payload_schema=str(xsd) if xsd is not None else None,
     )
@@ -616,16 +652,66 @@ def decide(
 ENVELOPE_OVERHEAD_BYTES = 8_192
 
 
+@dataclass(frozen=True)
+class PartEncoding:
+    """How one part goes on the wire: plain, or gzip-compressed because plain cannot."""
+
+    compression: str  # "" or the RefDoc/Compression code
+    sent_bytes: int  # about: MsgHead and CMS included
+
+
+def part_encodings(
+    manifest: Manifest, profile: Profile, analysis: Analysis
+) -> dict[str, PartEncoding]:
+    """Per part: compressed only when the plain message would be over the size limit.
+
+    Parts that fit go exactly as before; KPR's acceptance of a compressed RefDoc is
+    unverified (`payload/compression.py` says why and what the schema allows).
+    """
+    limit = manifest.message_size_limit_bytes or profile.message_limit_bytes
+    compressed = dict(analysis.compressed_sizes)
+    out = {}
+    for part_type, _digest, size in analysis.part_digests:
+        plain = size + ENVELOPE_OVERHEAD_BYTES
+        if plain > limit and part_type in compressed:
+            sent = base64_size(compressed[part_type]) + ENVELOPE_OVERHEAD_BYTES
+            out[part_type] = PartEncoding(COMPRESSION_CODE, sent)
+        else:
+            out[part_type] = PartEncoding("", plain)
+    return out
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
 def size_findings(manifest: Manifest, profile: Profile, analysis: Analysis) -> list[Finding]:
     """`message-size`: NHN wants messages under about 1 MB unless agreed; the bus has a limit.
 
-    The manifest's `messageSizeLimitBytes` raises the limit (an agreement with NHN).
+    The manifest's `messageSizeLimitBytes` raises the limit (an agreement with NHN). The
+    size judged is the one that will be sent: a part over the limit goes compressed
+    (`part_encodings`), which the plan says in a warning, since KPR's acceptance of
+    compressed content is unverified.
     """
     limit = manifest.message_size_limit_bytes or profile.message_limit_bytes
     warn = min(profile.message_warn_bytes, limit)
+    encodings = part_encodings(manifest, profile, analysis)
     out = []
     for part_type, _digest, size in analysis.part_digests:
-        sent = size + ENVELOPE_OVERHEAD_BYTES
+        encoding = encodings[part_type]
+        sent = encoding.sent_bytes
+        if encoding.compression:
+            out.append(
+                Finding(
+                    "message-size",
+                    "warning",
+                    f"{part_type} {_mb(size)}, compressed to {_mb(sent)} ({sent:,} bytes with "
+                    f"MsgHead, {encoding.compression} in RefDoc/Compression): plain it is over "
+                    f"the {limit:,} byte limit; check with KPR that it accepts compressed "
+                    "content",
+                    1,
+                )
+            )
         if sent > limit:
             out.append(
                 Finding(
@@ -784,10 +870,14 @@ def plan_submission(
     today: dt.date | None = None,
     late: bool = False,
     lockfile_path: Path | None = None,
+    payload_outputs: Mapping[str, BinaryIO] | None = None,
+    compressed_outputs: Mapping[str, BinaryIO] | None = None,
     offline_revocation: bool = False,
 ) -> SubmissionPlan:
     """Plan one manifest (already validated).
 
+    With `payload_outputs` (and `compressed_outputs`), apply gets each part's payload
+    written in the same pass that plans it (`analyse`), so it reads the export once.
     Certificates are checked against the real clock, not `today`: `--today` rehearses
     deadlines, while a certificate that expired is expired for the register too.
     """
@@ -805,7 +895,14 @@ def plan_submission(
     accepted = lock.last_accepted if lock else None
     previous = dict(accepted.summary) if accepted else None
     analysis = analyse(
-        manifest, profile, previous=previous, today=today, late=late, profile_digest=digest
+        manifest,
+        profile,
+        previous=previous,
+        today=today,
+        late=late,
+        payload_outputs=payload_outputs,
+        compressed_outputs=compressed_outputs,
+        profile_digest=digest,
     )
     environment = profile.environments[manifest.environment]
     cert_report = check_certificates(manifest, offline_revocation=offline_revocation)
@@ -834,14 +931,30 @@ def plan_submission(
         way_out = f"restore the export and run iplosctl apply {manifest.path}, or: {way_out}"
     findings += tuple(unchanged_resubmit_findings(lock, analysis, action))
     lineage = lock.lineage if lock else lineage_for(manifest)
+    encodings = part_encodings(manifest, profile, analysis)
+    plain = PartEncoding("", 0)
     if action == "recover" and lock and lock.last_attempt:
         parts = tuple(
-            PartPlan(p.type, p.payload_digest, p.size_bytes, p.msg_id)
+            PartPlan(
+                p.type,
+                p.payload_digest,
+                p.size_bytes,
+                p.msg_id,
+                encodings.get(p.type, plain).compression,
+                encodings.get(p.type, plain).sent_bytes,
+            )
             for p in lock.last_attempt.parts
         )
     else:
         parts = tuple(
-            PartPlan(t, d, size, message_id(lineage, attempt, t, d))
+            PartPlan(
+                t,
+                d,
+                size,
+                message_id(lineage, attempt, t, d),
+                encodings[t].compression,
+                encodings[t].sent_bytes,
+            )
             for t, d, size in analysis.part_digests
         )
     receipt_errors: tuple[dict[str, str], ...] = ()
@@ -892,6 +1005,7 @@ def plan_submission(
         receipt_errors=receipt_errors,
         way_out=way_out,
         payload_format=analysis.payload_mode,
+        payload_schema=analysis.payload_schema,
         profile_digest=digest,
         profile=profile,
         route=endpoint.route(manifest).as_dict(),

@@ -191,6 +191,52 @@ def test_openssl_opens_and_verifies_what_we_send(pki: Pki, tmp_path: Path, conte
     assert out == content
 
 
+def test_openssl_opens_a_compressed_msghead_that_still_validates(pki: Pki) -> None:
+    """A large part goes as a compressed RefDoc (issue 13, item 10): openssl decrypts and
+    verifies it, the MsgHead inside validates against the official XSD, and it reads back
+    to the payload byte for byte."""
+    from iplosctl.payload.compression import COMPRESSION_CODE, gzip_bytes
+    from iplosctl.payload.msghead import (
+        build_msghead,
+        load_schemas,
+        parse_msghead,
+        validate_msghead,
+    )
+    from tests.reference import XSD_DIR
+
+    repo = Path(__file__).resolve().parents[1]
+    payload = (repo / "examples" / "exports" / "demo-2023.xml").read_bytes()
+    msghead = build_msghead(
+        msg_type="KPR_IPL",
+        msg_type_dn="IPLOS-rapportering til KPR",
+        msg_id="3f0b1c9e-8a55-5c0e-9d6f-0a1b2c3d4e5f",
+        gen_date=NOW,
+        sender_org_name="Demo kommune",
+        sender_org_number="310000019",
+        sender_her_id="900100",
+        sender_service_name="Saksbehandling",
+        sender_service_her_id="900101",
+        receiver_name="KPR",
+        receiver_her_id="8133973",
+        payload=gzip_bytes(payload),
+        compression=COMPRESSION_CODE,
+    )
+    blob = _send(pki, msghead)
+    signed = _openssl(
+        "cms", "-decrypt", "-inform", "DER",
+        "-recip", pki.reg_enc.cert_path, "-inkey", pki.reg_enc.key_path,
+        data=blob,
+    )  # fmt: skip
+    out = _openssl(
+        "cms", "-verify", "-inform", "DER", "-binary", "-CAfile", pki.files.ca,
+        "-purpose", "any", "-attime", str(int(NOW.timestamp())),
+        data=signed,
+    )  # fmt: skip
+    assert out == msghead
+    validate_msghead(out, load_schemas(XSD_DIR, [repo / "iplosctl/formats/iplos-export-v1.xsd"]))
+    assert parse_msghead(out).payload == payload
+
+
 def test_envelope_matches_the_nhn_profile(pki: Pki) -> None:
     """AES-256-CBC, RSA PKCS#1 v1.5 key transport, IssuerAndSerialNumber, SHA-256."""
     env = asn1_cms.ContentInfo.load(_send(pki))["content"]

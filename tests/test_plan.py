@@ -275,12 +275,21 @@ def test_message_size_warns_then_blocks_and_the_manifest_raises_the_limit(
     sizes = [f for f in s["findings"] if f["rule"] == "message-size"]
     assert [f["severity"] for f in sizes] == ["warning"] and "KPR_IPL" in sizes[0]["message"]
     text = demo_copy.read_text()
+    # over the limit plain, under it compressed: sent compressed, and the plan says so
     demo_copy.write_text(text + "  messageSizeLimitBytes: 500000\n")
     (s,) = json.loads(cli("plan", "--format", "json", demo_copy).out)["submissions"]
+    assert s["action"] == "submit"
+    ipl = next(p for p in s["parts"] if p["type"] == "KPR_IPL")
+    assert ipl["compression"] == "gzip" and ipl["sentBytes"] < 500_000 < ipl["sizeBytes"]
+    (size,) = [f for f in s["findings"] if f["rule"] == "message-size"]
+    assert size["severity"] == "warning" and "KPR_IPL" in size["message"]
+    assert "compressed to" in size["message"] and "accepts compressed" in size["message"]
+    assert "compressed (gzip) to" in cli("plan", demo_copy).out
+    # over the limit even compressed: blocked, naming the size that would be sent
+    demo_copy.write_text(text + "  messageSizeLimitBytes: 50000\n")
+    (s,) = json.loads(cli("plan", "--format", "json", demo_copy).out)["submissions"]
     assert s["action"] == "blocked"
-    assert "over the 500,000 byte limit" in s["reason"] or any(
-        "over the 500,000 byte limit" in f["message"] for f in s["findings"]
-    )
+    assert any("over the 50,000 byte limit" in f["message"] for f in s["findings"])
     demo_copy.write_text(text + "  messageSizeLimitBytes: 5000000\n")
     (s,) = json.loads(cli("plan", "--format", "json", demo_copy).out)["submissions"]
     assert s["action"] == "submit"

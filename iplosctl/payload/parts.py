@@ -4,6 +4,10 @@ The profile says what each part carries (`messageParts[].content`). The plan
 needs every part's digest and size while the export streams past once, so
 each part gets its own push-style hasher; apply passes a file per part and
 gets the bytes written in the same pass, each record formatted once.
+
+Every part is also gzipped as it streams past (`payload/compression.py`), so the plan
+knows the size a compressed part would really have, and apply gets the compressed bytes
+from the same pass instead of compressing a second time before sending.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import BinaryIO
 
+from iplosctl.payload.compression import GzipSink, Tee
 from iplosctl.payload.export_writer import CONTENT_FLAGS, ExportHasher
 from iplosctl.profiles import MessagePart
 from iplosctl.records import ExportHeader, Recipient
@@ -24,12 +29,21 @@ class PayloadHasher:
         header: ExportHeader,
         parts: Sequence[MessagePart],
         outputs: Mapping[str, BinaryIO] | None = None,
+        compressed_outputs: Mapping[str, BinaryIO] | None = None,
     ) -> None:
+        self._gzip = {
+            p.type: GzipSink(None if compressed_outputs is None else compressed_outputs[p.type])
+            for p in parts
+        }
         self._hashers = {
             p.type: ExportHasher(
                 header,
                 **CONTENT_FLAGS[p.content],
-                out=None if outputs is None else outputs[p.type],
+                out=(
+                    self._gzip[p.type]  # type: ignore[arg-type]
+                    if outputs is None
+                    else Tee(outputs[p.type], self._gzip[p.type])  # type: ignore[arg-type]
+                ),
             )
             for p in parts
         }
@@ -45,3 +59,7 @@ class PayloadHasher:
             digest = hasher.finish()
             out.append((part_type, digest.digest, digest.size))
         return out
+
+    def compressed_sizes(self) -> list[tuple[str, int]]:
+        """(part type, gzip size in bytes) in profile order; call after `finish`."""
+        return [(part_type, sink.finish()) for part_type, sink in self._gzip.items()]

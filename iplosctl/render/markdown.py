@@ -86,7 +86,7 @@ def _details(s: SubmissionPlan, *, with_refs: bool) -> str:
             f"Messages (attempt {s.attempt}"
             + (", the export's files unchanged" if s.payload_format == "passthrough" else "")
             + "): "
-            + ", ".join(f"`{p.type}` {p.size_bytes:,} bytes" for p in s.parts)
+            + ", ".join(f"`{p.type}` {p.size_text()}" for p in s.parts)
             + f"; payload `{s.payload_digest}`",
         ]
     lines += ["", "</details>", ""]

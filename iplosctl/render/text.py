@@ -49,9 +49,7 @@ def _submission(s: SubmissionPlan) -> list[str]:
         lines.append(f"  payload digest: {s.payload_digest}")
         how = ", the export's files unchanged" if s.payload_format == "passthrough" else ""
         lines.append(f"  messages (attempt {s.attempt}{how}):")
-        lines.extend(
-            f"    {p.type:<8} {p.size_bytes:>10,} bytes  msgId {p.msg_id}" for p in s.parts
-        )
+        lines.extend(f"    {p.type:<8} {p.size_text(10)}  msgId {p.msg_id}" for p in s.parts)
     lines.append(f"  next: {next_command(s)}")
     return lines
 
