@@ -241,8 +241,11 @@ def test_a_profile_mistake_is_one_line_naming_the_profile_and_sends_nothing(
             for r in people:
                 assert r.person_id not in result.all
         assert "HJSPL" not in result.all and "01.0" not in errors[0]  # no values
-    # nothing sent: no lockfile (apply's advisory `.lock` beside it holds no state)
-    after = sorted(p.name for p in manifest.parent.iterdir() if p.suffix != ".lock")
+    # nothing sent: no lockfile (apply's advisory `.lock` beside it holds no state, nor does
+    # the git-ignored local state folder `.iplosctl/`, beside the manifest outside a repo)
+    after = sorted(
+        p.name for p in manifest.parent.iterdir() if p.suffix != ".lock" and p.name != ".iplosctl"
+    )
     assert after == before
     assert not load_manifest(manifest).lockfile_path.exists()
 

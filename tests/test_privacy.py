@@ -180,4 +180,6 @@ def test_broker_error_strings_are_scrubbed(
     # the broker's text; what the broker said reaches neither, nor the lockfile)
     for args in (("plan", "--today", TODAY), ("status", "--today", TODAY)):
         assert "no queue" not in cli(*args, manifest).all
-    _assert_clean(manifest.with_name("kommune-2023.lock.yaml").read_text(), "the lockfile")
+    # The unknown queue is found by prepare(), before anything is journaled (issue 13):
+    # there is no lockfile for the broker's words to reach.
+    assert not manifest.with_name("kommune-2023.lock.yaml").exists()
