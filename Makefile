@@ -11,13 +11,17 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 sysdeps:
 	@PYTHON=$(PYTHON) scripts/ensure-system-packages.sh
 
-# One stamp per install flavour; pyproject.toml changes reinstall.
-$(VENV)/.installed-runtime: pyproject.toml | sysdeps
+# One stamp per install flavour; pyproject.toml changes reinstall. `pip install -e .` also
+# compiles the per-record path with mypyc in place (setup.py), so a change to one of those
+# sources reinstalls too: otherwise Python would keep importing the stale .so beside it.
+COMPILED_SOURCES := setup.py iplosctl/compiled.py $(shell sed -n 's/^ *("[a-z_.]*", "\([^"]*\.py\)"),$$/\1/p' iplosctl/compiled.py)
+
+$(VENV)/.installed-runtime: pyproject.toml $(COMPILED_SOURCES) | sysdeps
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e .
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | sysdeps
+$(VENV)/.installed-dev: pyproject.toml $(COMPILED_SOURCES) | sysdeps
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@ $(VENV)/.installed-runtime
@@ -47,8 +51,12 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check --quiet .
 
+# IPLOSCTL_EXPECT_COMPILED: tests/test_compiled.py fails unless the install compiled
+# (unset it with IPLOSCTL_PURE_PYTHON=1, which builds pure Python).
 test: $(VENV)/.installed-dev broker citools lint
-	PYTHON_KEYRING_BACKEND=keyring.backends.null.Keyring $(BIN)/python -m pytest -q
+	PYTHON_KEYRING_BACKEND=keyring.backends.null.Keyring \
+	IPLOSCTL_EXPECT_COMPILED=$(if $(filter 1,$(IPLOSCTL_PURE_PYTHON)),0,1) \
+	$(BIN)/python -m pytest -q
 
 # Prints figures and asserts nothing (README "Performance"); about five minutes.
 bench: $(VENV)/.installed-dev broker
@@ -58,4 +66,5 @@ bench: $(VENV)/.installed-dev broker
 	$(BIN)/python benchmarks/apply_throughput.py
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache .ruff_cache build dist *.egg-info
+	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .mypy_cache build dist *.egg-info
+	find iplosctl plugins -name '*.so' -delete
