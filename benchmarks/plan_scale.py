@@ -1,9 +1,12 @@
 """How `iplosctl plan` scales with the export, against xmllint validating the same file.
 
-Issue 3's target for 100,000 recipients: plan at most 1.5 times as slow as
-`xmllint --noout --schema` on the same export, and a peak RSS of at most 300 MB whatever
-the export's size (plan must stream). xmllint is the yardstick because it does the
-minimum any plan must do (parse and schema-check every byte) in C.
+Issue 15's target for 100,000 recipients: plan, with the per-record path compiled by
+mypyc (setup.py), at most 2.5 times as slow as `xmllint --noout --schema` on the same
+export, and a peak RSS of at most 300 MB whatever the export's size (plan must stream).
+xmllint is the yardstick because it does the minimum any plan must do (parse and
+schema-check every byte) in C. Beside each run of the installed build, the same plan runs
+with the per-record path interpreted (`python -m iplosctl.compiled`, which imports the
+`.py` files instead of the `.so`), so one run prints both figures under the same load.
 
 The plan runs as a subprocess, exactly as a municipality runs it, with a fresh
 XDG_CACHE_HOME so its digest cache is cold; a second run in the same cache shows the
@@ -43,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from common import MB, REPO, Measured, cache_root, cached_export, manifest_yaml, run_measured
 
@@ -61,10 +65,26 @@ def iplosctl_command() -> list[str]:
     return [found]
 
 
-def run_plan(manifest: Path, cache: Path, workdir: Path) -> tuple[Measured, dict[str, object]]:
-    """One `iplosctl plan --format json` with XDG_CACHE_HOME=`cache`; exits on failure."""
+def installed_build() -> str:
+    """`compiled` when the install built every module mypyc should compile, else why not."""
+    import importlib
+
+    from iplosctl.compiled import COMPILED_MODULES, is_compiled
+
+    interpreted = [n for n, _p in COMPILED_MODULES if not is_compiled(importlib.import_module(n))]
+    return "compiled" if not interpreted else f"interpreted ({len(interpreted)} not compiled)"
+
+
+def run_plan(
+    manifest: Path, cache: Path, workdir: Path, *, interpreted: bool = False
+) -> tuple[Measured, dict[str, Any]]:
+    """One `iplosctl plan --format json` with XDG_CACHE_HOME=`cache`; exits on failure.
+
+    `interpreted` runs it with the per-record path from its `.py` files (iplosctl.compiled).
+    """
     env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
-    cmd = [*iplosctl_command(), "plan", "--format", "json", "--today", TODAY, str(manifest)]
+    program = [sys.executable, "-m", "iplosctl.compiled"] if interpreted else iplosctl_command()
+    cmd = [*program, "plan", "--format", "json", "--today", TODAY, str(manifest)]
     measured = run_measured(cmd, env=env, cwd=workdir)
     try:
         plan = json.loads(measured.stdout)
@@ -77,9 +97,16 @@ def run_plan(manifest: Path, cache: Path, workdir: Path) -> tuple[Measured, dict
     return measured, plan
 
 
-def describe_plan(plan: dict[str, object]) -> str:
+def submission(plan: dict[str, Any]) -> dict[str, Any]:
+    """The plan's one submission (the benchmark plans one manifest)."""
+    (sub,) = plan["submissions"]
+    assert isinstance(sub, dict)
+    return sub
+
+
+def describe_plan(plan: dict[str, Any]) -> str:
     """Action, part sizes and findings: proof the plan did the whole job."""
-    (sub,) = plan["submissions"]  # type: ignore[misc]
+    sub = submission(plan)
     parts = ", ".join(f"{p['type']} {p['sizeBytes'] / MB:.1f} MB" for p in sub.get("parts", []))
     findings = ", ".join(f"{f['rule']}:{f['severity']}×{f['count']}" for f in sub["findings"])
     return f"action {sub['action']}; parts {parts or '-'}; findings {findings or 'none'}"
@@ -190,8 +217,7 @@ def plan_shapes(
             run, plan = run_plan(manifest, workdir / f"xdg-cache-{shape}-{i}", workdir)
             runs.append(run)
             ratios.append(round(run.seconds / base.seconds, 3))
-        (sub,) = plan["submissions"]  # type: ignore[misc]
-        same = sub["digests"]["payload"] == v1_digest
+        same = submission(plan)["digests"]["payload"] == v1_digest
         size = export.stat().st_size / MB
         print(
             f"plan {shape} ({size:.1f} MB): {_runs(runs)}; ratio to the v1 run before each: "
@@ -223,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         help="test shapes to plan beside export v1 (comma-separated; empty for none)",
     )
     parser.add_argument(
+        "--no-interpreted",
+        dest="interpreted",
+        action="store_false",
+        help="skip the interpreted runs beside the installed build's",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=3,
@@ -252,32 +284,63 @@ def main(argv: list[str] | None = None) -> int:
             ),
             encoding="utf-8",
         )
+        build = installed_build()
         colds: list[Measured] = []
+        interpreted: list[Measured] = []
         for i in range(args.repeat):  # each cold run gets its own, empty cache
             cold, plan = run_plan(manifest, workdir / f"xdg-cache-{i}", workdir)
             colds.append(cold)
-        print(f"plan (cold cache): {_runs(colds)}; {describe_plan(plan)}")
+            if args.interpreted:  # right after, so both share the machine's load of the moment
+                py_run, py_plan = run_plan(
+                    manifest, workdir / f"xdg-cache-py-{i}", workdir, interpreted=True
+                )
+                interpreted.append(py_run)
+                if submission(py_plan)["digests"] != submission(plan)["digests"]:
+                    sys.exit("the interpreted plan's digests differ from the installed build's")
+        print(f"plan (cold cache, {build} build): {_runs(colds)}; {describe_plan(plan)}")
+        if interpreted:
+            print(f"plan (cold cache, per-record path interpreted): {_runs(interpreted)}")
         warm, _ = run_plan(manifest, workdir / "xdg-cache-0", workdir)
         print(f"plan (warm cache, same export): {_runs([warm])}")
         lints = [run_xmllint(xmllint, export, workdir) for _ in range(args.repeat)]
         print(f"xmllint --noout --schema: {_runs(lints)}")
         floors = [run_lxml_floor(export, workdir) for _ in range(args.repeat)]
         print(f"lxml streaming parse + XSD alone, no records (the floor): {_runs(floors)}")
-        (sub,) = plan["submissions"]  # type: ignore[index]
         shapes = [s for s in args.shapes.split(",") if s]
-        shape_results = plan_shapes(shapes, args, workdir, manifest, sub["digests"]["payload"])
+        v1_digest = submission(plan)["digests"]["payload"]
+        shape_results = plan_shapes(shapes, args, workdir, manifest, v1_digest)
 
     plan_seconds = min(m.seconds for m in colds)
     xmllint_seconds = min(m.seconds for m in lints)
+    plan_rss = max(m.peak_rss_mb for m in colds)
+    figures: dict[str, object] = {}
+    if interpreted:
+        py_seconds = min(m.seconds for m in interpreted)
+        figures = {
+            "interpreted_plan_seconds": round(py_seconds, 3),
+            "interpreted_ratio": round(py_seconds / xmllint_seconds, 3),
+            "interpreted_peak_rss_mb": round(max(m.peak_rss_mb for m in interpreted), 1),
+        }
+        print(
+            f"interpreted: ratio {py_seconds / xmllint_seconds:.2f} ({py_seconds:.2f} s); "
+            f"speed-up of the {build} build: {py_seconds / plan_seconds:.2f}x"
+        )
+    print(
+        f"{build}: ratio {plan_seconds / xmllint_seconds:.2f} against xmllint "
+        f"(target <= 2.5: {'met' if plan_seconds / xmllint_seconds <= 2.5 else 'not met'}); "
+        f"peak RSS {plan_rss:.0f} MB (target <= 300 MB: {'met' if plan_rss <= 300 else 'not met'})"
+    )
     print(
         json.dumps(
             {
                 "recipients": args.recipients,
                 "export_mb": round(export_mb, 2),
+                "build": build,
                 "plan_seconds": round(plan_seconds, 3),
-                "plan_peak_rss_mb": round(max(m.peak_rss_mb for m in colds), 1),
+                "plan_peak_rss_mb": round(plan_rss, 1),
                 "xmllint_seconds": round(xmllint_seconds, 3),
                 "ratio": round(plan_seconds / xmllint_seconds, 3),
+                **figures,
                 "lxml_floor_seconds": round(min(m.seconds for m in floors), 3),
                 "shapes": shape_results,
             }

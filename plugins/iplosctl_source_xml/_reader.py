@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import sys
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -260,7 +259,7 @@ class _ElementReader:
     converted inside one `try`; only when one fails are the fields walked again
     one by one to name the culprit and its line (the fast path stays lean).
     Counts what it read for `Export.coverage`: a record with every field is one
-    integer increment, only a partial one updates a Counter.
+    integer increment, only a partial one updates a dict.
     """
 
     def __init__(self, emap: ElementMap, ctx: _Context, kind: str) -> None:
@@ -291,7 +290,8 @@ class _ElementReader:
         self.width = len(self.fields)
         self.count = 0
         self.full = 0
-        self.partial: Counter[str] = Counter()
+        #: per field, the items that had it among those that had not every field
+        self.partial: dict[str, int] = {}
 
     def read(self, elem: etree._Element, index: int | None = None) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -329,10 +329,12 @@ class _ElementReader:
         if len(values) == self.width:
             self.full += 1
         else:
-            self.partial.update(values.keys())
+            partial = self.partial
+            for target in values:  # not Counter.update: a Python-level call per item
+                partial[target] = partial.get(target, 0) + 1
 
     def present(self, target: str) -> int:
-        return self.full + self.partial[target]
+        return self.full + self.partial.get(target, 0)
 
     def read_xpaths(self, elem: etree._Element, values: dict[str, Any]) -> None:
         """The fields mapped by a longer XPath; may raise ValueError."""
@@ -642,17 +644,30 @@ class _RecipientReader:
     def _service(self, child: etree._Element, index: int) -> Service:
         reader = self.items[_SERVICE_ITEM]
         values = reader.read(child, index)
-        if "code" not in values:
+        code = values.get("code")
+        if code is None:
             raise reader.missing(child, "code", index)
-        return Service(line=child.sourceline, **values)
+        # Positional, not **values: a million keyword calls of a frozen dataclass add up.
+        get = values.get
+        return Service(
+            code,
+            get("start"),
+            get("end"),
+            get("hours_per_week"),
+            get("decision_date"),
+            get("org_number"),
+            child.sourceline,
+        )
 
     def _assessment(self, child: etree._Element, index: int) -> Assessment:
         reader = self.items[_ASSESSMENT_ITEM]
         values = reader.read(child, index)
-        for target in ("variable", "score"):
-            if target not in values:
-                raise reader.missing(child, target, index)
-        return Assessment(**values)
+        variable, score = values.get("variable"), values.get("score")
+        if variable is None:
+            raise reader.missing(child, "variable", index)
+        if score is None:
+            raise reader.missing(child, "score", index)
+        return Assessment(variable, score, values.get("date"))
 
     def _diagnosis(self, child: etree._Element, index: int) -> str:
         reader = self.items[_DIAGNOSIS_ITEM]
