@@ -42,9 +42,9 @@ citools:
 	@scripts/ci-tools.sh
 
 # A wheel to keep in the municipality's repository; the CI templates install it
-# (no package index has iplosctl).
+# (no package index has iplosctl). Pure Python, so it stays py3-none-any for any runner.
 wheel: $(VENV)/.installed-runtime
-	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+	IPLOSCTL_PURE_PYTHON=1 $(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
 	@ls dist/*.whl
 
 lint: $(VENV)/.installed-dev

@@ -10,7 +10,9 @@ Pure Python instead, with a line on stderr saying why, when any of these holds:
 `IPLOSCTL_PURE_PYTHON=1`, mypyc is not importable (it ships with mypy, a build
 requirement), there is no C compiler, or Python's headers are missing. An
 editable install (`pip install -e .`, what the Makefile runs) builds the
-extensions in place, next to the sources; `make clean` removes them.
+extensions in place, next to the sources (a pure editable install removes
+them again); `make clean` removes them. `make wheel` builds pure Python, so the
+wheel the CI templates vendor stays `py3-none-any` and installs on any runner.
 """
 
 from __future__ import annotations
@@ -51,12 +53,18 @@ def _remove_in_place_extensions(compiled: dict[str, object]) -> None:
             stale.unlink()
 
 
+def _in_place() -> bool:
+    """An editable install or `build_ext --inplace`: the build that puts .so beside .py."""
+    return bool({"editable_wheel", "develop", "--inplace"} & set(sys.argv))
+
+
 def ext_modules() -> list[object]:
     compiled = runpy.run_path(str(ROOT / "iplosctl" / "compiled.py"))
     why = _why_not_compiled()
     if why is not None:
         print(f"iplosctl: building pure Python, not compiling with mypyc: {why}", file=sys.stderr)
-        _remove_in_place_extensions(compiled)
+        if _in_place():
+            _remove_in_place_extensions(compiled)
         return []
     from mypyc.build import mypycify
 
