@@ -87,6 +87,8 @@ NHN_MAX_MESSAGE = 51_200_000
 #: MIME nesting we look into for the pkcs7 part; deeper is not a register's AppRec
 MAX_DEPTH = 4
 MAX_PARTS = 20
+#: lines starting with "--" (part delimiters) beyond which a mail is not parsed at all
+MAX_DELIMITER_LINES = 4 * MAX_PARTS
 _ADDRESS = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$|^[^@\s]+@localhost$")
 
 
@@ -302,14 +304,25 @@ def parse_mime(raw: bytes, queue: str) -> IncomingMessage:
     whole raw mail (so quarantine keeps all of it) and `ediProblem` says why."""
     properties: dict[str, str] = {}
     boundaries = raw.lower().count(b"boundary=")
+    # every part starts with a "--boundary" line: counting them costs nothing, while the
+    # email package would build the whole tree first (a 50 MB mail of tiny parts: a
+    # minute and gigabytes) before the bounded walk below could stop at MAX_PARTS
+    delimiters = raw.count(b"\n--")
     try:
         if boundaries > MAX_PARTS:  # a MIME bomb: read the headers only, never the tree
             mail = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
             body, problem = None, f"MIME bomb: {boundaries} multipart boundaries"
+        elif delimiters > MAX_DELIMITER_LINES:
+            mail = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+            body, problem = None, f"MIME bomb: {delimiters} lines that may start a part"
         else:
             mail = email.message_from_bytes(raw, policy=email.policy.compat32)
             body, problem = _smime_part(mail)
-    except Exception as exc:  # a hostile mail must not stop the run (RecursionError too)
+    except RecursionError:  # e.g. thousands of nested message/rfc822 parts
+        return IncomingMessage(
+            queue, None, None, None, raw, {"ediProblem": "MIME bomb: nested too deep to parse"}
+        )
+    except Exception as exc:  # a hostile mail must not stop the run
         return IncomingMessage(queue, None, None, None, raw, {"ediProblem": type(exc).__name__})
     for name, value in mail.items():
         if name.lower().startswith(PROPERTY_HEADER.lower()):
@@ -440,6 +453,9 @@ class EdiTransport:
                 f"the EDI message for {message.message_id} is {len(raw):,} bytes, over NHN's "
                 f"{NHN_MAX_MESSAGE:,} byte limit for EDI: send it over AMQP"
             )
+        if self._smtp is not None and not _alive(self._smtp):
+            _close_quietly(self._smtp)  # the server dropped an idle session: nothing sent yet
+            self._smtp = None
         if self._smtp is None:
             self._smtp = self._smtp_connect()
         smtp, self._smtp = self._smtp, None  # a failed session is never reused
@@ -559,7 +575,10 @@ class EdiTransport:
                     )
                     continue
                 fetched = self._imap_cmd("FETCH", *imap.uid("FETCH", uid, "(BODY.PEEK[])"))
-                message = parse_mime(_literal(fetched), queue)
+                raw = _literal(fetched)
+                if raw is None:  # expunged by another client since the SEARCH: not there
+                    continue
+                message = parse_mime(raw, queue)
                 if arrived is not None:
                     properties = {**message.application_properties, RECEIVED_PROPERTY: arrived}
                     message = dataclasses.replace(message, application_properties=properties)
@@ -635,11 +654,17 @@ def _size_from_and_date(data: Any) -> tuple[int, str, str | None]:
     return size, sender, arrived
 
 
-def _literal(data: Any) -> bytes:
+def _literal(data: Any) -> bytes | None:
+    """The message of a `FETCH (BODY.PEEK[])` answer; None when the server sent none.
+
+    An empty message may come back as the quoted string `""` instead of a literal.
+    """
     for item in data:
         if isinstance(item, tuple) and len(item) > 1:
             return bytes(item[1])
-    raise TransportError("the IMAP server returned no message body")
+        if isinstance(item, bytes) and re.search(rb'BODY\[\] ""', item):
+            return b""
+    return None
 
 
 def _text(value: Any) -> str:
@@ -658,6 +683,19 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, smtplib.SMTPResponseException):
         return f"{exc.smtp_code} {_text(exc.smtp_error)}"
     return _text(getattr(exc, "strerror", None) or exc) or type(exc).__name__
+
+
+def _alive(smtp: smtplib.SMTP) -> bool:
+    """NOOP answered 250: the session `prepare` (or the last part) opened is still usable.
+
+    Protecting a large part can outlast a server's idle timeout; without this check the
+    next MAIL FROM would fail and the part be reported as "may or may not have arrived"
+    when it certainly was not sent.
+    """
+    try:
+        return smtp.noop()[0] == 250
+    except (smtplib.SMTPException, OSError):
+        return False
 
 
 def _close_quietly(smtp: smtplib.SMTP) -> None:
