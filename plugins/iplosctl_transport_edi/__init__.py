@@ -18,12 +18,15 @@ Sources (see README "Choosing the channel"):
 * RFC 8551 (S/MIME 4.0), sections 3.2 and 3.3: `application/pkcs7-mime; smime-type=enveloped-data;
   name=smime.p7m`, base64, attachment `smime.p7m`.
 
-UNVERIFIED (no NHN or KPR document in reach says it): whether KPR's EDI receiver takes
-a bare S/MIME message or needs the ebXML envelope of HIS 1037:2011 (with its transport
-acknowledgement) around it; whether it wants a MIME entity inside the EnvelopedData
-(strict RFC 8551) rather than the MsgHead SignedData directly (what AMQP carries, and
-what we send); and what, if anything, it reads from the Subject. Confirm with NHN
-kundesenter before a production submission over EDI.
+The ebXML question (DOMAIN.md §5.9): NHN's EDI pages and KPR's 2023 requirements
+describe health messages over NHN EDI inside the HIS 1037:2011 ebXML envelope (signed
+SOAP header, CPA id, Service/Action/Role, transport acknowledgements). This transport
+does not build it: KPR's CPA/Service/Action/Role values, the standard's text and a
+reference message are not in reach (README "Choosing the channel" lists what would
+unblock it), so validate warns in production and qa. UNVERIFIED besides: whether KPR
+wants a MIME entity inside the EnvelopedData (strict RFC 8551) rather than the MsgHead
+SignedData directly (what AMQP carries, and what we send), and whether it reads the
+Subject.
 
 Mapping onto the queue-shaped TransportPlugin Protocol (iplosctl/plugins.py):
 
