@@ -92,3 +92,23 @@ def test_attach_edi_once_with_a_delay_says_what_it_holds(
     assert result.code == 0, result.err
     assert result.err.count(f"(delay={HOUR})") == 2 and "apprec" not in result.err
     assert len(setup.mails("kpr")) == 2 and setup.mails("kommune") == []
+
+
+def test_a_reply_cut_after_data_is_sent_again_and_taken_once(cli, setup: Setup) -> None:
+    """The register's own SMTP session is cut after DATA: the AppRec was delivered but
+    the register cannot know. It keeps the mail, answers it again on the next read,
+    and the municipality records the part once (the second AppRec is a duplicate)."""
+    assert apply(cli, setup).code == 0
+    setup.servers.knobs.cut_after_data = 1
+    first = setup.answer()
+    assert sum("not answered" in o and "answered again on the next read" in o for o in first) == 1
+    assert sum("apprec 1" in o for o in first) == 1, first
+    assert len(setup.mails("kpr")) == 1  # the unanswered mail stays in the inbox
+    second = setup.answer()
+    assert len(second) == 1 and "apprec 1" in second[0], second
+    assert len(setup.mails("kommune")) == 3  # two AppRecs for one part
+    result = cli("receipts", setup.manifest)
+    assert result.code == 0, result.err
+    assert [p.state for p in setup.parts()] == ["accepted", "accepted"]
+    assert len(setup.mails("kommune", "iplosctl-processed")) == 3
+    assert not list((setup.root / "state" / "quarantine").glob("*/*.json"))

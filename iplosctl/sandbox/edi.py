@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from iplosctl import plugins
+from iplosctl.errors import TransportError
 from iplosctl.plugins import IncomingMessage, TlsSettings, TransportSettings
 from iplosctl.sandbox.register import SandboxRegister
 
@@ -97,15 +98,25 @@ def answer_mailbox(
                 )
                 continue
             answer = register.decide(message, at)
-            for reply in answer.replies:
-                if "@" in reply.queue:
-                    transport.send(reply.message)
-                else:
-                    log.warning(
-                        "message %s: %s, but EDI has no error queue: not sent",
-                        message.message_id,
-                        answer.outcome,
-                    )
+            try:
+                for reply in answer.replies:
+                    if "@" in reply.queue:
+                        transport.send(reply.message)
+                    else:
+                        log.warning(
+                            "message %s: %s, but EDI has no error queue: not sent",
+                            message.message_id,
+                            answer.outcome,
+                        )
+            except TransportError as exc:
+                # not remembered, not moved: the next read answers it again (the
+                # municipality takes a second copy of an AppRec as a duplicate)
+                delivery.release()
+                outcomes.append(
+                    f"{message.message_id}: not answered ({exc.message}); "
+                    "answered again on the next read"
+                )
+                continue
             register.remember(answer)
             delivery.accept()
             outcomes.append(f"{message.message_id}: {answer.outcome}")
