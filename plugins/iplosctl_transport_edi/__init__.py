@@ -180,7 +180,7 @@ def tls_failure(
 
 
 def old_tls_version(host: str, port: int, starttls: str | None, timeout: float = 10) -> str | None:
-    """ "TLSv1"/"TLSv1.1" if the server completes a handshake capped at TLS 1.1, else None.
+    """The version (TLSv1 or TLSv1.1) if the server completes a handshake capped at 1.1.
 
     Diagnosis only, after a failed handshake: nothing but the handshake crosses this
     connection (no login, no mail), and the certificate is not looked at. OpenSSL 3
