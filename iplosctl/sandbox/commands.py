@@ -17,11 +17,12 @@ from pathlib import Path
 
 from iplosctl import endpoint, profiles
 from iplosctl.sandbox.attach import attach
+from iplosctl.sandbox.behaviour import Behaviour, parse_behaviour
 from iplosctl.sandbox.edi import RegisterMailbox, answer_mailbox
 from iplosctl.sandbox.embedded import behaviour_from_env, ensure_pki, prepare_state_dir
 from iplosctl.sandbox.peer import SandboxPeer
 from iplosctl.sandbox.pki import PkiFiles
-from iplosctl.sandbox.register import Answer, Behaviour, SandboxRegister, parse_behaviour
+from iplosctl.sandbox.register import Answer, SandboxRegister
 
 Print = Callable[[str], None]
 

@@ -35,9 +35,10 @@ from iplosctl.payload.cms import (
 )
 from iplosctl.plugins import TransportSettings
 from iplosctl.private_files import private_dir
+from iplosctl.sandbox.behaviour import Behaviour, parse_behaviour
 from iplosctl.sandbox.peer import SandboxPeer
 from iplosctl.sandbox.pki import LEAVES, PkiFiles, generate_pki
-from iplosctl.sandbox.register import Behaviour, SandboxRegister, parse_behaviour
+from iplosctl.sandbox.register import SandboxRegister
 
 log = logging.getLogger(__name__)
 
