@@ -200,6 +200,7 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
             imap_folder=e.get("imapFolder"),
             processed_folder=e.get("processedFolder"),
             register_address=e.get("registerAddress"),
+            envelope_agreement=e.get("envelopeAgreement"),
         )
     certificates = None
     if "certificates" in spec:
