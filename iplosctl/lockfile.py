@@ -262,7 +262,7 @@ def _dumper() -> YAML:
     yaml = YAML(typ="safe")
     yaml.default_flow_style = False
     yaml.width = 4096  # digests on one line: a wrapped value makes a noisy diff
-    yaml.sort_base_mapping_type_on_output = True  # type: ignore[attr-defined]
+    yaml.sort_base_mapping_type_on_output = True  # type: ignore[assignment]  # typed by its None default
     return yaml
 
 

@@ -33,7 +33,7 @@ def next_command(s: SubmissionPlan) -> str:
         return f"iplosctl apply {target}"
     if s.action == "wait":
         return f"iplosctl receipts {target} --wait 10m"
-    if s.action == "blocked" and getattr(s, "way_out", ""):
+    if s.action == "blocked" and s.way_out:
         return s.way_out
     if s.action == "blocked":
         return f"fix the findings, then: iplosctl plan {target}"
