@@ -59,4 +59,4 @@ bench: $(VENV)/.installed-dev broker
 	$(BIN)/python benchmarks/apply_throughput.py
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache .ruff_cache build dist *.egg-info
+	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .mypy_cache build dist *.egg-info
