@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from iplosctl import endpoint, lockfile
 from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
 from iplosctl.manifest.checks import BrokenManifest
-from iplosctl.plan import DeadlineWindow, plan_submission
+from iplosctl.plan import Action, DeadlineWindow, plan_submission
 from iplosctl.privacy import scrub
 from iplosctl.receipts import list_quarantine
 from iplosctl.render.common import next_command
@@ -28,8 +28,8 @@ class SubmissionStatus:
     environment: str
     #: None when the submission could not be planned
     deadline: DeadlineWindow | None = None
-    #: the plan's action (`plan.Action`), or "error" when it could not be planned
-    action: str = ""
+    #: the plan's action, or "error" when it could not be planned
+    action: Action | Literal["error", ""] = ""
     reason: str = ""
     attempt: dict[str, Any] | None = None
     quarantined: list[dict[str, str]] = field(default_factory=list)
