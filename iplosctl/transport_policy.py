@@ -209,6 +209,17 @@ def edi_concerns(
                         path,
                     )
                 )
+    if production:
+        concerns.append(
+            Concern(
+                WARNING,
+                "the edi transport sends a bare S/MIME mail without the ebXML envelope "
+                "(HIS 1037) that NHN's EDI and KPR's requirements describe: UNVERIFIED that "
+                "KPR accepts it; confirm with NHN before sending production data over EDI, "
+                "or use transport: amqp (README 'Choosing the channel')",
+                ("spec", "endpoint", "transport"),
+            )
+        )
     concerns.extend(
         endpoint_concerns(
             None,

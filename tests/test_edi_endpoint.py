@@ -185,3 +185,17 @@ def test_validate_requires_a_login(cli, tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path, "sandbox", endpoint)
     result = cli("validate", manifest)
     assert result.code == 1 and "set endpoint.username and endpoint.credential" in result.err
+
+
+@pytest.mark.parametrize(("environment", "warned"), [("production", True), ("test", False)])
+def test_validate_warns_that_edi_lacks_the_ebxml_envelope_in_production(
+    cli, tmp_path: Path, environment: str, warned: bool
+) -> None:
+    endpoint = EDI.replace("testedi.nhn.no", "edi.nhn.no")
+    if environment == "test":
+        endpoint = EDI + "\n    registerAddress: kpr@testedi.nhn.no"
+    manifest = write_manifest(tmp_path, environment, endpoint)
+    result = cli("validate", manifest)
+    warnings = [line for line in result.err.splitlines() if line.startswith("warning:")]
+    assert any("without the ebXML envelope (HIS 1037)" in w for w in warnings) is warned
+    assert "Traceback" not in result.err
