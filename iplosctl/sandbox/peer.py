@@ -112,7 +112,7 @@ def _properties(message: Message) -> dict[str, str]:
 
 
 def _tag(delivery: Delivery) -> str:
-    tag = delivery.tag
+    tag: object = delivery.tag  # typed str, yet bytes on the wire from some senders
     return tag.decode("ascii", "replace") if isinstance(tag, bytes) else str(tag)
 
 
