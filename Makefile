@@ -50,6 +50,7 @@ wheel: $(VENV)/.installed-runtime
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check --quiet .
+	$(BIN)/mypy
 
 # IPLOSCTL_EXPECT_COMPILED: tests/test_compiled.py fails unless the install compiled
 # (unset it with IPLOSCTL_PURE_PYTHON=1, which builds pure Python).
