@@ -72,7 +72,8 @@ class _Context:
         self.profile = profile
         self.profile_name = profile.path.name
         self.check = check
-        self.unread: set[str] = set()
+        #: tags of children nobody reads; `object`, as lxml gives comments a function as tag
+        self.unread: set[object] = set()
 
     def cannot_read(self, elem: etree._Element, what: str, index: int | None) -> SourceError:
         """The profile's fault: the export is valid, the profile does not fit it."""
@@ -155,7 +156,7 @@ class ExportStream:
                 remove_blank_text=True,
                 chunk_size=CHUNK_SIZE,
                 **HARDENED_PARSING,
-            )
+            )  # type: ignore[call-overload]  # types-lxml lacks chunk_size
             try:
                 for _event, elem in events:
                     tag = elem.tag
@@ -284,7 +285,10 @@ class _ElementReader:
                 attributes.append((f.attribute, f.target, convert))
             elif f.xpath is not None:
                 xpaths.append((f.xpath, f.target, convert))
-        self.children = {tag: tuple(fs) for tag, fs in children.items()}
+        #: keyed by `object`: a child's tag is looked up whatever it is (see `_Context.unread`)
+        self.children: dict[object, tuple[tuple[str, Convert], ...]] = {
+            tag: tuple(fs) for tag, fs in children.items()
+        }
         self.attributes = tuple(attributes)
         self.xpaths = tuple(xpaths)
         self.width = len(self.fields)
@@ -536,7 +540,7 @@ class _RecipientReader:
         self.join_target = joins.target if joins.readers else None
         self.own = _ElementReader(profile.recipient, ctx, "recipient")
         self.items: dict[int, _ElementReader] = {}
-        self.dispatch: dict[str, tuple[int, Any]] = {
+        self.dispatch: dict[object, tuple[int, Any]] = {
             tag: (_OWN_FIELD, fields) for tag, fields in self.own.children.items()
         }
         self.item_xpaths: list[tuple[etree.XPath, int]] = []
