@@ -88,6 +88,9 @@ class Part:
     receipt_at: str = ""
     receipt: Receipt | None = None
     transport_error: dict[str, str] | None = None
+    #: `RefDoc/Compression` the message was journaled with ("gzip"), "" if plain: a
+    #: recover resends the same encoding (payload/compression.py)
+    compression: str = ""
 
 
 @dataclass
@@ -208,6 +211,7 @@ def _to_data(lock: Lockfile) -> dict[str, Any]:
                 "state": p.state,
                 "sizeBytes": p.size_bytes,
                 "journaledAt": p.journaled_at,
+                "compression": p.compression,
                 "sentAt": p.sent_at,
                 "receiptAt": p.receipt_at,
                 "receipt": receipt,
@@ -317,6 +321,7 @@ def _from_data(data: dict[str, Any]) -> Lockfile:
                         receipt_at=p.get("receiptAt", ""),
                         receipt=receipt(p.get("receipt")),
                         transport_error=p.get("transportError"),
+                        compression=str(p.get("compression", "")),
                     )
                     for p in a.get("parts", [])
                 ],

@@ -454,7 +454,13 @@ def analyse(
     else:
         passthrough.no_parts_without_passthrough(manifest, payload)
         hasher = PayloadHasher(
-            export.header, profile.message_parts, payload_outputs, compressed_outputs
+            export.header,
+            profile.message_parts,
+            payload_outputs,
+            compressed_outputs,
+            # gzip only a part that cannot go plain (part_encodings): the rest costs no zlib
+            compress_over=(manifest.message_size_limit_bytes or profile.message_limit_bytes)
+            - ENVELOPE_OVERHEAD_BYTES,
         )
     environment = profile.environments[manifest.environment]
     ctx = RuleContext(

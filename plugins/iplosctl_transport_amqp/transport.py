@@ -394,6 +394,20 @@ class AmqpTransport:
             f"connecting to send to queue {to_queue}", lambda: self._ready_sender(to_queue)
         )
 
+    def try_prepare(self, to_queue: str) -> bool:
+        """`prepare` with one try and no backoff: True if ready to send, False otherwise.
+
+        apply calls it on a thread while it plans (issue 13: end to end); a failure is
+        not reported here: apply then calls `prepare`, which retries and explains.
+        """
+        try:
+            self._ready_sender(to_queue)
+        except (ProtonException, OSError) as exc:
+            log.debug("early connect to send to queue %s: %s", to_queue, type(exc).__name__)
+            self._drop_connection()
+            return False
+        return True
+
     def check_queue(self, queue: str) -> None:
         """Prove `queue` exists by attaching a receiver with no credit (takes no message).
 
