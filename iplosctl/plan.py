@@ -44,7 +44,7 @@ from iplosctl.plausibility import plausibility_findings, previous_year_summary
 from iplosctl.plugins import EXPORT_V1_PAYLOAD, PayloadSpec, SourceSpec
 from iplosctl.privacy import scrub
 from iplosctl.profiles import Profile
-from iplosctl.records import ExportHeader
+from iplosctl.records import ExportHeader, record_number
 from iplosctl.rules import Finding, RecordRef, RuleContext, RuleRun, load_rules
 from iplosctl.rules.engine import MAX_REFS, SEVERITIES
 from iplosctl.summary import SummaryBuilder
@@ -366,7 +366,7 @@ def _load_cached(key: str) -> Analysis | None:
                     f["severity"],
                     f["message"],
                     f["count"],
-                    tuple(RecordRef(r["index"], r["line"]) for r in f["records"]),
+                    tuple(RecordRef.from_dict(r) for r in f["records"]),
                 )
                 for f in data["findings"]
             ),
@@ -538,9 +538,8 @@ def _unwritable(export: Path, exc: RecordPayloadError) -> SourceError:
     The writer knows the record but not the file; with `plan manifests/` over
     many municipalities the file is what the reader needs first.
     """
-    return SourceError(
-        [Problem(Location(str(export), exc.line or 0), f"record #{exc.index}: {exc.reason}")]
-    )
+    where = Location(str(export), exc.line or 0)
+    return SourceError([Problem(where, f"record #{record_number(exc.index)}: {exc.reason}")])
 
 
 # --- deciding ---------------------------------------------------------------------

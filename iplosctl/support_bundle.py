@@ -442,7 +442,7 @@ def _attempt_text(attempt: dict[str, Any]) -> list[str]:
                 lines.append(f"        {e['code']} ({e['system']}){text}")
         if p["transportError"]:
             lines.append(f"      transport error {p['transportError']['condition']}")
-        if p["compression"]:
+        if p.get("compression"):
             lines.append(f"      sent compressed ({p['compression']} in RefDoc/Compression)")
     for d in attempt.get("decisions", []):
         basis = f" ({d['basis']})" if d["basis"] else ""

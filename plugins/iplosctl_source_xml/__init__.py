@@ -64,7 +64,7 @@ from iplosctl.formats.profile import (
     local_name,
 )
 from iplosctl.plugins import Export, FieldCoverage, SourceSpec
-from iplosctl.records import Assessment, ExportHeader, Recipient, Service
+from iplosctl.records import Assessment, ExportHeader, Recipient, Service, record_number
 
 from ._diagnose import HARDENED_PARSING, check_prolog, diagnose
 from ._values import MISSING, Convert, converter_for, reason
@@ -194,7 +194,7 @@ class _Context:
 
     def cannot_read(self, elem: etree._Element, what: str, index: int | None) -> SourceError:
         """The profile's fault: the export is valid, the profile does not fit it."""
-        record = f" (record {index})" if index is not None else ""
+        record = f" (record {record_number(index)})" if index is not None else ""
         return SourceError(
             [
                 Problem(
@@ -594,7 +594,8 @@ class _JoinStore:
                 [
                     Problem(
                         Location(self.ctx.filename, elem.sourceline or 0),
-                        f"record {index}: two recipients have the same {self._recipient_key()}, "
+                        f"record {record_number(index)}: two recipients have the same "
+                        f"{self._recipient_key()}, "
                         "so the items that name it cannot be given to either: make the key "
                         "unique in the export, or join on another field",
                     )
