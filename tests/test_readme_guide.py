@@ -68,12 +68,12 @@ def _borrow_venv(clone: Path) -> None:
     """A `.venv` in the clone that runs the clone's code on this checkout's dependencies."""
     venv = clone / ".venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    ask = "import sysconfig; print(sysconfig.get_path('purelib'))"
     purelib = Path(
         subprocess.run(
-            [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-            capture_output=True, text=True, check=True,
+            [str(venv / "bin" / "python"), "-c", ask], capture_output=True, text=True, check=True
         ).stdout.strip()
-    )  # fmt: skip
+    )
     ours = sysconfig.get_path("purelib")
     (purelib / "_borrowed_from_checkout.pth").write_text(
         f"{clone}\n{clone / 'plugins'}\n{ours}\n", encoding="utf-8"
