@@ -127,6 +127,12 @@ def test_recover_resends_the_recorded_compression_byte_for_byte(
         ("sent", "gzip"),
         ("sent", ""),
     ]
+    # status shows which part went compressed
+    from iplosctl.status import render_status, submission_status
+
+    shown = render_status([submission_status(load_manifest(setup.manifest))])
+    assert "KPR_IPL  sent" in shown and "sent gzip-compressed" in shown
+    assert shown.count("gzip-compressed") == 1
     received = receive_all(setup.queue, 2)
     assert [m.message_id for m in received] == list(journaled_ids.values())
     for message, part in zip(received, lock.attempts[0].parts, strict=True):
