@@ -35,10 +35,12 @@ import getpass
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from iplosctl import lockfile
 from iplosctl.errors import IplosctlError, TransportError, UsageError
+from iplosctl.lockfile import PartState
 from iplosctl.locking import submission_lock
 from iplosctl.manifest import Manifest
 from iplosctl.privacy import scrub
@@ -47,9 +49,20 @@ from iplosctl.privacy import scrub
 #: (returns what shows it, for the output) or raises DecisionRefused saying why not
 NeverSentProof = Callable[[list[lockfile.Part]], str]
 
-NEVER_SENT = "never-sent"
-CONFIRMED_BY_REGISTER = "confirmed-by-register"
-BASES = (NEVER_SENT, CONFIRMED_BY_REGISTER)
+
+class Basis(StrEnum):
+    """What a decision to abandon rests on (the `--never-sent` / `--confirmed-by-register`
+    flags); the lockfile records the value."""
+
+    NEVER_SENT = "never-sent"
+    CONFIRMED_BY_REGISTER = "confirmed-by-register"
+
+
+NEVER_SENT = Basis.NEVER_SENT
+CONFIRMED_BY_REGISTER = Basis.CONFIRMED_BY_REGISTER
+BASES: tuple[Basis, ...] = tuple(Basis)
+#: the states an operator's decision leads out of
+_OPEN = frozenset({PartState.JOURNALED, PartState.SENT})
 #: who decided, when `--by` is not given: the CI's user, else the login name
 OPERATOR_ENV = ("IPLOSCTL_OPERATOR", "GITHUB_ACTOR", "GITLAB_USER_LOGIN")
 
@@ -81,21 +94,21 @@ def _now() -> str:
     return lockfile.utc_now()
 
 
-def check_abandon(attempt: lockfile.Attempt, basis: str) -> list[lockfile.Part]:
+def check_abandon(attempt: lockfile.Attempt, basis: Basis | str) -> list[lockfile.Part]:
     """The parts abandoning `attempt` on `basis` would move, or DecisionRefused saying why not.
 
     Pure (no I/O), so the property test drives exactly the rule the command applies.
     """
     if basis not in BASES:
         raise UsageError(f"unknown basis {basis!r}: use {' or '.join(BASES)}")
-    open_parts = [p for p in attempt.parts if p.state in ("journaled", "sent")]
+    open_parts = [p for p in attempt.parts if p.state in _OPEN]
     if not open_parts:
         states = ", ".join(f"{p.type} {p.state}" for p in attempt.parts) or "no parts"
         raise DecisionRefused(
             f"attempt {attempt.number} has no journaled or sent part ({states}): there is "
             "nothing to abandon; run iplosctl plan for the next action"
         )
-    sent = [p for p in attempt.parts if p.state not in ("journaled", "abandoned")]
+    sent = [p for p in attempt.parts if p.state not in (PartState.JOURNALED, PartState.ABANDONED)]
     if basis == NEVER_SENT and sent:
         shown = ", ".join(f"{p.type} {p.state}" for p in sent)
         raise DecisionRefused(
@@ -111,7 +124,7 @@ def abandon(
     name: str,
     attempt_number: int,
     reason: str,
-    basis: str,
+    basis: Basis | str,
     by: str | None = None,
     now: Callable[[], str] = _now,
     prove_never_sent: NeverSentProof | None = None,
@@ -142,13 +155,13 @@ def abandon(
         if basis == NEVER_SENT and prove_never_sent is not None:
             shown = prove_never_sent(parts)
         for part in parts:
-            lockfile.transition(part, "abandoned")
+            lockfile.transition(part, PartState.ABANDONED)
         decision = lockfile.Decision(
             at=now(),
             by=who,
             action="abandon",
             reason=f"{reason} [{shown}]" if shown else reason,
-            basis=basis,
+            basis=Basis(basis).value,  # a plain str: the lockfile's YAML dumper needs one
             parts=[p.type for p in parts],
         )
         last.decisions.append(decision)
