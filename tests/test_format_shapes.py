@@ -402,7 +402,7 @@ def test_format_check_lists_failed_records_and_unread_elements(tmp_path: Path, c
     _header, people = records(60, SEED)
     bad = [r.index for r in people if any(s.code == "15" for s in r.services)]
     (line,) = [x for x in result.out.splitlines() if x.startswith("  service.code")]
-    assert f" {len(bad)}: record {bad[0]} (line " in line
+    assert f" {len(bad)}: record {bad[0] + 1} (line " in line  # numbered from 1, like lines
     assert "elements no mapping reads: Rehab" in result.out
     assert "HJSPL" not in result.all
     for r in people:
