@@ -456,7 +456,7 @@ def attempt_abandon(
 ) -> int:
     """Abandon an attempt that will never be answered or never left: the next plan sends a new
     attempt with new message ids, and the abandoned ids are never sent again."""
-    from iplosctl.decisions import CONFIRMED_BY_REGISTER, NEVER_SENT, abandon
+    from iplosctl.decisions import CONFIRMED_BY_REGISTER, NEVER_SENT, abandon, transport_proof
 
     if never_sent == confirmed_by_register:
         raise UsageError("say what the decision rests on: --never-sent or --confirmed-by-register")
@@ -473,6 +473,7 @@ def attempt_abandon(
         reason=reason,
         basis=NEVER_SENT if never_sent else CONFIRMED_BY_REGISTER,
         by=by,
+        prove_never_sent=transport_proof(manifest),
     )
     output.out(
         f"{done.name}: attempt {done.attempt} abandoned ({', '.join(done.parts)}) by "
