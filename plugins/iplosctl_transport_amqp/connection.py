@@ -216,8 +216,9 @@ class StrictBlockingConnection(BlockingConnection):
         except ConnectionClosed as exc:
             raise BrokerClosed("connection", exc.connection.remote_condition) from exc
         except ConnectionException as exc:
-            if isinstance(self.disconnected, Condition):
-                raise BrokerClosed("transport", self.disconnected) from exc
+            disconnected: object = self.disconnected  # typed bool, a Condition once cut
+            if isinstance(disconnected, Condition):
+                raise BrokerClosed("transport", disconnected) from exc
             raise
 
 

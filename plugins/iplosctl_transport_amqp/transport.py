@@ -91,7 +91,7 @@ def backoff_delay(
     failures: int, *, base: float, cap: float, jitter: float = 0.2, rng: Callable[[], float]
 ) -> float:
     """HNM's `(2^n − 1)·base` with ±20 % jitter, never above `cap` (DOMAIN.md §5.8)."""
-    raw = min(cap, base * (2**failures - 1))
+    raw = min(cap, base * (2.0**failures - 1))
     return min(cap, raw * (1 - jitter + 2 * jitter * rng()))
 
 
@@ -123,7 +123,8 @@ class _OnePassMessage(Message):
             return super().encode()
         if err < 0:  # overflow or any other error: proton's encode handles and reports it
             return super().encode()
-        return data  # a bytearray, as proton's own encode returns
+        encoded: bytes = data  # a bytearray, as proton's own encode returns
+        return encoded
 
 
 class _Inbox(MessagingHandler):
@@ -147,7 +148,8 @@ class _Inbox(MessagingHandler):
     ) -> None:
         super().__init__(prefetch=0, auto_accept=False)
         # deliveries are ours alone (see on_delivery); settlement events still go to the rest
-        self.handlers = [h for h in self.handlers if not isinstance(h, IncomingMessageHandler)]
+        handlers: list[Any] = self.handlers  # type: ignore[assignment]  # a list at runtime
+        self.handlers = [h for h in handlers if not isinstance(h, IncomingMessageHandler)]
         self.connection = connection
         self.queue = queue
         self.max_message_size = max_message_size or DEFAULT_MAX_MESSAGE_SIZE
@@ -251,18 +253,17 @@ def _body_bytes(message: Message, queue: str) -> bytes:
         return bytes(body)
     if isinstance(body, str):
         return body.encode("utf-8")
+    ident: object = message.id  # str, bytes, int or uuid: shown as proton gives it
     raise TransportError(
-        f"message {message.id} on queue {queue} has a {type(body).__name__} body, not bytes: "
+        f"message {ident} on queue {queue} has a {type(body).__name__} body, not bytes: "
         "it was not sent by an NHN client; remove it from the queue with the broker's tools"
     )
 
 
 def incoming_message(queue: str, message: Message) -> IncomingMessage:
     """Proton's message as the plugin API's IncomingMessage: bytes body, string properties."""
-    properties = {
-        str(key): "" if value is None else str(value)
-        for key, value in (message.properties or {}).items()
-    }
+    found: dict[Any, Any] = message.properties or {}
+    properties = {str(key): "" if value is None else str(value) for key, value in found.items()}
     return IncomingMessage(
         queue=queue,
         message_id=_text(message.id),
@@ -559,11 +560,14 @@ class AmqpTransport:
                 transient=True,
             )
         conn = self._conn
+        assert conn is not None  # a delivery came through this connection
         delivery.update(state)
         delivery.settle()
         try:
             # return once the disposition is on the wire, not just queued in proton
-            transport = conn.conn.transport
+            proton_conn = conn.conn
+            assert proton_conn is not None  # open while a delivery is being settled
+            transport = proton_conn.transport
             conn.wait(lambda: transport is None or transport.pending() <= 0, msg=action)
         except (ProtonException, OSError) as exc:
             raise self._fail(exc, action) from exc
