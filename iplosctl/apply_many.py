@@ -143,15 +143,23 @@ def apply_each(
             if outcome.interrupted:
                 return
         return
-    before = {str(m.path): file_bytes(m.lockfile_path) for m in manifests}
+    # The first submission goes alone: whatever one-time set-up it does (the embedded
+    # sandbox's test PKI and state folder, created unlocked on first use) is in place
+    # before the others start, instead of being created by several workers at once.
+    first = apply_one(manifests[0], **common)
+    yield first
+    if first.interrupted:
+        return
+    rest = manifests[1:]
+    before = {str(m.path): file_bytes(m.lockfile_path) for m in rest}
     done = 0
     try:
-        for outcome in run_ordered(functools.partial(apply_one, **common), manifests, jobs=jobs):
+        for outcome in run_ordered(functools.partial(apply_one, **common), rest, jobs=jobs):
             done += 1
             yield outcome
     except KeyboardInterrupt:
-        if done < len(manifests):
-            manifest = manifests[done]
+        if done < len(rest):
+            manifest = rest[done]
             state = interrupted_state(
                 manifest, before[str(manifest.path)], again or str(manifest.path)
             )
