@@ -46,6 +46,7 @@ wheel: $(VENV)/.installed-runtime
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check --quiet .
+	$(BIN)/mypy
 
 test: $(VENV)/.installed-dev broker citools lint
 	PYTHON_KEYRING_BACKEND=keyring.backends.null.Keyring $(BIN)/python -m pytest -q
@@ -60,4 +61,4 @@ bench: $(VENV)/.installed-dev broker
 	$(BIN)/python benchmarks/fleet.py
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache .ruff_cache build dist *.egg-info
+	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .mypy_cache build dist *.egg-info

@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.x509.verification import VerificationError
 
 from iplosctl import endpoint, profiles
-from iplosctl.errors import IplosctlError, ProfileError
+from iplosctl.errors import IplosctlError, ProfileError, SecretError
 from iplosctl.manifest import Manifest
 from iplosctl.payload import revocation
 from iplosctl.payload.cms import (
@@ -39,7 +39,7 @@ from iplosctl.payload.cms import (
 )
 from iplosctl.payload.revocation import Status
 from iplosctl.rules import Finding
-from iplosctl.secrets import SecretError, get_secret
+from iplosctl.secrets import get_secret
 
 #: fewer days left than this is a warning in validate and plan
 WARN_DAYS = 30
@@ -243,12 +243,14 @@ def check_certificates(
             answer = revocation.Result(Status.UNKNOWN, "no verified chain to check")
         else:
             answer = checker.check_chain(chain, now)
-        severity = revocation_severity(answer.status, manifest.environment, offline_revocation)
+        revocation_level = revocation_severity(
+            answer.status, manifest.environment, offline_revocation
+        )
         if answer.status in (Status.UNKNOWN, Status.UNPUBLISHED) and chain is not None:
             not_checked += 1
-        if severity is not None and chain is not None:
+        if revocation_level is not None and chain is not None:
             message = _revocation_message(role, name, answer, offline_revocation)
-            add("certificate-revocation", severity, message)
+            add("certificate-revocation", revocation_level, message)
         checks.append(
             CertificateCheck(
                 role=role,

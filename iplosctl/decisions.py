@@ -24,16 +24,29 @@ import getpass
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from iplosctl import lockfile
 from iplosctl.errors import IplosctlError, UsageError
+from iplosctl.lockfile import PartState
 from iplosctl.locking import submission_lock
 from iplosctl.privacy import scrub
 
-NEVER_SENT = "never-sent"
-CONFIRMED_BY_REGISTER = "confirmed-by-register"
-BASES = (NEVER_SENT, CONFIRMED_BY_REGISTER)
+
+class Basis(StrEnum):
+    """What a decision to abandon rests on (the `--never-sent` / `--confirmed-by-register`
+    flags); the lockfile records the value."""
+
+    NEVER_SENT = "never-sent"
+    CONFIRMED_BY_REGISTER = "confirmed-by-register"
+
+
+NEVER_SENT = Basis.NEVER_SENT
+CONFIRMED_BY_REGISTER = Basis.CONFIRMED_BY_REGISTER
+BASES: tuple[Basis, ...] = tuple(Basis)
+#: the states an operator's decision leads out of
+_OPEN = frozenset({PartState.JOURNALED, PartState.SENT})
 #: who decided, when `--by` is not given: the CI's user, else the login name
 OPERATOR_ENV = ("IPLOSCTL_OPERATOR", "GITHUB_ACTOR", "GITLAB_USER_LOGIN")
 
@@ -65,21 +78,21 @@ def _now() -> str:
     return lockfile.utc_now()
 
 
-def check_abandon(attempt: lockfile.Attempt, basis: str) -> list[lockfile.Part]:
+def check_abandon(attempt: lockfile.Attempt, basis: Basis | str) -> list[lockfile.Part]:
     """The parts abandoning `attempt` on `basis` would move, or DecisionRefused saying why not.
 
     Pure (no I/O), so the property test drives exactly the rule the command applies.
     """
     if basis not in BASES:
         raise UsageError(f"unknown basis {basis!r}: use {' or '.join(BASES)}")
-    open_parts = [p for p in attempt.parts if p.state in ("journaled", "sent")]
+    open_parts = [p for p in attempt.parts if p.state in _OPEN]
     if not open_parts:
         states = ", ".join(f"{p.type} {p.state}" for p in attempt.parts) or "no parts"
         raise DecisionRefused(
             f"attempt {attempt.number} has no journaled or sent part ({states}): there is "
             "nothing to abandon; run iplosctl plan for the next action"
         )
-    sent = [p for p in attempt.parts if p.state not in ("journaled", "abandoned")]
+    sent = [p for p in attempt.parts if p.state not in (PartState.JOURNALED, PartState.ABANDONED)]
     if basis == NEVER_SENT and sent:
         shown = ", ".join(f"{p.type} {p.state}" for p in sent)
         raise DecisionRefused(
@@ -95,7 +108,7 @@ def abandon(
     name: str,
     attempt_number: int,
     reason: str,
-    basis: str,
+    basis: Basis | str,
     by: str | None = None,
     now: Callable[[], str] = _now,
 ) -> Abandoned:
@@ -118,13 +131,13 @@ def abandon(
             )
         parts = check_abandon(last, basis)
         for part in parts:
-            lockfile.transition(part, "abandoned")
+            lockfile.transition(part, PartState.ABANDONED)
         decision = lockfile.Decision(
             at=now(),
             by=who,
             action="abandon",
             reason=reason,
-            basis=basis,
+            basis=Basis(basis).value,  # a plain str: the lockfile's YAML dumper needs one
             parts=[p.type for p in parts],
         )
         last.decisions.append(decision)

@@ -20,6 +20,7 @@ import functools
 import io
 import uuid
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +32,41 @@ from iplosctl.errors import InputError, IplosctlError, Location, Problem
 from iplosctl.privacy import scrub
 
 LOCKFILE_VERSION = 1
-STATES = (
-    "journaled",
-    "sent",
-    "accepted",
-    "accepted-with-errors",
-    "rejected",
-    "transport-error",
-    "abandoned",
-)
-RECEIPT_STATES = {"1": "accepted", "2": "rejected", "3": "accepted-with-errors"}
-_TRANSITIONS = {
-    "journaled": {"sent", "transport-error", "abandoned"},
-    "sent": {"accepted", "accepted-with-errors", "rejected", "transport-error", "abandoned"},
+
+
+class PartState(StrEnum):
+    """Where one part stands. A StrEnum: the lockfile holds the value, and a member equals
+    (and hashes as) its string, so code that still compares plain strings keeps working."""
+
+    JOURNALED = "journaled"
+    SENT = "sent"
+    ACCEPTED = "accepted"
+    ACCEPTED_WITH_ERRORS = "accepted-with-errors"
+    REJECTED = "rejected"
+    TRANSPORT_ERROR = "transport-error"
+    ABANDONED = "abandoned"
+
+
+STATES: tuple[PartState, ...] = tuple(PartState)
+#: AppRec status code (kodeverk 8258) → the state its receipt puts a part in
+RECEIPT_STATES: dict[str, PartState] = {
+    "1": PartState.ACCEPTED,
+    "2": PartState.REJECTED,
+    "3": PartState.ACCEPTED_WITH_ERRORS,
+}
+_TRANSITIONS: dict[PartState, frozenset[PartState]] = {
+    PartState.JOURNALED: frozenset(
+        {PartState.SENT, PartState.TRANSPORT_ERROR, PartState.ABANDONED}
+    ),
+    PartState.SENT: frozenset(
+        {
+            PartState.ACCEPTED,
+            PartState.ACCEPTED_WITH_ERRORS,
+            PartState.REJECTED,
+            PartState.TRANSPORT_ERROR,
+            PartState.ABANDONED,
+        }
+    ),
 }
 MAX_LOCKFILE_BYTES = 20_000_000
 
@@ -81,13 +104,17 @@ class Part:
     type: str
     msg_id: str
     payload_digest: str
-    state: str = "journaled"
+    state: PartState = PartState.JOURNALED
     size_bytes: int = 0
     journaled_at: str = ""
     sent_at: str = ""
     receipt_at: str = ""
     receipt: Receipt | None = None
     transport_error: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        # callers that still name states as strings get the member (ValueError if unknown)
+        self.state = PartState(self.state)
 
 
 @dataclass
@@ -121,15 +148,18 @@ class Attempt:
     @property
     def abandoned(self) -> bool:
         """An operator abandoned it: its message ids are never sent again."""
-        return "abandoned" in self.states
+        return PartState.ABANDONED in self.states
 
     @property
-    def states(self) -> set[str]:
+    def states(self) -> set[PartState]:
         return {p.state for p in self.parts}
 
     @property
     def accepted(self) -> bool:
-        return bool(self.parts) and self.states <= {"accepted", "accepted-with-errors"}
+        return bool(self.parts) and self.states <= {
+            PartState.ACCEPTED,
+            PartState.ACCEPTED_WITH_ERRORS,
+        }
 
 
 @dataclass
@@ -160,13 +190,17 @@ def new_lockfile(submission: str) -> Lockfile:
     return Lockfile(submission=submission, lineage=str(uuid.uuid4()))
 
 
-def transition(part: Part, state: str) -> None:
-    """Move a part along the state machine, refusing impossible moves."""
-    if state not in _TRANSITIONS.get(part.state, set()):
+def transition(part: Part, state: PartState | str) -> None:
+    """Move a part along the state machine, refusing impossible moves.
+
+    A plain string is taken too (and stored as its PartState), for callers that still
+    name states as strings.
+    """
+    if state not in _TRANSITIONS.get(part.state, frozenset()):
         raise LockfileError(
             f"part {part.type} ({part.msg_id}) cannot go from {part.state} to {state}"
         )
-    part.state = state
+    part.state = PartState(state)
 
 
 # --- serialisation ------------------------------------------------------------
@@ -205,7 +239,7 @@ def _to_data(lock: Lockfile) -> dict[str, Any]:
                 "type": p.type,
                 "msgId": p.msg_id,
                 "payloadDigest": p.payload_digest,
-                "state": p.state,
+                "state": str(p.state),  # the safe YAML dumper knows plain str only
                 "sizeBytes": p.size_bytes,
                 "journaledAt": p.journaled_at,
                 "sentAt": p.sent_at,
@@ -262,7 +296,7 @@ def _dumper() -> YAML:
     yaml = YAML(typ="safe")
     yaml.default_flow_style = False
     yaml.width = 4096  # digests on one line: a wrapped value makes a noisy diff
-    yaml.sort_base_mapping_type_on_output = True  # type: ignore[attr-defined]
+    yaml.sort_base_mapping_type_on_output = True  # type: ignore[assignment]  # typed by its None default
     return yaml
 
 
@@ -337,11 +371,11 @@ def _from_data(data: dict[str, Any]) -> Lockfile:
     )
 
 
-def _known_state(state: Any) -> str:
+def _known_state(state: Any) -> PartState:
     """A state this version knows; anything else is damage, never guessed at."""
-    if state not in STATES:
+    if not isinstance(state, str) or state not in STATES:
         raise ValueError(f"state {state!r}")
-    return str(state)
+    return PartState(state)
 
 
 def load(path: Path) -> Lockfile | None:

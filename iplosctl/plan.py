@@ -18,8 +18,9 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from iplosctl import (
     __version__,
@@ -34,6 +35,7 @@ from iplosctl.atomic import write_atomic
 from iplosctl.certificates import CertificateCheck, check_certificates
 from iplosctl.coverage import export_findings
 from iplosctl.errors import IplosctlError, Location, Problem, SourceError
+from iplosctl.lockfile import PartState
 from iplosctl.manifest import Manifest
 from iplosctl.manifest.checks import BrokenManifest
 from iplosctl.parallel import run_ordered
@@ -46,15 +48,80 @@ from iplosctl.payload.parts import PayloadHasher
 from iplosctl.plausibility import plausibility_findings, previous_year_summary
 from iplosctl.plugins import EXPORT_V1_PAYLOAD, PayloadSpec, SourceSpec
 from iplosctl.privacy import scrub
-from iplosctl.profiles import Profile
+from iplosctl.profiles import Deadline, Profile
 from iplosctl.records import ExportHeader
 from iplosctl.rules import Finding, RecordRef, RuleContext, RuleRun, load_rules
 from iplosctl.rules.engine import MAX_REFS, SEVERITIES
 from iplosctl.summary import SummaryBuilder
 
+if TYPE_CHECKING:
+    from iplosctl.savedplan import SavedPart, SavedPlan, SavedSubmission
+
 PLAN_FORMAT_VERSION = "1"
-ACTIONS = ("submit", "recover", "correct", "resubmit", "wait", "no-op", "blocked")
-CHANGING = frozenset({"submit", "recover", "correct", "resubmit"})
+
+
+class Action(StrEnum):
+    """What apply would do for one submission (DESIGN.md §4).
+
+    A StrEnum: plans, saved plans and the rendered output carry the value, and a member
+    equals its string, so code that still compares plain strings keeps working.
+    """
+
+    SUBMIT = "submit"
+    RECOVER = "recover"
+    CORRECT = "correct"
+    RESUBMIT = "resubmit"
+    WAIT = "wait"
+    NO_OP = "no-op"
+    BLOCKED = "blocked"
+
+
+ACTIONS: tuple[Action, ...] = tuple(Action)
+#: the actions that send something
+CHANGING = frozenset({Action.SUBMIT, Action.RECOVER, Action.CORRECT, Action.RESUBMIT})
+
+
+class Window(StrEnum):
+    """Where a day falls among the reporting year's deadlines."""
+
+    REHEARSAL = "rehearsal"  # a sandbox: deadlines do not apply
+    OPEN = "open"  # on or before the first deadline
+    CORRECTIONS = "corrections"  # after the first, on or before the last
+    CLOSED = "closed"  # after the last
+
+
+@dataclass(frozen=True)
+class DeadlineWindow:
+    """Where `today` falls among the profile's deadlines, and the next one."""
+
+    today: dt.date
+    window: Window
+    deadlines: tuple[Deadline, ...]
+    #: the first deadline on or after today; None once the last has passed
+    next: dt.date | None
+
+    @property
+    def days_left(self) -> int | None:
+        return (self.next - self.today).days if self.next else None
+
+    @property
+    def last(self) -> dt.date:
+        return self.deadlines[-1].date
+
+    def as_dict(self) -> dict[str, Any]:
+        """The form the JSON plan, status and support bundle print (their key names)."""
+        return {
+            "today": self.today.isoformat(),
+            "window": self.window.value,
+            "deadlines": [
+                {"name": d.name, "date": d.date.isoformat(), "description": d.description}
+                for d in self.deadlines
+            ],
+            "next": self.next.isoformat() if self.next else None,
+            "daysLeft": self.days_left,
+        }
+
+
 _LINEAGE_NAMESPACE = uuid.UUID("5d0f3f4e-7c4b-4b8e-9a57-2f6c1b8f0d11")
 
 
@@ -80,13 +147,13 @@ class PartPlan:
     #: about how many bytes go on the wire (MsgHead and CMS included); 0 if unknown
     sent_bytes: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> SavedPart:
         """The form saved plans and the JSON plan share.
 
         `compression` and `sentBytes` appear only for a compressed part, so plans (and
         their digests) of submissions that fit the limit are unchanged.
         """
-        out: dict[str, Any] = {
+        out: SavedPart = {
             "type": self.type,
             "payloadDigest": self.payload_digest,
             "sizeBytes": self.size_bytes,
@@ -137,12 +204,12 @@ class SubmissionPlan:
     year: int
     environment: str
     municipality: str
-    action: str
+    action: Action
     reason: str
     findings: tuple[Finding, ...]
     summary: dict[str, Any]
     previous_summary: dict[str, Any] | None
-    deadline: dict[str, Any]
+    deadline: DeadlineWindow
     manifest_digest: str
     source_digest: str
     payload_digest: str
@@ -174,7 +241,7 @@ class SubmissionPlan:
 
     @property
     def blocked(self) -> bool:
-        return self.action in ("blocked", "wait")
+        return self.action in (Action.BLOCKED, Action.WAIT)
 
     @property
     def changes(self) -> bool:
@@ -194,7 +261,7 @@ class UnplannedSubmission:
     name: str
     manifest_path: Path
     reasons: tuple[str, ...]
-    action: str = "blocked"
+    action: Action = Action.BLOCKED
 
 
 @dataclass(frozen=True)
@@ -206,9 +273,9 @@ class Plan:
     #: why planning failed for the unplanned submissions that validation found no fault in
     errors: tuple[str, ...] = ()
 
-    def count(self, action: str) -> int:
+    def count(self, action: Action) -> int:
         planned = sum(1 for s in self.submissions if s.action == action)
-        return planned + (len(self.unplanned) if action == "blocked" else 0)
+        return planned + (len(self.unplanned) if action == Action.BLOCKED else 0)
 
     def exit_code(self, *, detailed: bool) -> int:
         """1 when anything is blocked, else 2 for changes with --detailed-exitcode, else 0."""
@@ -545,46 +612,41 @@ def _unwritable(export: Path, exc: RecordPayloadError) -> SourceError:
 # --- deciding ---------------------------------------------------------------------
 
 
-def deadline_window(profile: Profile, today: dt.date, sandbox: bool) -> dict[str, Any]:
+def window_at(profile: Profile, today: dt.date, sandbox: bool) -> DeadlineWindow:
     """Where today falls among the year's deadlines."""
-    deadlines = [
-        {"name": d.name, "date": d.date.isoformat(), "description": d.description}
-        for d in profile.deadlines
-    ]
     first, last = profile.deadlines[0].date, profile.deadlines[-1].date
     if sandbox:
-        window = "rehearsal"
+        window = Window.REHEARSAL
     elif today <= first:
-        window = "open"
+        window = Window.OPEN
     elif today <= last:
-        window = "corrections"
+        window = Window.CORRECTIONS
     else:
-        window = "closed"
-    upcoming = next((d for d in profile.deadlines if today <= d.date), None)
-    return {
-        "today": today.isoformat(),
-        "window": window,
-        "deadlines": deadlines,
-        "next": upcoming.date.isoformat() if upcoming else None,
-        "daysLeft": (upcoming.date - today).days if upcoming else None,
-    }
+        window = Window.CLOSED
+    upcoming = next((d.date for d in profile.deadlines if today <= d.date), None)
+    return DeadlineWindow(today, window, profile.deadlines, upcoming)
+
+
+def deadline_window(profile: Profile, today: dt.date, sandbox: bool) -> dict[str, Any]:
+    """`window_at(…).as_dict()`, for callers not yet moved to DeadlineWindow."""
+    return window_at(profile, today, sandbox).as_dict()
 
 
 def decide(
     lock: lockfile.Lockfile | None, analysis: Analysis, errors: Sequence[Finding]
-) -> tuple[str, str, int]:
+) -> tuple[Action, str, int]:
     """(action, reason, attempt number) per DESIGN.md §4."""
     last = lock.last_attempt if lock else None
     next_attempt = (last.number + 1) if last else 1
     if last is not None:
         states = last.states
-        if "journaled" in states:
+        if PartState.JOURNALED in states:
             if last.payload_digest != analysis.payload_digest:
                 # not the findings' "fix the export": only the old export or a decision helps
-                never_left = states <= {"journaled", "abandoned"}
+                never_left = states <= {PartState.JOURNALED, PartState.ABANDONED}
                 basis = "--never-sent" if never_left else "--confirmed-by-register"
                 return (
-                    "blocked",
+                    Action.BLOCKED,
                     f"attempt {last.number} was journaled but may not have been "
                     "sent, and the export has changed since: restore the export it was "
                     f"built from ({last.source_digest}) and run iplosctl apply to recover it "
@@ -595,14 +657,14 @@ def decide(
                     last.number,
                 )
             return (
-                "recover",
+                Action.RECOVER,
                 f"attempt {last.number} was journaled but not confirmed sent: "
                 "resend it with the same message ids",
                 last.number,
             )
-        if "sent" in states:
+        if PartState.SENT in states:
             return (
-                "wait",
+                Action.WAIT,
                 f"attempt {last.number} is sent and awaits its receipt: never "
                 "resend before it is checked (run iplosctl receipts); if no receipt ever "
                 "comes and KPR confirms it never arrived: iplosctl attempt abandon {manifest} "
@@ -612,42 +674,46 @@ def decide(
     if errors:
         rules = sorted({f.rule for f in errors})
         return (
-            "blocked",
+            Action.BLOCKED,
             f"{len(errors)} error finding(s) ({', '.join(rules)}): fix the export or the manifest",
             next_attempt,
         )
     if last is None:
-        return ("submit", "nothing has been sent for this submission yet", next_attempt)
-    if "transport-error" in last.states and "rejected" not in last.states:
+        return (Action.SUBMIT, "nothing has been sent for this submission yet", next_attempt)
+    if PartState.TRANSPORT_ERROR in last.states and PartState.REJECTED not in last.states:
         conditions = sorted(
             {p.transport_error.get("condition", "") for p in last.parts if p.transport_error}
         )
         return (
-            "resubmit",
+            Action.RESUBMIT,
             f"attempt {last.number} got a transport error ({', '.join(conditions)}): an "
             "unauthenticated error from the bus (NHN does not sign error-queue messages; "
             "its HER-ids, subject and message id matched this part): send a new attempt",
             next_attempt,
         )
-    if last.states & {"rejected", "transport-error"}:
-        return ("resubmit", f"attempt {last.number} was rejected: send a new attempt", next_attempt)
+    if last.states & {PartState.REJECTED, PartState.TRANSPORT_ERROR}:
+        return (
+            Action.RESUBMIT,
+            f"attempt {last.number} was rejected: send a new attempt",
+            next_attempt,
+        )
     accepted = lock.last_accepted if lock else None
     if last.abandoned and (accepted is None or accepted.payload_digest != analysis.payload_digest):
         decision = last.decisions[-1] if last.decisions else None
         why = f" ({decision.basis}, by {decision.by} at {decision.at})" if decision else ""
         return (
-            "resubmit" if accepted is None else "correct",
+            Action.RESUBMIT if accepted is None else Action.CORRECT,
             f"attempt {last.number} was abandoned{why}: send a new attempt with new message ids",
             next_attempt,
         )
     if accepted is not None and accepted.payload_digest == analysis.payload_digest:
         return (
-            "no-op",
+            Action.NO_OP,
             f"attempt {accepted.number} was accepted and the payload is unchanged",
             last.number,
         )
     return (
-        "correct",
+        Action.CORRECT,
         f"attempt {last.number} was accepted; the payload has changed since: send a correction",
         next_attempt,
     )
@@ -827,14 +893,14 @@ def transport_findings(manifest: Manifest) -> list[Finding]:
 
 
 def unchanged_resubmit_findings(
-    lock: lockfile.Lockfile | None, analysis: Analysis, action: str
+    lock: lockfile.Lockfile | None, analysis: Analysis, action: Action
 ) -> list[Finding]:
     """`resubmit-unchanged`: sending the rejected payload again gets the same rejection.
 
     A warning, not a block: a transport error, or a rejection the register has since
     fixed on its side, is a real reason to send the same bytes again."""
     last = lock.last_attempt if lock else None
-    if action != "resubmit" or last is None or last.payload_digest != analysis.payload_digest:
+    if action != Action.RESUBMIT or last is None or last.payload_digest != analysis.payload_digest:
         return []
     if last.abandoned:  # never arrived (a recorded decision): the same bytes are the point
         return []
@@ -929,7 +995,7 @@ def plan_submission(
     action, reason, attempt = decide(lock, analysis, errors)
     reason = reason.replace("{manifest}", str(manifest.path))
     way_out = ""
-    if action == "blocked" and "iplosctl attempt abandon" in reason:
+    if action == Action.BLOCKED and "iplosctl attempt abandon" in reason:
         way_out = reason[reason.index("iplosctl attempt abandon") :].removesuffix(
             ", then plan again"
         )
@@ -938,7 +1004,7 @@ def plan_submission(
     lineage = lock.lineage if lock else lineage_for(manifest)
     encodings = part_encodings(manifest, profile, analysis)
     plain = PartEncoding("", 0)
-    if action == "recover" and lock and lock.last_attempt:
+    if action == Action.RECOVER and lock and lock.last_attempt:
         parts = tuple(
             PartPlan(
                 p.type,
@@ -999,7 +1065,7 @@ def plan_submission(
         findings=findings,
         summary=analysis.summary,
         previous_summary=previous,
-        deadline=deadline_window(profile, today, environment.sandbox),
+        deadline=window_at(profile, today, environment.sandbox),
         manifest_digest=manifest.digest,
         source_digest=analysis.source_digest,
         payload_digest=analysis.payload_digest,
@@ -1088,34 +1154,39 @@ def plan_digest(plan: Plan) -> str:
     export and payload digests, lineage, serial, attempt, action and each part's digest and
     message id. Printed in every plan format, stored in the saved plan and printed by
     `apply PLANFILE`, it ties a pull-request comment to the send that follows it."""
-    entries = saved_form(plan, with_digest=False)["submissions"]
+    entries = saved_submissions(plan)
     canonical = json.dumps(entries, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def saved_form(plan: Plan, *, with_digest: bool = True) -> dict[str, Any]:
+def saved_submissions(plan: Plan) -> list[SavedSubmission]:
+    """Each submission as a saved plan records it (what `plan_digest` covers)."""
+    return [
+        {
+            "name": s.name,
+            "manifest": str(s.manifest_path),
+            "action": s.action,
+            "manifestDigest": s.manifest_digest,
+            "sourceDigest": s.source_digest,
+            "payloadDigest": s.payload_digest,
+            "profileDigest": s.profile_digest,
+            "lineage": s.lineage,
+            "serial": s.serial,
+            "attempt": s.attempt,
+            "parts": [p.as_dict() for p in s.parts],
+        }
+        for s in plan.submissions
+    ]
+
+
+def saved_form(plan: Plan, *, with_digest: bool = True) -> SavedPlan:
     """What `plan --out` writes: enough to refuse a stale apply; no personal data."""
-    form = {
+    form: SavedPlan = {
         "formatVersion": PLAN_FORMAT_VERSION,
         "kind": "iplosctl-saved-plan",
         "toolVersion": plan.tool_version,
         "createdAt": plan.created_at,
-        "submissions": [
-            {
-                "name": s.name,
-                "manifest": str(s.manifest_path),
-                "action": s.action,
-                "manifestDigest": s.manifest_digest,
-                "sourceDigest": s.source_digest,
-                "payloadDigest": s.payload_digest,
-                "profileDigest": s.profile_digest,
-                "lineage": s.lineage,
-                "serial": s.serial,
-                "attempt": s.attempt,
-                "parts": [p.as_dict() for p in s.parts],
-            }
-            for s in plan.submissions
-        ],
+        "submissions": saved_submissions(plan),
     }
     if with_digest:
         form["planDigest"] = plan_digest(plan)

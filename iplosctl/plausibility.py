@@ -20,7 +20,7 @@ import functools
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from iplosctl import lockfile
 from iplosctl.errors import IplosctlError
@@ -39,7 +39,9 @@ def plausibility_findings(
     """Warnings for recipients and per-service-code counts that jumped since `against`."""
     if not previous:
         return []
-    pairs = [("recipients", summary.get("recipients"), previous.get("recipients"))]
+    pairs: list[tuple[str, object, object]] = [
+        ("recipients", summary.get("recipients"), previous.get("recipients"))
+    ]
     now_codes = summary.get("perServiceCode") or {}
     before_codes = previous.get("perServiceCode") or {}
     pairs += [
@@ -55,18 +57,16 @@ def plausibility_findings(
             1,
         )
         for what, now, before in pairs
-        if _jumped(now, before)
+        if _comparable(now) and _comparable(before) and _jumped(now, before)
     ]
 
 
-def _jumped(now: Any, before: Any) -> bool:
-    if not (_comparable(now) and _comparable(before)):
-        return False
+def _jumped(now: int, before: int) -> bool:
     diff = abs(now - before)
     return diff >= MIN_PERSONS and diff >= MIN_SHARE * max(before, 1)
 
 
-def _comparable(value: Any) -> bool:
+def _comparable(value: object) -> TypeGuard[int]:
     """An exact count: 0, or 5 and more (`<5` is suppressed, so not comparable)."""
     return isinstance(value, int) and not isinstance(value, bool)
 

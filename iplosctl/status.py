@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from iplosctl import endpoint, lockfile
 from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
 from iplosctl.manifest.checks import BrokenManifest
-from iplosctl.plan import plan_submission
+from iplosctl.plan import Action, DeadlineWindow, plan_submission
 from iplosctl.privacy import scrub
 from iplosctl.receipts import list_quarantine
 from iplosctl.render.common import next_command
@@ -26,8 +26,10 @@ class SubmissionStatus:
     manifest: str
     year: int | None
     environment: str
-    deadline: dict[str, Any] = field(default_factory=dict)
-    action: str = ""
+    #: None when the submission could not be planned
+    deadline: DeadlineWindow | None = None
+    #: the plan's action, or "error" when it could not be planned
+    action: Action | Literal["error", ""] = ""
     reason: str = ""
     attempt: dict[str, Any] | None = None
     quarantined: list[dict[str, str]] = field(default_factory=list)
@@ -36,7 +38,9 @@ class SubmissionStatus:
     route: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["deadline"] = self.deadline.as_dict() if self.deadline else {}
+        return out
 
 
 def submission_status(manifest: Manifest, *, today: dt.date | None = None) -> SubmissionStatus:
@@ -103,11 +107,12 @@ def render_status(statuses: list[SubmissionStatus]) -> str:
     lines: list[str] = []
     for s in statuses:
         d = s.deadline
-        window = (
-            f"{d['window']}, next deadline {d['next']} ({d['daysLeft']} days left)"
-            if d.get("next")
-            else d.get("window", "unknown")
-        )
+        if d is None:
+            window = "unknown"
+        elif d.next is None:
+            window = str(d.window)
+        else:
+            window = f"{d.window}, next deadline {d.next.isoformat()} ({d.days_left} days left)"
         lines += [
             f"{s.name}  ({s.year or '?'}, {s.environment})",
             f"  deadline:   {window}",

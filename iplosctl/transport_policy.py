@@ -137,6 +137,7 @@ def edi_concerns(
     verify_peer_name: bool,
     username: str | None = "",
     credential: str | None = "",
+    envelope_agreement: str | None = None,
 ) -> list[Concern]:
     """What validate refuses about an `edi` endpoint: missing servers or addresses, an
     address in the other world (production vs test), and `verifyPeerName` as for AMQP.
@@ -209,6 +210,31 @@ def edi_concerns(
                         path,
                     )
                 )
+    if production and envelope_agreement is None:
+        # Refuse the likely-unaccepted default: every source on NHN EDI describes the
+        # ebXML envelope (docs/domain.md §5.9); a bare mail would wait for a receipt
+        # that never comes while the deadline passes.
+        concerns.append(
+            Concern(
+                ERROR,
+                "the edi transport sends a bare S/MIME mail without the ebXML envelope "
+                "(HIS 1037) that NHN's EDI and KPR's requirements describe, and iplosctl does "
+                "not build that envelope yet: use transport: amqp, or, once NHN or KPR confirmed "
+                "in writing that a bare S/MIME mail is accepted, set "
+                "endpoint.envelopeAgreement: bare-smime (README 'Choosing the channel')",
+                ("spec", "endpoint", "transport"),
+            )
+        )
+    elif production:
+        concerns.append(
+            Concern(
+                WARNING,
+                "the edi transport sends a bare S/MIME mail without the ebXML envelope "
+                "(HIS 1037): endpoint.envelopeAgreement says NHN or KPR confirmed that KPR "
+                "accepts it; keep that confirmation with the manifest",
+                ("spec", "endpoint", "envelopeAgreement"),
+            )
+        )
     concerns.extend(
         endpoint_concerns(
             None,

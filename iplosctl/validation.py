@@ -99,7 +99,7 @@ def _problems_for(error: ValidationError, root: Any, filename: str) -> list[Prob
         expected_text = " or ".join(expected) if isinstance(expected, list) else str(expected)
         got = _JSON_TYPES.get(type(error.instance), type(error.instance).__name__)
         return [at(path, f"expected {expected_text}, got {got} {show(error.instance)}")]
-    if keyword == "enum":
+    if keyword == "enum" and isinstance(error.validator_value, list):
         choices = ", ".join(str(c) for c in error.validator_value)
         return [at(path, f"{show(error.instance)} is not one of: {choices}")]
     if keyword == "const":

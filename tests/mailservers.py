@@ -12,6 +12,17 @@
 Both use one test CA generated here (`cryptography`), with a server certificate for
 127.0.0.1 and `localhost`. Nothing listens beyond loopback and nothing is written outside
 `<root>`, so parallel test runs on the shared machine do not meet.
+
+For the TLS refusal tests both servers can be started misconfigured on purpose:
+
+* `old_tls=True`: they offer only TLS 1.0 and 1.1. OpenSSL 3 refuses those below
+  security level 0 even on the server side, so the servers' cipher string carries
+  `@SECLEVEL=0`: aiosmtpd's context directly; dovecot 2.3 has `ssl_min_protocol` but no
+  maximum, so it gets `ssl_min_protocol = TLSv1`, `ssl_cipher_list = …@SECLEVEL=0` and an
+  `OPENSSL_CONF` of its own (passed through `import_environment`) whose system default
+  says `MaxProtocol = TLSv1.1`.
+* `wrong_name=True`: they present a certificate from the same trusted test CA, but for
+  `mail.elsewhere.test` only, so only the host-name check can refuse it.
 """
 
 from __future__ import annotations
@@ -29,7 +40,8 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +54,10 @@ from cryptography.x509.oid import NameOID
 LOOPBACK = "127.0.0.1"
 USERS = {"kommune": "kommune-password", "kpr": "kpr-password"}
 DOMAIN = "edi.test"
+#: the only name in the `wrong_name` servers' certificate
+WRONG_NAME = "mail.elsewhere.test"
+#: what the `old_tls` servers allow: below OpenSSL 3's default security level
+OLD_TLS_CIPHERS = "DEFAULT:@SECLEVEL=0"
 
 
 def dovecot_binary() -> str | None:
@@ -67,6 +83,9 @@ class TestCa:
     key_file: Path
     #: a CA nobody trusts, for the TLS-failure test
     other_ca_file: Path
+    #: issued by the trusted CA for another host (mail.elsewhere.test), not for loopback
+    wrong_name_cert_file: Path
+    wrong_name_key_file: Path
 
 
 def make_tls(root: Path) -> TestCa:
@@ -95,33 +114,49 @@ def make_tls(root: Path) -> TestCa:
 
     ca_cert, ca_key = ca("iplosctl test mail CA")
     other_cert, _ = ca("iplosctl untrusted CA")
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(later)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
-            ),
-            critical=False,
+
+    def server(cn: str, names: Sequence[x509.GeneralName]) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(later)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256())
         )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
+        private = key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        return cert.public_bytes(pem), private
+
     pem = serialization.Encoding.PEM
-    out = TestCa(root / "ca.pem", root / "server.pem", root / "server.key", root / "other-ca.pem")
+    out = TestCa(
+        root / "ca.pem",
+        root / "server.pem",
+        root / "server.key",
+        root / "other-ca.pem",
+        root / "wrong-name.pem",
+        root / "wrong-name.key",
+    )
     out.ca_file.write_bytes(ca_cert.public_bytes(pem))
     out.other_ca_file.write_bytes(other_cert.public_bytes(pem))
-    out.cert_file.write_bytes(cert.public_bytes(pem))
-    out.key_file.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    out.key_file.chmod(0o600)
+    loopback = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
+    for (cert_file, key_file), (cn, names) in (
+        ((out.cert_file, out.key_file), ("localhost", loopback)),
+        (
+            (out.wrong_name_cert_file, out.wrong_name_key_file),
+            (WRONG_NAME, [x509.DNSName(WRONG_NAME)]),
+        ),
+    ):
+        cert_pem, key_pem = server(cn, names)
+        cert_file.write_bytes(cert_pem)
+        key_file.write_bytes(key_pem)
+        key_file.chmod(0o600)
     return out
 
 
@@ -216,7 +251,9 @@ class MailServers:
         return len(mailbox.Maildir(str(maildir(self.root, user)), create=True))
 
 
-def _dovecot_conf(root: Path, tls: TestCa, imaps: int, imap: int) -> Path:
+def _dovecot_conf(
+    root: Path, tls: TestCa, imaps: int, imap: int, *, old_tls: bool, wrong_name: bool
+) -> Path:
     me = pwd.getpwuid(os.getuid())
     owner = mail_owner()
     is_root = os.getuid() == 0
@@ -229,6 +266,17 @@ def _dovecot_conf(root: Path, tls: TestCa, imaps: int, imap: int) -> Path:
         "".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in USERS.items()), encoding="utf-8"
     )
     users.chmod(0o644)
+    cert, key = (
+        (tls.wrong_name_cert_file, tls.wrong_name_key_file)
+        if wrong_name
+        else (tls.cert_file, tls.key_file)
+    )
+    protocols = "ssl_min_protocol = TLSv1.2"
+    if old_tls:  # the maximum comes from OPENSSL_CONF (_old_tls_openssl_conf)
+        protocols = (
+            f"ssl_min_protocol = TLSv1\nssl_cipher_list = {OLD_TLS_CIPHERS}\n"
+            "import_environment = TZ OPENSSL_CONF"
+        )
     conf = root / "dovecot.conf"
     conf.write_text(
         f"""# written by tests/mailservers.py: loopback only
@@ -242,9 +290,9 @@ default_internal_user = {internal}
 default_login_user = {login}
 first_valid_uid = 0
 ssl = yes
-ssl_cert = <{tls.cert_file}
-ssl_key = <{tls.key_file}
-ssl_min_protocol = TLSv1.2
+ssl_cert = <{cert}
+ssl_key = <{key}
+{protocols}
 disable_plaintext_auth = yes
 auth_mechanisms = plain login
 mail_location = maildir:{root}/mail/%n/Maildir
@@ -289,36 +337,96 @@ def _wait_port(port: int, timeout: float = 15.0) -> bool:
     return False
 
 
+def _old_tls_openssl_conf(root: Path) -> Path:
+    """An OpenSSL configuration whose system default caps TLS at 1.1 (for dovecot)."""
+    path = root / "openssl-old-tls.cnf"
+    path.write_text(
+        "openssl_conf = openssl_init\n"
+        "[openssl_init]\nssl_conf = ssl_sect\n"
+        "[ssl_sect]\nsystem_default = system_default_sect\n"
+        "[system_default_sect]\nMinProtocol = TLSv1\nMaxProtocol = TLSv1.1\n"
+        f"CipherString = {OLD_TLS_CIPHERS}\n",
+        encoding="utf-8",
+    )
+    path.chmod(0o644)
+    return path
+
+
+def negotiated_tls_version(port: int, *, starttls: str | None = None) -> str | None:
+    """The TLS version a client that allows 1.0 to 1.3 gets from the server on `port`.
+
+    The refusal tests use it to show that the server really speaks (only) old TLS, so
+    the refusal they see comes from iplosctl's minimum and not from something else.
+    `starttls` is "smtp" or "imap" for a plain port that upgrades.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    ctx.set_ciphers(OLD_TLS_CIPHERS)
+    with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+        if starttls:
+            stream = sock.makefile("rb")
+            stream.readline()  # the greeting
+            command = b"EHLO probe\r\n" if starttls == "smtp" else b""
+            if command:
+                sock.sendall(command)
+                while stream.readline()[3:4] == b"-":
+                    pass
+            sock.sendall(b"STARTTLS\r\n" if starttls == "smtp" else b"a STARTTLS\r\n")
+            stream.readline()
+        try:
+            with ctx.wrap_socket(sock) as tls:
+                return tls.version()
+        except ssl.SSLError:
+            return None
+
+
 @contextlib.contextmanager
-def mail_servers() -> Iterator[MailServers]:
+def mail_servers(
+    *, old_tls: bool = False, wrong_name: bool = False, tls: TestCa | None = None
+) -> Iterator[MailServers]:
     """Start aiosmtpd and dovecot on loopback for the `with` block; stop both after.
 
     Their folder is a fresh one under the system temp folder, readable by dovecot's
     own users (pytest's tmp_path is not, when the tests run as root), removed after.
+    `old_tls` and `wrong_name` misconfigure both servers (see the module docstring);
+    `tls` reuses another pair's CA and certificates, so one caFile trusts both pairs.
     """
     root = Path(tempfile.mkdtemp(prefix="iplosctl-mail-"))
     try:
         root.chmod(0o755)
-        with _servers(root) as servers:
+        with _servers(root, old_tls=old_tls, wrong_name=wrong_name, tls=tls) as servers:
             yield servers
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def _servers(root: Path) -> Iterator[MailServers]:
+def _servers(
+    root: Path, *, old_tls: bool, wrong_name: bool, tls: TestCa | None
+) -> Iterator[MailServers]:
     from aiosmtpd.controller import Controller
 
     # aiosmtpd warns about its own deprecated Session.login_data on every login
     logging.getLogger("mail.log").setLevel(logging.ERROR)
-    tls = make_tls(root)
+    tls = tls or make_tls(root)
     for user in USERS:
         mailbox.Maildir(str(maildir(root, user)), create=True)
         _chown_tree(maildir(root, user).parent)
     knobs = SmtpKnobs()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    server_ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if old_tls:
+        with warnings.catch_warnings():  # old TLS on purpose
+            warnings.simplefilter("ignore", DeprecationWarning)
+            server_ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+            server_ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        server_ctx.set_ciphers(OLD_TLS_CIPHERS)
+    if wrong_name:
+        server_ctx.load_cert_chain(tls.wrong_name_cert_file, tls.wrong_name_key_file)
+    else:
+        server_ctx.load_cert_chain(tls.cert_file, tls.key_file)
     smtp_port = _free_port()
     controller = Controller(
         _Handler(root, knobs),
@@ -333,10 +441,13 @@ def _servers(root: Path) -> Iterator[MailServers]:
     )
     controller.start()
     imaps, imap = _free_port(), _free_port()
-    conf = _dovecot_conf(root, tls, imaps, imap)
+    conf = _dovecot_conf(root, tls, imaps, imap, old_tls=old_tls, wrong_name=wrong_name)
     binary = dovecot_binary()
     assert binary, "dovecot is not installed: run scripts/ensure-system-packages.sh"
-    proc = subprocess.Popen([binary, "-F", "-c", str(conf)], stderr=subprocess.PIPE)
+    env = dict(os.environ)
+    if old_tls:
+        env["OPENSSL_CONF"] = str(_old_tls_openssl_conf(root))
+    proc = subprocess.Popen([binary, "-F", "-c", str(conf)], stderr=subprocess.PIPE, env=env)
     try:
         if not (_wait_port(imaps) and _wait_port(imap)):
             proc.kill()

@@ -185,3 +185,32 @@ def test_validate_requires_a_login(cli, tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path, "sandbox", endpoint)
     result = cli("validate", manifest)
     assert result.code == 1 and "set endpoint.username and endpoint.credential" in result.err
+
+
+@pytest.mark.parametrize(
+    ("environment", "agreement", "expected"),
+    [
+        ("production", False, "error"),
+        ("production", True, "warning"),
+        ("test", False, None),
+    ],
+)
+def test_edi_without_the_ebxml_envelope_is_refused_in_production_unless_agreed(
+    cli, tmp_path: Path, environment: str, agreement: bool, expected: str | None
+) -> None:
+    endpoint = EDI.replace("testedi.nhn.no", "edi.nhn.no")
+    if environment == "test":
+        endpoint = EDI + "\n    registerAddress: kpr@testedi.nhn.no"
+    if agreement:
+        endpoint += "\n    envelopeAgreement: bare-smime"
+    manifest = write_manifest(tmp_path, environment, endpoint)
+    result = cli("validate", manifest)
+    said = [
+        "warning" if line.startswith("warning:") else "error"
+        for line in result.err.splitlines()
+        if "without the ebXML envelope (HIS 1037)" in line
+    ]
+    assert said == ([expected] if expected else [])
+    if expected == "error":  # production has other findings here (revocation): only this
+        assert result.code == 1
+    assert "Traceback" not in result.err

@@ -41,14 +41,28 @@ KOMMUNE = "kommune@edi.test"
 KPR = "kpr@edi.test"
 
 
-def manifest_text(servers: MailServers, *, imap: str = "imaps", ca: Path | None = None) -> str:
-    port = servers.imaps_port if imap == "imaps" else servers.imap_port
+def manifest_text(
+    servers: MailServers,
+    *,
+    imap: str = "imaps",
+    ca: Path | None = None,
+    imap_servers: MailServers | None = None,
+    environment: str = "sandbox",
+    verify_peer_name: bool = True,
+) -> str:
+    """The sandbox manifest for `servers`; `imap_servers` reads receipts from another pair."""
+    reader = imap_servers or servers
+    port = reader.imaps_port if imap == "imaps" else reader.imap_port
+    tls = f"caFile: {ca or servers.tls.ca_file}"
+    if not verify_peer_name:
+        tls += ", verifyPeerName: false"
+    agreement = "" if environment == "sandbox" else "\n  payloadFormatAgreement: iplosctl-export-v1"
     return f"""apiVersion: iplosctl/v1
 kind: Submission
 metadata: {{name: kommune-2023}}
 spec:
   reportingYear: 2023
-  environment: sandbox
+  environment: {environment}
   municipality: {{number: "9999", name: Demo kommune, orgNumber: "310000019"}}
   sender: {{herId: 7100001, serviceHerId: 7100002}}
   epj: {{system: DemoEPJ, version: 4.2.0}}
@@ -58,7 +72,7 @@ spec:
     - {{orgNumber: "310000035", name: Demo sykehjem}}
     - {{orgNumber: "310000043", name: Demo bofellesskap}}
   source: {{plugin: xml, path: ../exports/kommune-2023.xml}}
-  testPersons: {{names: ["Test Testesen"]}}
+  testPersons: {{names: ["Test Testesen"]}}{agreement}
   endpoint:
     transport: edi
     address: {KOMMUNE}
@@ -69,7 +83,7 @@ spec:
     credential: edi-test
     maxMessageSizeBytes: 200000
     timeoutSeconds: 10
-    tls: {{caFile: {ca or servers.tls.ca_file}}}
+    tls: {{{tls}}}
   certificates:
     signing: {{certificate: ../pki/municipality-signing.pem, key: ../pki/municipality-signing.key}}
     encryption:
@@ -119,8 +133,8 @@ class Setup:
         return lock.attempts[-1].parts
 
 
-@pytest.fixture
-def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
+def edi_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
+    """The `setup` fixture's body, for the other test_edi_* modules' own fixtures."""
     monkeypatch.setenv("IPLOSCTL_SECRET_EDI_TEST", USERS["kommune"])
     monkeypatch.setenv("IPLOSCTL_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -133,6 +147,11 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
         s.__init__(tmp_path, servers)  # type: ignore[misc]
         s.manifest.write_text(manifest_text(servers))
         yield s
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
+    yield from edi_setup(tmp_path, monkeypatch)
 
 
 def apply(cli, s: Setup):  # type: ignore[no-untyped-def]
@@ -194,6 +213,7 @@ def test_a_sent_mail_taken_apart_with_email_and_openssl(cli, setup: Setup) -> No
         assert mail["From"] == KOMMUNE and mail["To"] == KPR and mail["Subject"] == part.type
         assert mail["X-Iplosctl-P-toHerId"] == str(REGISTER_HER_ID)
         body = mail.get_payload(decode=True)
+        assert isinstance(body, bytes)
         signed = openssl(
             "-decrypt",
             "-inform",
@@ -228,7 +248,7 @@ def _one_line_error(result) -> str:  # type: ignore[no-untyped-def]
     assert result.code == 1, result.err
     assert "Traceback" not in result.err
     assert len(lines) == 1, result.err
-    return lines[0]
+    return str(lines[0])
 
 
 def test_smtp_refusing_the_recipient_sends_nothing(cli, setup: Setup) -> None:

@@ -232,6 +232,7 @@ def transport_concerns(m: Manifest) -> list[transport_policy.Concern]:
             verify_peer_name=e.tls.verify_peer_name,
             username=e.username,
             credential=e.credential,
+            envelope_agreement=e.envelope_agreement,
         )
     return transport_policy.endpoint_concerns(
         m.endpoint.url or env.broker_url,

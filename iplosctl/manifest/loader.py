@@ -164,11 +164,12 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
     # (manifests/../examples/x.xml → examples/x.xml) so messages stay short.
     base = path.parent
 
-    def file(value: str | None) -> Path | None:
-        if value is None:
-            return None
+    def file(value: str) -> Path:
         p = Path(value).expanduser()
         return p if p.is_absolute() else Path(os.path.normpath(base / p))
+
+    def optional_file(value: str | None) -> Path | None:
+        return None if value is None else file(value)
 
     spec = data["spec"]
     src = spec["source"]
@@ -185,10 +186,10 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
             cpa_id=e.get("cpaId"),
             receiver_queue=e.get("receiverQueue"),
             tls=Tls(
-                ca_file=file(t.get("caFile")),
+                ca_file=optional_file(t.get("caFile")),
                 verify_peer_name=t.get("verifyPeerName", True),
-                client_certificate=file(t.get("clientCertificate")),
-                client_key=file(t.get("clientKey")),
+                client_certificate=optional_file(t.get("clientCertificate")),
+                client_key=optional_file(t.get("clientKey")),
             ),
             timeout_seconds=float(e.get("timeoutSeconds", 30)),
             reply_queue=e.get("replyQueue"),
@@ -200,13 +201,14 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
             imap_folder=e.get("imapFolder"),
             processed_folder=e.get("processedFolder"),
             register_address=e.get("registerAddress"),
+            envelope_agreement=e.get("envelopeAgreement"),
         )
     certificates = None
     if "certificates" in spec:
         c = spec["certificates"]
 
         def pair(p: dict[str, Any]) -> KeyPair:
-            return KeyPair(file(p["certificate"]), file(p["key"]), p.get("passphraseSecret"))  # type: ignore[arg-type]
+            return KeyPair(file(p["certificate"]), file(p["key"]), p.get("passphraseSecret"))
 
         r = c["register"]
         certificates = Certificates(
@@ -215,13 +217,13 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
             register=RegisterCertificates(
                 file(r["signing"]),
                 file(r["encryption"]),
-                file(r.get("trustAnchors")),  # type: ignore[arg-type]
+                optional_file(r.get("trustAnchors")),
             ),
             encryption_previous=(
                 pair(c["encryptionPrevious"]) if "encryptionPrevious" in c else None
             ),
-            crls=tuple(file(p) for p in c.get("crls", ())),  # type: ignore[misc]
-            intermediates=file(c.get("intermediates")),
+            crls=tuple(file(p) for p in c.get("crls", ())),
+            intermediates=optional_file(c.get("intermediates")),
         )
     tp = spec.get("testPersons", {})
     return Manifest(
@@ -244,16 +246,16 @@ def _build(path: Path, data: dict[str, Any], root: Any) -> Manifest:
             file(src["path"]),
             _format(src.get("format"), base),
             dict(src.get("options", {})),
-            {part: file(value) for part, value in src.get("parts", {}).items()},  # type: ignore[misc]
+            {part: file(value) for part, value in src.get("parts", {}).items()},
         ),
         test_persons=TestPersons(tuple(tp.get("names", ())), frozenset(tp.get("ids", ()))),
         endpoint=endpoint,
         certificates=certificates,
         rule_severities=dict(spec.get("rules", {})),
         epj_minimum_versions=dict(spec.get("epjMinimumVersions", {})),
-        schemas=file(spec.get("schemas")),
+        schemas=optional_file(spec.get("schemas")),
         message_size_limit_bytes=spec.get("messageSizeLimitBytes"),
-        profile=file(spec.get("profile")),
+        profile=optional_file(spec.get("profile")),
         digest=_digest(data),
         node=root,
         payload_schema=spec.get("payloadSchema"),

@@ -85,6 +85,7 @@ class Endpoint:
     imap_folder: str | None = None
     processed_folder: str | None = None
     register_address: str | None = None
+    envelope_agreement: str | None = None
 
 
 @dataclass(frozen=True)

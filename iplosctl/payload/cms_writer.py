@@ -38,12 +38,12 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 #: Keys we can sign with. Decryption needs RSA: cryptography only does RSA key transport.
 PrivateKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
-_SIGNED_DATA = asn1_cms.ContentType("signed_data").dump()
-_ENVELOPED_DATA = asn1_cms.ContentType("enveloped_data").dump()
-_DATA = asn1_cms.ContentType("data").dump()
-_VERSION_0 = asn1_core.Integer(0).dump()
-_VERSION_1 = asn1_core.Integer(1).dump()
-_DIGEST_ALGORITHMS = asn1_cms.DigestAlgorithms([{"algorithm": "sha256"}]).dump()
+_SIGNED_DATA: bytes = asn1_cms.ContentType("signed_data").dump()
+_ENVELOPED_DATA: bytes = asn1_cms.ContentType("enveloped_data").dump()
+_DATA: bytes = asn1_cms.ContentType("data").dump()
+_VERSION_0: bytes = asn1_core.Integer(0).dump()
+_VERSION_1: bytes = asn1_core.Integer(1).dump()
+_DIGEST_ALGORITHMS: bytes = asn1_cms.DigestAlgorithms([{"algorithm": "sha256"}]).dump()
 #: what cryptography's builder announced, strongest first
 _CAPABILITIES = ("aes256_cbc", "aes192_cbc", "aes128_cbc")
 _AES_BLOCK = 16
@@ -158,7 +158,8 @@ class _Signer:
         certificates = asn1_cms.CertificateSet(
             [asn1_cms.CertificateChoices(name="certificate", value=self._cert)]
         ).retag("implicit", 0)
-        return certificates.dump() + asn1_cms.SignerInfos([info]).dump()
+        tail: bytes = certificates.dump() + asn1_cms.SignerInfos([info]).dump()
+        return tail
 
 
 def _signed_data_prefix(content_length: int, tail_length: int) -> bytes:
@@ -195,8 +196,10 @@ def _enveloped_data_prefix(
             }
         ),
     )
-    recipients = asn1_cms.RecipientInfos([recipient_info]).dump()
-    algorithm = asn1_cms.EncryptionAlgorithm({"algorithm": "aes256_cbc", "parameters": iv}).dump()
+    recipients: bytes = asn1_cms.RecipientInfos([recipient_info]).dump()
+    algorithm: bytes = asn1_cms.EncryptionAlgorithm(
+        {"algorithm": "aes256_cbc", "parameters": iv}
+    ).dump()
     ciphertext = _header(0x80, ciphertext_length)  # [0] IMPLICIT OCTET STRING
     content_info_length = len(_DATA) + len(algorithm) + len(ciphertext) + ciphertext_length
     encrypted_content_info = _header(0x30, content_info_length) + _DATA + algorithm + ciphertext

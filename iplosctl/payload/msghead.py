@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
 
 from lxml import etree
@@ -31,6 +32,9 @@ from iplosctl.payload.compression import (
     decompress_content,
     encode_base64,
 )
+
+if TYPE_CHECKING:
+    from lxml.etree._docloader import _InputDocument
 
 MSGHEAD_NS = "http://www.kith.no/xmlstds/msghead/2006-05-24"
 MSGHEAD_XSD = "MsgHead-v1_2.xsd"
@@ -339,9 +343,14 @@ class _OfflineResolver(etree.Resolver):
         super().__init__()
         self.refused: list[str] = []
 
-    def resolve(self, system_url: str, public_id: str, context: object) -> object:
-        has_scheme = bool(system_url and _URL_SCHEME.match(system_url))
-        if has_scheme and not system_url.lower().startswith("file:"):
+    def resolve(
+        self, system_url: str | None, public_id: str | None, context: object
+    ) -> _InputDocument | None:
+        if (
+            system_url
+            and _URL_SCHEME.match(system_url)
+            and not system_url.lower().startswith("file:")
+        ):
             self.refused.append(system_url)
             return self.resolve_string("<refused/>", context)
         return None
@@ -503,7 +512,9 @@ def parse_msghead(xml: bytes) -> MsgHeadInfo:
         raise PayloadError(
             f"MsgHead Content holds {len(children)} elements; expected one payload document"
         )
-    compression = contents[0].getparent().find(_M + "Compression")
+    ref_doc = contents[0].getparent()
+    assert ref_doc is not None  # found as RefDoc/Content just above
+    compression = ref_doc.find(_M + "Compression")
     if compression is not None:
         payload = _decompressed(children[0], compression.get("V") or "")
     else:

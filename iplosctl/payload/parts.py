@@ -39,10 +39,12 @@ class PayloadHasher:
             p.type: ExportHasher(
                 header,
                 **CONTENT_FLAGS[p.content],
+                # ExportHasher declares BinaryIO but only calls write(): GzipSink and Tee
+                # are write-only file objects (export_writer is retyped by its owner)
                 out=(
                     self._gzip[p.type]  # type: ignore[arg-type]
                     if outputs is None
-                    else Tee(outputs[p.type], self._gzip[p.type])  # type: ignore[arg-type]
+                    else Tee(outputs[p.type], self._gzip[p.type])
                 ),
             )
             for p in parts

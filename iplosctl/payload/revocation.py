@@ -100,7 +100,7 @@ def _get(url: str, *, body: bytes | None = None, timeout: float) -> bytes:
         headers["Content-Type"] = "application/ocsp-request"
     request = urllib.request.Request(url, data=body, headers=headers)
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        data = response.read(MAX_CRL_BYTES + 1)
+        data: bytes = response.read(MAX_CRL_BYTES + 1)
     if len(data) > MAX_CRL_BYTES:
         raise ValueError(f"answer over {MAX_CRL_BYTES:,} bytes")
     return data

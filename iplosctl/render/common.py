@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from iplosctl.plan import Plan, SubmissionPlan, UnplannedSubmission
+from iplosctl.plan import CHANGING, Action, Plan, SubmissionPlan, UnplannedSubmission, Window
 from iplosctl.rules import Finding
 
 ACTION_WORDS = [
-    ("submit", "to submit"),
-    ("recover", "to recover"),
-    ("correct", "to correct"),
-    ("resubmit", "to resubmit"),
-    ("wait", "waiting for receipts"),
-    ("blocked", "blocked"),
-    ("no-op", "unchanged"),
+    (Action.SUBMIT, "to submit"),
+    (Action.RECOVER, "to recover"),
+    (Action.CORRECT, "to correct"),
+    (Action.RESUBMIT, "to resubmit"),
+    (Action.WAIT, "waiting for receipts"),
+    (Action.BLOCKED, "blocked"),
+    (Action.NO_OP, "unchanged"),
 ]
+#: shown in the summary line even at 0
+_ALWAYS_COUNTED = (Action.SUBMIT, Action.CORRECT, Action.BLOCKED)
 
 
 def summary_line(plan: Plan) -> str:
@@ -21,7 +23,7 @@ def summary_line(plan: Plan) -> str:
     shown = [
         f"{plan.count(a)} {words}"
         for a, words in ACTION_WORDS
-        if plan.count(a) or a in ("submit", "correct", "blocked")
+        if plan.count(a) or a in _ALWAYS_COUNTED
     ]
     return "Plan: " + ", ".join(shown) + "."
 
@@ -29,13 +31,13 @@ def summary_line(plan: Plan) -> str:
 def next_command(s: SubmissionPlan) -> str:
     """The one command to run next for this submission."""
     target = str(s.manifest_path)
-    if s.action in ("submit", "recover", "correct", "resubmit"):
+    if s.action in CHANGING:
         return f"iplosctl apply {target}"
-    if s.action == "wait":
+    if s.action == Action.WAIT:
         return f"iplosctl receipts {target} --wait 10m"
-    if s.action == "blocked" and getattr(s, "way_out", ""):
+    if s.action == Action.BLOCKED and s.way_out:
         return s.way_out
-    if s.action == "blocked":
+    if s.action == Action.BLOCKED:
         return f"fix the findings, then: iplosctl plan {target}"
     return "nothing to do"
 
@@ -50,11 +52,11 @@ def refs_text(f: Finding) -> str:
 
 def deadline_text(s: SubmissionPlan) -> str:
     d = s.deadline
-    if d["window"] == "rehearsal":
+    if d.window == Window.REHEARSAL:
         return "sandbox rehearsal: deadlines do not apply"
-    if d["next"] is None:
-        return f"closed: the last deadline ({d['deadlines'][-1]['date']}) has passed"
-    return f"{d['window']}: next deadline {d['next']} ({d['daysLeft']} days left)"
+    if d.next is None:
+        return f"closed: the last deadline ({d.last.isoformat()}) has passed"
+    return f"{d.window}: next deadline {d.next.isoformat()} ({d.days_left} days left)"
 
 
 def certificate_lines(s: SubmissionPlan) -> list[str]:

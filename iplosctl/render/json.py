@@ -27,7 +27,7 @@ def submission_dict(s: SubmissionPlan) -> dict[str, Any]:
         "offlineRevocation": s.offline_revocation,
         "summary": s.summary,
         "previousSummary": s.previous_summary,
-        "deadline": s.deadline,
+        "deadline": s.deadline.as_dict(),
         "route": s.route,
         "digests": {
             "manifest": s.manifest_digest,

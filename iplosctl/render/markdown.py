@@ -11,7 +11,7 @@ that could not be planned at all are never cut: their reasons are short.
 
 from __future__ import annotations
 
-from iplosctl.plan import Plan, SubmissionPlan, UnplannedSubmission, plan_digest
+from iplosctl.plan import Action, Plan, SubmissionPlan, UnplannedSubmission, plan_digest
 from iplosctl.profiles import load_profile
 from iplosctl.render.common import (
     deadline_text,
@@ -24,14 +24,14 @@ from iplosctl.render.common import (
 from iplosctl.summary import summary_rows
 
 LIMIT = 60_000
-ICONS = {
-    "submit": "🟢",
-    "recover": "🟠",
-    "correct": "🟡",
-    "resubmit": "🟡",
-    "wait": "⏳",
-    "blocked": "⛔",
-    "no-op": "⚪",
+ICONS: dict[Action, str] = {
+    Action.SUBMIT: "🟢",
+    Action.RECOVER: "🟠",
+    Action.CORRECT: "🟡",
+    Action.RESUBMIT: "🟡",
+    Action.WAIT: "⏳",
+    Action.BLOCKED: "⛔",
+    Action.NO_OP: "⚪",
 }
 
 
@@ -107,7 +107,7 @@ def _one_line(s: SubmissionPlan) -> str:
 
 def _unplanned(u: UnplannedSubmission) -> str:
     lines = [
-        f"<details open><summary>{ICONS['blocked']} <b>{u.name}</b> "
+        f"<details open><summary>{ICONS[Action.BLOCKED]} <b>{u.name}</b> "
         f"(<code>{_cell(str(u.manifest_path))}</code>): <b>blocked</b></summary>",
         "",
         "**Why:** it could not be planned:",
@@ -156,7 +156,9 @@ def render_markdown(plan: Plan) -> str:
             f"{s.action} | {errors} | {warnings} |"
         )
     for u in plan.unplanned:
-        head.append(f"| {u.name} | ? | ? | {ICONS['blocked']} blocked | {len(u.reasons)} | 0 |")
+        head.append(
+            f"| {u.name} | ? | ? | {ICONS[Action.BLOCKED]} blocked | {len(u.reasons)} | 0 |"
+        )
     head.append("")
     header = "\n".join(head) + "\n"
     footer = (

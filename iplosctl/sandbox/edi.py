@@ -11,6 +11,13 @@ Message-ID (the MsgId) is a duplicate and gets nothing, as on AMQP (DOMAIN.md §
 EDI has no error queue: an answer the register would put on `{herId}_error` is logged
 and dropped here (a real EDI receiver would bounce the mail or send an ebXML
 MessageError; UNVERIFIED which KPR does).
+
+Behaviours (`--behaviour`, register.py `BEHAVIOUR_HELP`) are the register's own, so they
+hold over EDI as on AMQP. A delay counts from when the mail server received the mail
+(IMAP INTERNALDATE, `ediReceivedAt`): until then the mail is left unread in the inbox
+(nothing decided, nothing remembered), and the first read after it is answered. The
+due time thus lives on the server, not in this process: a restart, or `--once` run
+again later, neither loses nor hurries a held answer.
 """
 
 from __future__ import annotations
@@ -23,10 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from iplosctl import plugins
-from iplosctl.plugins import TlsSettings, TransportSettings
+from iplosctl.errors import TransportError
+from iplosctl.plugins import IncomingMessage, TlsSettings, TransportSettings
 from iplosctl.sandbox.register import SandboxRegister
 
 log = logging.getLogger(__name__)
+
+#: the property the edi transport sets to the mail's INTERNALDATE (kept in step with
+#: iplosctl_transport_edi.RECEIVED_PROPERTY; the core does not import plugin modules)
+RECEIVED_PROPERTY = "ediReceivedAt"
 
 
 @dataclass(frozen=True)
@@ -76,16 +88,35 @@ def answer_mailbox(
     try:
         for delivery in transport.receive(register.queue, timeout=0):
             message = delivery.message
-            answer = register.decide(message, now())
-            for reply in answer.replies:
-                if "@" in reply.queue:
-                    transport.send(reply.message)
-                else:
-                    log.warning(
-                        "message %s: %s, but EDI has no error queue: not sent",
-                        message.message_id,
-                        answer.outcome,
-                    )
+            at = now()
+            due = _due(message, register.behaviour.delay_seconds)
+            if due is not None and due > at:
+                delivery.release()  # stays in the inbox, unread; answered once due
+                outcomes.append(
+                    f"{message.message_id}: held until {due:%Y-%m-%dT%H:%M:%SZ} "
+                    f"(delay={register.behaviour.delay_seconds:g})"
+                )
+                continue
+            answer = register.decide(message, at)
+            try:
+                for reply in answer.replies:
+                    if "@" in reply.queue:
+                        transport.send(reply.message)
+                    else:
+                        log.warning(
+                            "message %s: %s, but EDI has no error queue: not sent",
+                            message.message_id,
+                            answer.outcome,
+                        )
+            except TransportError as exc:
+                # not remembered, not moved: the next read answers it again (the
+                # municipality takes a second copy of an AppRec as a duplicate)
+                delivery.release()
+                outcomes.append(
+                    f"{message.message_id}: not answered ({exc.message}); "
+                    "answered again on the next read"
+                )
+                continue
             register.remember(answer)
             delivery.accept()
             outcomes.append(f"{message.message_id}: {answer.outcome}")
@@ -93,3 +124,19 @@ def answer_mailbox(
         if own:
             transport.close()
     return outcomes
+
+
+def _due(message: IncomingMessage, delay_seconds: float) -> dt.datetime | None:
+    """When a delayed answer to `message` may go: its arrival plus the delay (None: now)."""
+    if not delay_seconds:
+        return None
+    arrived = message.application_properties.get(RECEIVED_PROPERTY)
+    try:
+        when = dt.datetime.fromisoformat(str(arrived).replace("Z", "+00:00"))
+    except ValueError:
+        log.warning(
+            "message %s: the IMAP server gave no arrival time: answered without the delay",
+            message.message_id,
+        )
+        return None
+    return when.astimezone(dt.UTC) + dt.timedelta(seconds=delay_seconds)

@@ -84,7 +84,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from iplosctl.errors import Location, Problem, SourceError
 from iplosctl.payload.export_writer import org_number_problem
@@ -724,7 +724,7 @@ def _columns(
     return columns, frozenset(given)
 
 
-def _extracted_at(value: Any) -> dt.datetime | bool | None:
+def _extracted_at(value: Any) -> dt.datetime | Literal[False] | None:
     """The option as a datetime, None when absent, False when unreadable."""
     if value is None:
         return None

@@ -203,9 +203,10 @@ class DirectoryTransport:
                 f"{meta}: cannot read the message properties ({exc}); fix or remove the file"
             ) from exc
         body_name = str(data.get("body_file") or meta.stem + BODY_SUFFIX)
-        body_path = meta.parent / _safe_name(body_name, "body file")
+        body_file = meta.parent / _safe_name(body_name, "body file")
+        body_path: Path | None = body_file
         try:
-            body = body_path.read_bytes()
+            body = body_file.read_bytes()
         except FileNotFoundError:
             if data.get("body_size", 0):
                 raise TransportError(
@@ -213,7 +214,7 @@ class DirectoryTransport:
                 ) from None
             body, body_path = b"", None  # error-queue messages have no body (DOMAIN.md §5.7)
         except OSError as exc:
-            raise TransportError(f"{body_path}: cannot read it ({exc.strerror})") from exc
+            raise TransportError(f"{body_file}: cannot read it ({exc.strerror})") from exc
         digest = data.get("body_sha256")
         if digest is not None and hashlib.sha256(body).hexdigest() != digest:
             raise TransportError(

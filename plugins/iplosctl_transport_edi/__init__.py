@@ -18,12 +18,15 @@ Sources (see README "Choosing the channel"):
 * RFC 8551 (S/MIME 4.0), sections 3.2 and 3.3: `application/pkcs7-mime; smime-type=enveloped-data;
   name=smime.p7m`, base64, attachment `smime.p7m`.
 
-UNVERIFIED (no NHN or KPR document in reach says it): whether KPR's EDI receiver takes
-a bare S/MIME message or needs the ebXML envelope of HIS 1037:2011 (with its transport
-acknowledgement) around it; whether it wants a MIME entity inside the EnvelopedData
-(strict RFC 8551) rather than the MsgHead SignedData directly (what AMQP carries, and
-what we send); and what, if anything, it reads from the Subject. Confirm with NHN
-kundesenter before a production submission over EDI.
+The ebXML question (DOMAIN.md §5.9): NHN's EDI pages and KPR's 2023 requirements
+describe health messages over NHN EDI inside the HIS 1037:2011 ebXML envelope (signed
+SOAP header, CPA id, Service/Action/Role, transport acknowledgements). This transport
+does not build it: KPR's CPA/Service/Action/Role values, the standard's text and a
+reference message are not in reach (README "Choosing the channel" lists what would
+unblock it), so validate warns in production and qa. UNVERIFIED besides: whether KPR
+wants a MIME entity inside the EnvelopedData (strict RFC 8551) rather than the MsgHead
+SignedData directly (what AMQP carries, and what we send), and whether it reads the
+Subject.
 
 Mapping onto the queue-shaped TransportPlugin Protocol (iplosctl/plugins.py):
 
@@ -52,6 +55,7 @@ qa), its host name too. AUTH is never attempted in clear.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import email
 import email.parser
@@ -61,6 +65,8 @@ import re
 import smtplib
 import socket
 import ssl
+import time
+import warnings
 from collections.abc import Iterator, Mapping
 from email.message import EmailMessage, Message
 from email.utils import format_datetime, parseaddr
@@ -75,6 +81,8 @@ SMIME_PARAMS = {"smime-type": "enveloped-data", "name": "smime.p7m"}
 PROPERTY_HEADER = "X-Iplosctl-P-"
 REPLY_QUEUE_HEADER = "X-Iplosctl-Reply-Queue"
 CORRELATION_HEADER = "X-Iplosctl-Correlation-Id"
+#: set on each mail read over IMAP: when the server received it (INTERNALDATE, UTC)
+RECEIVED_PROPERTY = "ediReceivedAt"
 DEFAULT_FOLDER = "INBOX"
 PROCESSED_FOLDER = "iplosctl-processed"
 #: NHN: the whole EDI message at most 51 200 000 bytes (EDI 2.0 "EDI" page)
@@ -82,6 +90,8 @@ NHN_MAX_MESSAGE = 51_200_000
 #: MIME nesting we look into for the pkcs7 part; deeper is not a register's AppRec
 MAX_DEPTH = 4
 MAX_PARTS = 20
+#: lines starting with "--" (part delimiters) beyond which a mail is not parsed at all
+MAX_DELIMITER_LINES = 4 * MAX_PARTS
 _ADDRESS = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$|^[^@\s]+@localhost$")
 
 
@@ -127,6 +137,99 @@ def tls_context(settings: TransportSettings) -> ssl.SSLContext:
     ctx.check_hostname = tls.verify_peer_name
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
+
+
+#: OpenSSL's verify codes for a certificate that is not for the host we connected to
+_NAME_MISMATCH = {62, 64}  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+
+
+def tls_failure(
+    exc: ssl.SSLError, where: str, host: str, port: int, starttls: str | None
+) -> TransportError:
+    """One line an IT person can act on for a failed TLS handshake (nothing was sent).
+
+    A certificate problem says which (untrusted, or not for this host name). Any other
+    handshake failure may be a server that offers only TLS 1.0/1.1, which OpenSSL reports
+    as anything from UNSUPPORTED_PROTOCOL to an EOF: `old_tls_version` asks the server
+    once more, allowing only those versions, so the line can say so for certain.
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code in _NAME_MISMATCH:
+            return TransportError(
+                f"TLS with the {where} failed (CERTIFICATE_VERIFY_FAILED: its certificate is "
+                f"not issued for {host!r}): put the host name its certificate names in the "
+                "URL; iplosctl always checks it (tls.verifyPeerName: false is refused in "
+                "production and qa)"
+            )
+        return TransportError(
+            f"TLS with the {where} failed (CERTIFICATE_VERIFY_FAILED: "
+            f"{_text(exc.verify_message or exc.reason)}): check tls.caFile and that the URL "
+            "names the host in the server's certificate"
+        )
+    old = old_tls_version(host, port, starttls)
+    if old is not None:
+        return TransportError(
+            f"the {where} offers only {old}: refused, iplosctl requires TLS 1.2 or newer "
+            "(as NHN does); nothing was sent or read: ask the mail server's operator to "
+            "enable TLS 1.2 or 1.3"
+        )
+    return TransportError(
+        f"TLS with the {where} failed ({_text(exc.reason or exc)}): check tls.caFile, that "
+        "the URL names the host in the server's certificate and that it offers TLS 1.2 or 1.3"
+    )
+
+
+def old_tls_version(host: str, port: int, starttls: str | None, timeout: float = 10) -> str | None:
+    """The version (TLSv1 or TLSv1.1) if the server completes a handshake capped at 1.1.
+
+    Diagnosis only, after a failed handshake: nothing but the handshake crosses this
+    connection (no login, no mail), and the certificate is not looked at. OpenSSL 3
+    allows TLS 1.0/1.1 only at security level 0, hence the cipher string. `starttls` is
+    "smtp" or "imap" when the port speaks plain text first.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with warnings.catch_warnings():  # deprecated on purpose: this is the diagnosis
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    except (ValueError, ssl.SSLError):
+        return None  # this OpenSSL cannot speak old TLS at all: nothing to learn
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if starttls and not _plain_starttls(sock, starttls):
+                return None
+            with ctx.wrap_socket(sock, server_hostname=host) as tls:
+                version = tls.version()
+    except (OSError, ValueError):
+        return None
+    return version if version in ("TLSv1", "TLSv1.1") else None
+
+
+def _plain_starttls(sock: socket.socket, protocol: str) -> bool:
+    """Bring a plain SMTP or IMAP connection to where the TLS handshake starts."""
+    stream = sock.makefile("rb")
+    try:
+        stream.readline(4096)  # the greeting
+        if protocol == "smtp":
+            sock.sendall(b"EHLO iplosctl\r\n")
+            for _ in range(100):
+                line = stream.readline(4096)
+                if line[3:4] != b"-":
+                    break
+            sock.sendall(b"STARTTLS\r\n")
+            return stream.readline(4096).startswith(b"220")
+        sock.sendall(b"t1 STARTTLS\r\n")
+        for _ in range(100):
+            line = stream.readline(4096)
+            if not line or line.startswith(b"t1 "):
+                return line.startswith(b"t1 OK")
+        return False
+    finally:
+        stream.close()
 
 
 def message_id_header(msg_id: str, from_address: str) -> str:
@@ -188,7 +291,7 @@ def _smime_part(mail: Message) -> tuple[bytes | None, str]:
                 return None, f"MIME nested deeper than {MAX_DEPTH}"
             payload = part.get_payload()
             if isinstance(payload, list):
-                stack.extend((p, depth + 1) for p in payload)
+                stack.extend((p, depth + 1) for p in payload if isinstance(p, Message))
             continue
         if ctype in (SMIME_TYPE, "application/x-pkcs7-mime"):
             data = part.get_payload(decode=True)
@@ -204,14 +307,25 @@ def parse_mime(raw: bytes, queue: str) -> IncomingMessage:
     whole raw mail (so quarantine keeps all of it) and `ediProblem` says why."""
     properties: dict[str, str] = {}
     boundaries = raw.lower().count(b"boundary=")
+    # every part starts with a "--boundary" line: counting them costs nothing, while the
+    # email package would build the whole tree first (a 50 MB mail of tiny parts: a
+    # minute and gigabytes) before the bounded walk below could stop at MAX_PARTS
+    delimiters = raw.count(b"\n--")
     try:
         if boundaries > MAX_PARTS:  # a MIME bomb: read the headers only, never the tree
             mail = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
             body, problem = None, f"MIME bomb: {boundaries} multipart boundaries"
+        elif delimiters > MAX_DELIMITER_LINES:
+            mail = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+            body, problem = None, f"MIME bomb: {delimiters} lines that may start a part"
         else:
             mail = email.message_from_bytes(raw, policy=email.policy.compat32)
             body, problem = _smime_part(mail)
-    except Exception as exc:  # a hostile mail must not stop the run (RecursionError too)
+    except RecursionError:  # e.g. thousands of nested message/rfc822 parts
+        return IncomingMessage(
+            queue, None, None, None, raw, {"ediProblem": "MIME bomb: nested too deep to parse"}
+        )
+    except Exception as exc:  # a hostile mail must not stop the run
         return IncomingMessage(queue, None, None, None, raw, {"ediProblem": type(exc).__name__})
     for name, value in mail.items():
         if name.lower().startswith(PROPERTY_HEADER.lower()):
@@ -235,7 +349,7 @@ def parse_mime(raw: bytes, queue: str) -> IncomingMessage:
 class EdiDelivery:
     """One mail in the IMAP folder; `accept` moves it to the processed folder."""
 
-    def __init__(self, transport: EdiTransport, uid: bytes, message: IncomingMessage) -> None:
+    def __init__(self, transport: EdiTransport, uid: str, message: IncomingMessage) -> None:
         self._transport = transport
         self._uid = uid
         self.message = message
@@ -280,6 +394,8 @@ class EdiTransport:
         self._selected: str | None = None
         self._refusals: list[str] = []
         self._processed_ready = False
+        #: (folder, UIDVALIDITY, uid) of mails left in place on purpose (not ours, too big)
+        self._passed: set[tuple[str, str, str]] = set()
 
     def __repr__(self) -> str:
         return f"EdiTransport({self.settings.url!r}, {self.imap_url!r})"
@@ -313,10 +429,8 @@ class EdiTransport:
             if self.settings.username:
                 smtp.login(self.settings.username, self.settings.password or "")
         except ssl.SSLError as exc:
-            raise TransportError(
-                f"TLS with the {where} failed ({exc.reason or exc}): check tls.caFile and that "
-                "the URL names the host in the server's certificate"
-            ) from None
+            starttls = None if scheme == "smtps" else "smtp"
+            raise tls_failure(exc, where, host, port, starttls) from None
         except smtplib.SMTPAuthenticationError as exc:
             raise TransportError(
                 f"the {where} refused the login for {self.settings.username!r} "
@@ -342,6 +456,9 @@ class EdiTransport:
                 f"the EDI message for {message.message_id} is {len(raw):,} bytes, over NHN's "
                 f"{NHN_MAX_MESSAGE:,} byte limit for EDI: send it over AMQP"
             )
+        if self._smtp is not None and not _alive(self._smtp):
+            _close_quietly(self._smtp)  # the server dropped an idle session: nothing sent yet
+            self._smtp = None
         if self._smtp is None:
             self._smtp = self._smtp_connect()
         smtp, self._smtp = self._smtp, None  # a failed session is never reused
@@ -402,10 +519,8 @@ class EdiTransport:
             if typ == "OK" and data and data[-1]:
                 imap.capabilities = tuple(data[-1].decode("ascii", "replace").upper().split())
         except ssl.SSLError as exc:
-            raise TransportError(
-                f"TLS with the {where} failed ({exc.reason or exc}): check tls.caFile and that "
-                "the URL names the host in the server's certificate"
-            ) from None
+            starttls = None if scheme == "imaps" else "imap"
+            raise tls_failure(exc, where, host, port, starttls) from None
         except imaplib.IMAP4.error as exc:
             raise TransportError(
                 f"the {where} refused the login for {self.settings.username!r} ({_text(exc)}): "
@@ -421,7 +536,13 @@ class EdiTransport:
         return data
 
     def receive(self, queue: str, *, timeout: float) -> Iterator[EdiDelivery]:
-        """Yield the mails in `queue`'s folder now (IMAP has no wait: `timeout` is unused)."""
+        """Yield the mails in `queue`'s folder now (IMAP has no wait: `timeout` is unused).
+
+        `receipts --wait` calls this again every few seconds on the same connection
+        (polling; SELECT shows what arrived since). So what one call decided about a
+        mail that stays in the folder is remembered for the next: another party's mail
+        is not fetched again, and a mail over the size limit is reported once.
+        """
         folder = self.folders.get(queue)
         if folder is None:
             return
@@ -431,31 +552,45 @@ class EdiTransport:
         try:
             self._imap_cmd(f"SELECT {folder}", *imap.select(_quote(folder)))
             self._selected = folder
-            data = self._imap_cmd("SEARCH", *imap.uid("SEARCH", None, "UNDELETED"))
-            uids = (data[0] or b"").split()
+            validity = _text(imap.response("UIDVALIDITY")[1])
+            data = self._imap_cmd("SEARCH", *imap.uid("SEARCH", "UNDELETED"))
+            uids = [u.decode("ascii") for u in (data[0] or b"").split()]
             for uid in uids:
+                key = (folder, validity, uid)
+                if key in self._passed:
+                    continue
                 header = self._imap_cmd(
                     "FETCH",
-                    *imap.uid("FETCH", uid, "(RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM)])"),
+                    *imap.uid(
+                        "FETCH", uid, "(RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (FROM)])"
+                    ),
                 )
-                size, sender = _size_and_from(header)
+                size, sender, arrived = _size_from_and_date(header)
                 if self.accept_from and sender.lower() != self.accept_from:
+                    self._passed.add(key)
                     continue  # another party's message in a shared EDI mailbox: not ours
                 if size > self.max_message_size:
+                    self._passed.add(key)
                     self._refusals.append(
-                        f"mail {uid.decode()} in {folder} ({size:,} bytes) is over the "
+                        f"mail {uid} in {folder} ({size:,} bytes) is over the "
                         f"{self.max_message_size:,} byte receive limit: left in the mailbox "
                         "unread; raise endpoint.maxMessageSizeBytes or remove it by hand"
                     )
                     continue
                 fetched = self._imap_cmd("FETCH", *imap.uid("FETCH", uid, "(BODY.PEEK[])"))
                 raw = _literal(fetched)
-                yield EdiDelivery(self, uid, parse_mime(raw, queue))
+                if raw is None:  # expunged by another client since the SEARCH: not there
+                    continue
+                message = parse_mime(raw, queue)
+                if arrived is not None:
+                    properties = {**message.application_properties, RECEIVED_PROPERTY: arrived}
+                    message = dataclasses.replace(message, application_properties=properties)
+                yield EdiDelivery(self, uid, message)
         except (imaplib.IMAP4.error, OSError) as exc:
             self._drop_imap()
             raise TransportError(f"reading the EDI mailbox failed: {_why(exc)}") from None
 
-    def _move(self, uid: bytes) -> None:
+    def _move(self, uid: str) -> None:
         imap = self._imap
         if imap is None:
             raise TransportError("the IMAP connection is gone: the message stays in the mailbox")
@@ -503,26 +638,36 @@ def _quote(folder: str) -> str:
     return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _size_and_from(data: Any) -> tuple[int, str]:
-    size, sender = 0, ""
+def _size_from_and_date(data: Any) -> tuple[int, str, str | None]:
+    """RFC822.SIZE, the From address and INTERNALDATE (ISO 8601 UTC) of a FETCH answer."""
+    size, sender, arrived = 0, "", None
     for item in data:
-        if isinstance(item, tuple):
-            match = re.search(rb"RFC822\.SIZE (\d+)", item[0])
-            if match:
-                size = int(match.group(1))
+        meta = item[0] if isinstance(item, tuple) else item
+        if not isinstance(meta, bytes):
+            continue
+        match = re.search(rb"RFC822\.SIZE (\d+)", meta)
+        if match:
+            size = int(match.group(1))
+        when = imaplib.Internaldate2tuple(meta)
+        if when is not None:
+            stamp = dt.datetime.fromtimestamp(time.mktime(when), dt.UTC)
+            arrived = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if isinstance(item, tuple) and isinstance(item[1], bytes):
             sender = parseaddr(item[1].decode("utf-8", "replace").partition(":")[2].strip())[1]
-        elif isinstance(item, bytes):
-            match = re.search(rb"RFC822\.SIZE (\d+)", item)
-            if match:
-                size = int(match.group(1))
-    return size, sender
+    return size, sender, arrived
 
 
-def _literal(data: Any) -> bytes:
+def _literal(data: Any) -> bytes | None:
+    """The message of a `FETCH (BODY.PEEK[])` answer; None when the server sent none.
+
+    An empty message may come back as the quoted string `""` instead of a literal.
+    """
     for item in data:
         if isinstance(item, tuple) and len(item) > 1:
             return bytes(item[1])
-    raise TransportError("the IMAP server returned no message body")
+        if isinstance(item, bytes) and re.search(rb'BODY\[\] ""', item):
+            return b""
+    return None
 
 
 def _text(value: Any) -> str:
@@ -541,6 +686,19 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, smtplib.SMTPResponseException):
         return f"{exc.smtp_code} {_text(exc.smtp_error)}"
     return _text(getattr(exc, "strerror", None) or exc) or type(exc).__name__
+
+
+def _alive(smtp: smtplib.SMTP) -> bool:
+    """NOOP answered 250: the session `prepare` (or the last part) opened is still usable.
+
+    Protecting a large part can outlast a server's idle timeout; without this check the
+    next MAIL FROM would fail and the part be reported as "may or may not have arrived"
+    when it certainly was not sent.
+    """
+    try:
+        return smtp.noop()[0] == 250
+    except (smtplib.SMTPException, OSError):
+        return False
 
 
 def _close_quietly(smtp: smtplib.SMTP) -> None:
