@@ -17,11 +17,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from iplosctl import lockfile
 from iplosctl.apply import ApplyResult, Progress, apply_submission
@@ -29,6 +29,7 @@ from iplosctl.errors import IplosctlError
 from iplosctl.manifest import Manifest
 from iplosctl.parallel import run_ordered
 from iplosctl.plan import SubmissionPlan
+from iplosctl.savedplan import SavedSubmission
 
 #: a progress display around one submission's send (only in this process)
 ProgressFor = Callable[[Manifest], AbstractContextManager[Progress]]
@@ -81,7 +82,7 @@ def _no_progress(_manifest: Manifest) -> AbstractContextManager[Progress]:
 def apply_one(
     manifest: Manifest,
     *,
-    saved: dict[str, dict[str, Any]],
+    saved: Mapping[str, SavedSubmission],
     again: str | None,
     today: dt.date | None,
     late: bool,
@@ -95,7 +96,8 @@ def apply_one(
         with progress(manifest) as advance:
             result = apply_submission(
                 manifest,
-                saved=saved.get(str(manifest.path)),
+                # apply.py still takes the dict untyped (another change types it)
+                saved=cast(dict[str, Any] | None, saved.get(str(manifest.path))),
                 approve=approve or (lambda _plan: True),
                 today=today,
                 late=late,
@@ -113,7 +115,7 @@ def apply_one(
 def apply_each(
     manifests: Sequence[Manifest],
     *,
-    saved: dict[str, dict[str, Any]],
+    saved: Mapping[str, SavedSubmission],
     again: str | None = None,
     today: dt.date | None = None,
     late: bool = False,

@@ -228,7 +228,7 @@ class SavedSelection:
 
     path: Path
     plan_digest: str | None
-    by_manifest: dict[str, dict[str, Any]]
+    by_manifest: dict[str, SavedSubmission]
 
     @property
     def manifest_paths(self) -> list[Path]:
