@@ -11,13 +11,17 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 sysdeps:
 	@PYTHON=$(PYTHON) scripts/ensure-system-packages.sh
 
-# One stamp per install flavour; pyproject.toml changes reinstall.
-$(VENV)/.installed-runtime: pyproject.toml | sysdeps
+# One stamp per install flavour; pyproject.toml changes reinstall. `pip install -e .` also
+# compiles the per-record path with mypyc in place (setup.py), so a change to one of those
+# sources reinstalls too: otherwise Python would keep importing the stale .so beside it.
+COMPILED_SOURCES := setup.py iplosctl/compiled.py $(shell sed -n 's/^ *("[a-z_.]*", "\([^"]*\.py\)"),$$/\1/p' iplosctl/compiled.py)
+
+$(VENV)/.installed-runtime: pyproject.toml $(COMPILED_SOURCES) | sysdeps
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e .
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | sysdeps
+$(VENV)/.installed-dev: pyproject.toml $(COMPILED_SOURCES) | sysdeps
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@ $(VENV)/.installed-runtime
@@ -38,9 +42,9 @@ citools:
 	@scripts/ci-tools.sh
 
 # A wheel to keep in the municipality's repository; the CI templates install it
-# (no package index has iplosctl).
+# (no package index has iplosctl). Pure Python, so it stays py3-none-any for any runner.
 wheel: $(VENV)/.installed-runtime
-	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+	IPLOSCTL_PURE_PYTHON=1 $(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
 	@ls dist/*.whl
 
 lint: $(VENV)/.installed-dev
@@ -48,8 +52,12 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check --quiet .
 	$(BIN)/mypy
 
+# IPLOSCTL_EXPECT_COMPILED: tests/test_compiled.py fails unless the install compiled
+# (unset it with IPLOSCTL_PURE_PYTHON=1, which builds pure Python).
 test: $(VENV)/.installed-dev broker citools lint
-	PYTHON_KEYRING_BACKEND=keyring.backends.null.Keyring $(BIN)/python -m pytest -q
+	PYTHON_KEYRING_BACKEND=keyring.backends.null.Keyring \
+	IPLOSCTL_EXPECT_COMPILED=$(if $(filter 1,$(IPLOSCTL_PURE_PYTHON)),0,1) \
+	$(BIN)/python -m pytest -q
 
 # Prints figures and asserts nothing (README "Performance"); about ten minutes, and
 # about six more the first time (the fleet's 356 exports are generated once, into /tmp).
@@ -62,3 +70,4 @@ bench: $(VENV)/.installed-dev broker
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .mypy_cache build dist *.egg-info
+	find iplosctl plugins -name '*.so' -delete

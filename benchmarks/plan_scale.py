@@ -1,9 +1,12 @@
 """How `iplosctl plan` scales with the export, against xmllint validating the same file.
 
-Issue 3's target for 100,000 recipients: plan at most 1.5 times as slow as
-`xmllint --noout --schema` on the same export, and a peak RSS of at most 300 MB whatever
-the export's size (plan must stream). xmllint is the yardstick because it does the
-minimum any plan must do (parse and schema-check every byte) in C.
+Issue 15's target for 100,000 recipients: plan, with the per-record path compiled by
+mypyc (setup.py), at most 2.5 times as slow as `xmllint --noout --schema` on the same
+export, and a peak RSS of at most 300 MB whatever the export's size (plan must stream).
+xmllint is the yardstick because it does the minimum any plan must do (parse and
+schema-check every byte) in C. Beside each run of the installed build, the same plan runs
+with the per-record path interpreted (`python -m iplosctl.compiled`, which imports the
+`.py` files instead of the `.so`), so one run prints both figures under the same load.
 
 The plan runs as a subprocess, exactly as a municipality runs it, with a fresh
 XDG_CACHE_HOME so its digest cache is cold; a second run in the same cache shows the
@@ -34,19 +37,45 @@ never asserted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from common import MB, REPO, Measured, cache_root, cached_export, manifest_yaml, run_measured
 
 XSD = REPO / "iplosctl" / "formats" / "iplos-export-v1.xsd"
+
+
+@dataclasses.dataclass(frozen=True)
+class Timed(Measured):
+    """A run with its CPU time (user + system) beside the wall time.
+
+    On this shared 2-core machine other jobs stretch wall times by up to three times
+    within minutes; the CPU a run used varies far less, so ratios are given both ways.
+    """
+
+    cpu_seconds: float = 0.0
+
+
+def run_timed(cmd: Sequence[str | os.PathLike[str]], **kwargs: Any) -> Timed:
+    """`run_measured`, plus the child's CPU time (it is the only child reaped meanwhile)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    measured = run_measured(cmd, **kwargs)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Timed(**dataclasses.asdict(measured), cpu_seconds=cpu)
+
+
 TODAY = "2024-01-05"
 
 
@@ -61,11 +90,27 @@ def iplosctl_command() -> list[str]:
     return [found]
 
 
-def run_plan(manifest: Path, cache: Path, workdir: Path) -> tuple[Measured, dict[str, object]]:
-    """One `iplosctl plan --format json` with XDG_CACHE_HOME=`cache`; exits on failure."""
+def installed_build() -> str:
+    """`compiled` when the install built every module mypyc should compile, else why not."""
+    import importlib
+
+    from iplosctl.compiled import COMPILED_MODULES, is_compiled
+
+    interpreted = [n for n, _p in COMPILED_MODULES if not is_compiled(importlib.import_module(n))]
+    return "compiled" if not interpreted else f"interpreted ({len(interpreted)} not compiled)"
+
+
+def run_plan(
+    manifest: Path, cache: Path, workdir: Path, *, interpreted: bool = False
+) -> tuple[Timed, dict[str, Any]]:
+    """One `iplosctl plan --format json` with XDG_CACHE_HOME=`cache`; exits on failure.
+
+    `interpreted` runs it with the per-record path from its `.py` files (iplosctl.compiled).
+    """
     env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
-    cmd = [*iplosctl_command(), "plan", "--format", "json", "--today", TODAY, str(manifest)]
-    measured = run_measured(cmd, env=env, cwd=workdir)
+    program = [sys.executable, "-m", "iplosctl.compiled"] if interpreted else iplosctl_command()
+    cmd = [*program, "plan", "--format", "json", "--today", TODAY, str(manifest)]
+    measured = run_timed(cmd, env=env, cwd=workdir)
     try:
         plan = json.loads(measured.stdout)
     except ValueError:
@@ -77,9 +122,16 @@ def run_plan(manifest: Path, cache: Path, workdir: Path) -> tuple[Measured, dict
     return measured, plan
 
 
-def describe_plan(plan: dict[str, object]) -> str:
+def submission(plan: dict[str, Any]) -> dict[str, Any]:
+    """The plan's one submission (the benchmark plans one manifest)."""
+    (sub,) = plan["submissions"]
+    assert isinstance(sub, dict)
+    return sub
+
+
+def describe_plan(plan: dict[str, Any]) -> str:
     """Action, part sizes and findings: proof the plan did the whole job."""
-    (sub,) = plan["submissions"]  # type: ignore[misc]
+    sub = submission(plan)
     parts = ", ".join(f"{p['type']} {p['sizeBytes'] / MB:.1f} MB" for p in sub.get("parts", []))
     findings = ", ".join(f"{f['rule']}:{f['severity']}×{f['count']}" for f in sub["findings"])
     return f"action {sub['action']}; parts {parts or '-'}; findings {findings or 'none'}"
@@ -94,9 +146,9 @@ def find_xmllint() -> str:
     return xmllint
 
 
-def run_xmllint(xmllint: str, export: Path, workdir: Path) -> Measured:
+def run_xmllint(xmllint: str, export: Path, workdir: Path) -> Timed:
     """xmllint's schema validation of the same file, as issue 3 names it."""
-    measured = run_measured([xmllint, "--noout", "--schema", XSD, export], cwd=workdir)
+    measured = run_timed([xmllint, "--noout", "--schema", XSD, export], cwd=workdir)
     if measured.returncode != 0:
         print(f"xmllint rejected {export} (exit {measured.returncode}):", file=sys.stderr)
         print(measured.stderr[-2000:], file=sys.stderr)
@@ -133,8 +185,8 @@ def lxml_floor(export: Path) -> int:
     return 0
 
 
-def run_lxml_floor(export: Path, workdir: Path) -> Measured:
-    measured = run_measured([sys.executable, __file__, "--lxml-floor", export], cwd=workdir)
+def run_lxml_floor(export: Path, workdir: Path) -> Timed:
+    measured = run_timed([sys.executable, __file__, "--lxml-floor", export], cwd=workdir)
     if measured.returncode != 0:
         print(measured.stderr[-2000:], file=sys.stderr)
         sys.exit(1)
@@ -190,8 +242,7 @@ def plan_shapes(
             run, plan = run_plan(manifest, workdir / f"xdg-cache-{shape}-{i}", workdir)
             runs.append(run)
             ratios.append(round(run.seconds / base.seconds, 3))
-        (sub,) = plan["submissions"]  # type: ignore[misc]
-        same = sub["digests"]["payload"] == v1_digest
+        same = submission(plan)["digests"]["payload"] == v1_digest
         size = export.stat().st_size / MB
         print(
             f"plan {shape} ({size:.1f} MB): {_runs(runs)}; ratio to the v1 run before each: "
@@ -207,9 +258,15 @@ def plan_shapes(
     return results
 
 
-def _runs(runs: list[Measured]) -> str:
+def _runs(runs: Sequence[Measured]) -> str:
     times = ", ".join(f"{m.seconds:.2f}" for m in runs)
-    return f"{times} s, peak RSS {max(m.peak_rss_mb for m in runs):.0f} MB"
+    cpu = ", ".join(f"{m.cpu_seconds:.2f}" for m in runs if isinstance(m, Timed))
+    cpu = f" (CPU {cpu} s)" if cpu else ""
+    return f"{times} s{cpu}, peak RSS {max(m.peak_rss_mb for m in runs):.0f} MB"
+
+
+def _cpu(runs: list[Timed]) -> float:
+    return min(m.cpu_seconds for m in runs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
         "--shapes",
         default="vendor-a,vendor-b",
         help="test shapes to plan beside export v1 (comma-separated; empty for none)",
+    )
+    parser.add_argument(
+        "--no-interpreted",
+        dest="interpreted",
+        action="store_false",
+        help="skip the interpreted runs beside the installed build's",
     )
     parser.add_argument(
         "--repeat",
@@ -252,32 +315,71 @@ def main(argv: list[str] | None = None) -> int:
             ),
             encoding="utf-8",
         )
-        colds: list[Measured] = []
+        build = installed_build()
+        colds: list[Timed] = []
+        interpreted: list[Timed] = []
         for i in range(args.repeat):  # each cold run gets its own, empty cache
             cold, plan = run_plan(manifest, workdir / f"xdg-cache-{i}", workdir)
             colds.append(cold)
-        print(f"plan (cold cache): {_runs(colds)}; {describe_plan(plan)}")
+            if args.interpreted:  # right after, so both share the machine's load of the moment
+                py_run, py_plan = run_plan(
+                    manifest, workdir / f"xdg-cache-py-{i}", workdir, interpreted=True
+                )
+                interpreted.append(py_run)
+                if submission(py_plan)["digests"] != submission(plan)["digests"]:
+                    sys.exit("the interpreted plan's digests differ from the installed build's")
+        print(f"plan (cold cache, {build} build): {_runs(colds)}; {describe_plan(plan)}")
+        if interpreted:
+            print(f"plan (cold cache, per-record path interpreted): {_runs(interpreted)}")
         warm, _ = run_plan(manifest, workdir / "xdg-cache-0", workdir)
         print(f"plan (warm cache, same export): {_runs([warm])}")
         lints = [run_xmllint(xmllint, export, workdir) for _ in range(args.repeat)]
         print(f"xmllint --noout --schema: {_runs(lints)}")
         floors = [run_lxml_floor(export, workdir) for _ in range(args.repeat)]
         print(f"lxml streaming parse + XSD alone, no records (the floor): {_runs(floors)}")
-        (sub,) = plan["submissions"]  # type: ignore[index]
         shapes = [s for s in args.shapes.split(",") if s]
-        shape_results = plan_shapes(shapes, args, workdir, manifest, sub["digests"]["payload"])
+        v1_digest = submission(plan)["digests"]["payload"]
+        shape_results = plan_shapes(shapes, args, workdir, manifest, v1_digest)
 
     plan_seconds = min(m.seconds for m in colds)
     xmllint_seconds = min(m.seconds for m in lints)
+    plan_rss = max(m.peak_rss_mb for m in colds)
+    figures: dict[str, object] = {}
+    if interpreted:
+        py_seconds = min(m.seconds for m in interpreted)
+        figures = {
+            "interpreted_plan_seconds": round(py_seconds, 3),
+            "interpreted_ratio": round(py_seconds / xmllint_seconds, 3),
+            "interpreted_cpu_seconds": round(_cpu(interpreted), 3),
+            "interpreted_cpu_ratio": round(_cpu(interpreted) / _cpu(lints), 3),
+            "interpreted_peak_rss_mb": round(max(m.peak_rss_mb for m in interpreted), 1),
+        }
+        print(
+            f"interpreted: ratio {py_seconds / xmllint_seconds:.2f} ({py_seconds:.2f} s), "
+            f"by CPU time {_cpu(interpreted) / _cpu(lints):.2f}; speed-up of the {build} "
+            f"build: {py_seconds / plan_seconds:.2f}x, by CPU time "
+            f"{_cpu(interpreted) / _cpu(colds):.2f}x"
+        )
+    print(
+        f"{build}: ratio {plan_seconds / xmllint_seconds:.2f} against xmllint, by CPU time "
+        f"{_cpu(colds) / _cpu(lints):.2f} "
+        f"(target <= 2.5: {'met' if plan_seconds / xmllint_seconds <= 2.5 else 'not met'}); "
+        f"peak RSS {plan_rss:.0f} MB (target <= 300 MB: {'met' if plan_rss <= 300 else 'not met'})"
+    )
     print(
         json.dumps(
             {
                 "recipients": args.recipients,
                 "export_mb": round(export_mb, 2),
+                "build": build,
                 "plan_seconds": round(plan_seconds, 3),
-                "plan_peak_rss_mb": round(max(m.peak_rss_mb for m in colds), 1),
+                "plan_peak_rss_mb": round(plan_rss, 1),
                 "xmllint_seconds": round(xmllint_seconds, 3),
                 "ratio": round(plan_seconds / xmllint_seconds, 3),
+                "plan_cpu_seconds": round(_cpu(colds), 3),
+                "xmllint_cpu_seconds": round(_cpu(lints), 3),
+                "cpu_ratio": round(_cpu(colds) / _cpu(lints), 3),
+                **figures,
                 "lxml_floor_seconds": round(min(m.seconds for m in floors), 3),
                 "shapes": shape_results,
             }

@@ -5,6 +5,11 @@ receipts need, so both address the same queues with the same keys. In the
 `sandbox` environment nothing is configured: the built-in register is started
 in-process on a loopback port, with certificates generated once under the
 state folder, and the real AMQP transport talks to it.
+
+The register is a plugin (entry-point group `iplosctl.registers`, name `sandbox`),
+looked up by `plugins.load` like a transport: the core never imports
+`iplosctl.sandbox`, which imports this module for `Addressing` and `Keys`
+(tests/test_import_graph.py holds both to it).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 
@@ -24,6 +29,9 @@ from iplosctl.manifest import Manifest
 from iplosctl.payload.cms import PrivateKey, load_certificate, load_private_key
 from iplosctl.plugins import TlsSettings, TransportPlugin, TransportSettings
 from iplosctl.secrets import get_secret
+
+#: the `iplosctl.registers` entry point `connect` starts for the sandbox environment
+SANDBOX_REGISTER = "sandbox"
 
 #: the service whose queues receive receipts (service-based addressing, KPR-2023)
 SERVICE_NAME = "Saksbehandling"
@@ -440,6 +448,29 @@ def receive_limit(manifest: Manifest) -> int:
     return 2 * (manifest.message_size_limit_bytes or profile.message_limit_bytes)
 
 
+class RunningRegister(Protocol):
+    """A register started for one `connect`: where the transport goes, and with which keys."""
+
+    @property
+    def transport_settings(self) -> TransportSettings: ...
+
+    def municipality_keys(self) -> Keys:
+        """The municipality's side of the keys: what apply signs and receipts decrypt with."""
+        ...
+
+
+class RegisterFactory(Protocol):
+    """What an `iplosctl.registers` entry point names: run a register for a `with` block.
+
+    `state_dir` is the register's own folder under the local state (DESIGN.md §8); `own` holds the
+    manifest's key pairs when it names certificates (rehearse with the real ones).
+    """
+
+    def __call__(
+        self, state_dir: Path, address: Addressing, *, own: OwnKeys | None = None
+    ) -> contextlib.AbstractContextManager[RunningRegister]: ...
+
+
 @dataclass
 class Connection:
     """What apply and receipts work with: an open transport, keys and addresses."""
@@ -457,12 +488,11 @@ def connect(manifest: Manifest) -> Iterator[Connection]:
     env = profile.environments[manifest.environment]
     address = addressing(manifest)
     if env.sandbox and manifest.endpoint is None:
-        from iplosctl.sandbox.embedded import embedded_register
-
+        start_register: RegisterFactory = plugins.load("register", SANDBOX_REGISTER)
         # The manifest's own certificates when it names them (rehearse with the real ones);
         # the register side is always the sandbox's: nobody has KPR's private keys.
         own = load_own_keys(manifest) if manifest.certificates is not None else None
-        with embedded_register(state_dir(manifest) / "sandbox", address, own=own) as register:
+        with start_register(state_dir(manifest) / "sandbox", address, own=own) as register:
             transport = plugins.load("transport", "amqp")(register.transport_settings)
             try:
                 yield Connection(transport, register.municipality_keys(), address, sandbox=True)

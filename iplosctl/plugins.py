@@ -31,11 +31,18 @@ GROUPS: dict[str, str] = {
     "rules": "iplosctl.rules",
     # a format profile YAML (a path, or a callable returning one); see README
     "format": "iplosctl.formats",
+    # a register simulator `endpoint.connect` starts for the sandbox environment
+    # (`endpoint.RegisterFactory`); the first-party one is `iplosctl.sandbox`
+    "register": "iplosctl.registers",
 }
 LOAD_PLUGINS_ENV = "IPLOSCTL_LOAD_PLUGINS"
 #: kind → {name: entry-point target} loaded whatever the pin says: the register's own
-#: checks. Matched by target too, so a third-party pack called `kpr` is not exempt.
-BUILTIN: dict[str, dict[str, str]] = {"rules": {"kpr": "iplosctl.rules.kpr:rules"}}
+#: checks, and the sandbox register (a pin must not break `environment: sandbox`).
+#: Matched by target too, so a third-party pack called `kpr` is not exempt.
+BUILTIN: dict[str, dict[str, str]] = {
+    "rules": {"kpr": "iplosctl.rules.kpr:rules"},
+    "register": {"sandbox": "iplosctl.sandbox.embedded:embedded_register"},
+}
 
 
 # --- source plugins (entry point group iplosctl.sources) -----------------------

@@ -427,7 +427,7 @@ def test_wrong_signer_unknown_status_and_a_crashing_parser_are_quarantined(
     def crash(xml: bytes) -> None:
         raise RuntimeError("parser bug")
 
-    monkeypatch.setattr(receipts, "parse_apprec", crash)
+    monkeypatch.setattr(receipts.decide, "parse_apprec", crash)  # where the run parses
     collect(env)
     reasons = {q.kind: q.reason for q in env.quarantine()}
     assert set(reasons) == {receipts.UNVERIFIED, receipts.MALFORMED}

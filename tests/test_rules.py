@@ -422,10 +422,10 @@ def test_one_person_under_two_local_ids_is_an_error(manifest) -> None:  # type: 
 
 
 def test_repeat_rules_keep_digests_not_ids(manifest) -> None:  # type: ignore[no-untyped-def]
-    from iplosctl.rules.kpr import LocalIdUnique, PersonIdUnique
+    from iplosctl.rules.kpr import local_id_unique, person_id_unique
 
     ctx = ctx_for(manifest)
-    local, people = LocalIdUnique(), PersonIdUnique()
+    local, people = local_id_unique(), person_id_unique()
     record = person(0, svc("15", "310000027"), pid=TNR, local_id="journal-77")
     for rule in (local, people):
         list(rule.check_record(ctx, record))

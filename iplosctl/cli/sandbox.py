@@ -3,26 +3,21 @@ data (pki, generate)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from iplosctl import output, profiles
+from iplosctl import output
 from iplosctl import secrets as secret_store
 from iplosctl.cli.app import sandbox_app
 from iplosctl.cli.options import BehaviourOpt, SchemaDirOpt
-from iplosctl.endpoint import state_dir
 from iplosctl.errors import EXIT_OK
 from iplosctl.manifest import load_manifest
-from iplosctl.sandbox.attach import attach
-from iplosctl.sandbox.edi import RegisterMailbox, answer_mailbox
-from iplosctl.sandbox.embedded import behaviour_from_env, ensure_pki, prepare_state_dir
+from iplosctl.sandbox import commands
+from iplosctl.sandbox.edi import RegisterMailbox
 from iplosctl.sandbox.generate import generate_export
-from iplosctl.sandbox.peer import SandboxPeer
-from iplosctl.sandbox.pki import LEAVES, PkiFiles, generate_pki
-from iplosctl.sandbox.register import SandboxRegister, parse_behaviour
+from iplosctl.sandbox.pki import LEAVES, generate_pki
 
 
 @sandbox_app.command("pki")
@@ -104,30 +99,14 @@ def sandbox_serve(
     schema_dir: SchemaDirOpt = None,
 ) -> int:
     """Run the KPR sandbox register as an AMQP 1.0 peer on 127.0.0.1 until ^C."""
-    folder = prepare_state_dir(state or state_dir() / "sandbox")
-    if her_id is None:
-        newest = profiles.load_profile(profiles.available_years()[-1])
-        her_id = next(e.receiver_her_id for e in newest.environments.values() if e.sandbox)
-    chosen = parse_behaviour(behaviour) if behaviour is not None else behaviour_from_env()
-    pki = ensure_pki(folder / "pki")
-    register = SandboxRegister.from_pki(
-        pki, her_id=her_id, behaviour=chosen, schema_dir=schema_dir, state_dir=folder
+    commands.serve(
+        commands.Printers(out=output.out, note=output.note),
+        port=port,
+        state=state,
+        her_id=her_id,
+        behaviour=behaviour,
+        schema_dir=schema_dir,
     )
-
-    def ready(bound: int) -> None:
-        output.out(f"amqp://127.0.0.1:{bound}")
-        output.note(
-            f"sandbox register {her_id} reads queue {register.queue} on amqp://127.0.0.1:{bound} "
-            f"(behaviour {chosen.describe()}; certificates in {pki.directory}); ^C stops it"
-        )
-
-    peer = SandboxPeer(
-        folder, register, port=port, on_answer=lambda mid, a: output.note(f"{mid}: {a.outcome}")
-    )
-    try:
-        peer.serve(on_ready=ready)
-    except KeyboardInterrupt:
-        output.note("stopped")
     return EXIT_OK
 
 
@@ -160,26 +139,19 @@ def sandbox_attach(
     ] = None,
 ) -> int:
     """Answer as the KPR sandbox register from a queue on a real broker, until ^C."""
-    chosen = parse_behaviour(behaviour) if behaviour is not None else behaviour_from_env()
-    output.note(f"sandbox register {her_id} reads {her_id}_async at {url} ({chosen.describe()})")
-    try:
-        stats = attach(
-            url,
-            username=username,
-            password=secret_store.get_secret(credential) if credential else None,
-            pki_dir=pki,
-            register_her_id=her_id,
-            behaviour=chosen,
-            namespace=namespace,
-            stop_after=stop_after,
-            schema_dir=schema_dir,
-            state_dir=state,
-            on_answer=lambda mid, a: output.note(f"{mid}: {a.outcome}"),
-        )
-    except KeyboardInterrupt:
-        output.note("stopped")
-        return EXIT_OK
-    output.note(f"answered {stats.handled} message(s), {stats.duplicates} duplicate(s)")
+    commands.attach_to_broker(
+        commands.Printers(out=output.out, note=output.note),
+        url,
+        pki=pki,
+        her_id=her_id,
+        username=username,
+        password=secret_store.get_secret(credential) if credential else None,
+        namespace=namespace,
+        behaviour=behaviour,
+        stop_after=stop_after,
+        schema_dir=schema_dir,
+        state=state,
+    )
     return EXIT_OK
 
 
@@ -213,14 +185,6 @@ def sandbox_attach_edi(
     poll: Annotated[float, typer.Option("--poll", min=0.1, help="Seconds between reads.")] = 5.0,
 ) -> int:
     """Answer as the KPR sandbox register over EDI: read its mailbox, reply by mail (issue 14)."""
-    if her_id is None:
-        newest = profiles.load_profile(profiles.available_years()[-1])
-        her_id = next(e.receiver_her_id for e in newest.environments.values() if e.sandbox)
-    chosen = parse_behaviour(behaviour) if behaviour is not None else behaviour_from_env()
-    folder = prepare_state_dir(state or state_dir() / "sandbox-edi")
-    register = SandboxRegister.from_pki(
-        PkiFiles(pki), her_id=her_id, behaviour=chosen, schema_dir=schema_dir, state_dir=folder
-    )
     mailbox = RegisterMailbox(
         address=address,
         smtp=smtp,
@@ -229,14 +193,15 @@ def sandbox_attach_edi(
         password=secret_store.get_secret(credential),
         ca_file=ca_file,
     )
-    output.note(f"sandbox register {her_id} reads the mailbox of {address} at {imap}")
-    try:
-        while True:
-            for line in answer_mailbox(register, mailbox):
-                output.note(line)
-            if once:
-                break
-            time.sleep(poll)
-    except KeyboardInterrupt:
-        output.note("stopped")
+    commands.attach_to_mailbox(
+        commands.Printers(out=output.out, note=output.note),
+        mailbox,
+        pki=pki,
+        her_id=her_id,
+        behaviour=behaviour,
+        schema_dir=schema_dir,
+        state=state,
+        once=once,
+        poll=poll,
+    )
     return EXIT_OK

@@ -87,7 +87,7 @@ def _tracked_by_git(path: Path) -> bool:
 def _unencrypted(path: Path) -> bool:
     """Whether the key loads without a passphrase (a key that does not load at all is
     another problem, reported when it is used)."""
-    from iplosctl.payload.cms import load_private_key
+    from iplosctl.payload.key_files import load_private_key
 
     try:
         load_private_key(path, None)

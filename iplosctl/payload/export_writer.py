@@ -321,12 +321,15 @@ def _recipient(
         parts.append("</Service>\n")
         append("".join(parts))
     for a in r.assessments:
-        if type(a.score) is not int:
+        # Read as `object`: a source plugin may hand a str, which must become this located
+        # error, and compiled code would raise TypeError on reading it as the declared int.
+        score: object = getattr(a, "score")  # noqa: B009
+        if type(score) is not int:
             raise _Bad("assessment score must be an integer")
         date = f' date="{a.date.isoformat()}"' if a.date is not None else ""
         append(
             f'    <Assessment variable="{_code(a.variable, "assessment variable")}" '
-            f'score="{a.score}"{date}/>\n'
+            f'score="{score}"{date}/>\n'
         )
     for code in r.diagnoses:
         append(f'    <Diagnosis code="{_attr(_string(code, "diagnosis code", escape=False))}"/>\n')

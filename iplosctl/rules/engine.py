@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from iplosctl.compiled import mypyc_attr
 from iplosctl.manifest.model import Manifest
 from iplosctl.profiles import Environment, Profile
 from iplosctl.records import ExportHeader, Recipient
@@ -100,8 +101,13 @@ class Rule(Protocol):
         ...
 
 
+@mypyc_attr(native_class=False)
 class BaseRule:
-    """Defaults for the three hooks, so a rule implements only what it needs."""
+    """Defaults for the three hooks, so a rule implements only what it needs.
+
+    An ordinary Python class even when this module is compiled: third-party rule
+    packs subclass it, and a subclass sets `id` and friends as class attributes.
+    """
 
     id = ""
     default_severity: Severity = "error"
@@ -120,6 +126,7 @@ class BaseRule:
         return ()
 
 
+@mypyc_attr(native_class=False)  # so a test can prove, with vars(), that it holds no id
 class KeyedDigests:
     """Remembers values seen in one run by a keyed 64-bit digest, never the value itself.
 
@@ -237,7 +244,7 @@ class RuleRun:
     def record(self, record: Recipient) -> bool:
         """Check one record; False when it is excluded from the payload."""
         for rule in self._excluders:
-            hit = rule.excludes(self.ctx, record)  # type: ignore[attr-defined]
+            hit = rule.excludes(self.ctx, record)
             if hit is not None:
                 self._collector.add(rule, (hit,))
                 return False

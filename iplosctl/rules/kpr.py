@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from iplosctl.identifiers import (
     PersonIdKind,
@@ -26,6 +26,7 @@ from iplosctl.rules.engine import (
     RecordRef,
     Rule,
     RuleContext,
+    Severity,
     pack_ref,
     unpack_ref,
 )
@@ -79,7 +80,7 @@ class TestPerson(BaseRule):
     """Excludes test users; the only rule that removes records from the payload."""
 
     id = "test-person"
-    default_severity = "info"
+    default_severity: Severity = "info"
     source = "KPR letter 2021: 'Testbrukere (\"Donald Duck\") skal ikke være med i innsendingen'"
 
     def __init__(self, extra_names: Iterable[str] = ()) -> None:
@@ -104,18 +105,30 @@ class TestPerson(BaseRule):
         return None
 
 
-class _CountsAgainstLastYear(BaseRule):
-    """Warn when nobody has a thing, or fewer than half of the last accepted count."""
+class CountsAgainstLastYear(BaseRule):
+    """Warn when nobody has a thing, or fewer than half of the last accepted count.
 
-    default_severity = "warning"
-    summary_key = ""
-    what = ""
+    One class for every such count, parametrised by what a record must have
+    (`has`) and the summary key holding last year's figure.
+    """
 
-    def __init__(self) -> None:
+    default_severity: Severity = "warning"
+
+    def __init__(
+        self,
+        rule_id: str,
+        source: str,
+        *,
+        summary_key: str,
+        what: str,
+        has: Callable[[RuleContext, Recipient], bool],
+    ) -> None:
+        self.id = rule_id
+        self.source = source
+        self.summary_key = summary_key
+        self.what = what
+        self.has = has
         self.count = 0
-
-    def has(self, ctx: RuleContext, record: Recipient) -> bool:
-        raise NotImplementedError
 
     def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
         if self.has(ctx, record):
@@ -134,25 +147,33 @@ class _CountsAgainstLastYear(BaseRule):
             )
 
 
-class WelfareTechnology(_CountsAgainstLastYear):
-    id = "welfare-technology"
-    source = "KPR letter 2021: check velferdsteknologi (6, 26, 27, 28) is registered"
-    summary_key = "welfareTechnology"
-    what = "welfare technology (codes 6, 26, 27, 28)"
-
-    def has(self, ctx: RuleContext, record: Recipient) -> bool:
-        codes = ctx.profile.welfare_technology_codes
-        return any(s.code in codes for s in record.services)
+def _has_welfare_technology(ctx: RuleContext, record: Recipient) -> bool:
+    codes = ctx.profile.welfare_technology_codes
+    return any(s.code in codes for s in record.services)
 
 
-class Rehabilitation(_CountsAgainstLastYear):
-    id = "rehabilitation"
-    source = "KPR letter 2021: check rehabilitering/habilitering utenfor institusjon"
-    summary_key = "rehabilitation"
-    what = "rehabilitation/habilitation outside institution"
+def _has_rehabilitation(ctx: RuleContext, record: Recipient) -> bool:
+    return record.rehabilitation
 
-    def has(self, ctx: RuleContext, record: Recipient) -> bool:
-        return record.rehabilitation
+
+def welfare_technology() -> CountsAgainstLastYear:
+    return CountsAgainstLastYear(
+        "welfare-technology",
+        "KPR letter 2021: check velferdsteknologi (6, 26, 27, 28) is registered",
+        summary_key="welfareTechnology",
+        what="welfare technology (codes 6, 26, 27, 28)",
+        has=_has_welfare_technology,
+    )
+
+
+def rehabilitation() -> CountsAgainstLastYear:
+    return CountsAgainstLastYear(
+        "rehabilitation",
+        "KPR letter 2021: check rehabilitering/habilitering utenfor institusjon",
+        summary_key="rehabilitation",
+        what="rehabilitation/habilitation outside institution",
+        has=_has_rehabilitation,
+    )
 
 
 class HousingCode(BaseRule):
@@ -326,36 +347,52 @@ def _peak_hours(rows: list[Service]) -> float:
     return peak
 
 
-class LocalIdUnique(BaseRule):
-    """A LocalId names one recipient; the same one twice is two records counted as two.
+class RepeatedRecord(BaseRule):
+    """A key that must name one recipient, seen on two records: counted twice.
 
-    Our integrity check: the LocalId is the key that links a recipient's
-    KPR_IPL record (without person id) to its KPR_IDE record (DOMAIN.md §2.1:
-    the two parts are sent separately and linked), so a repeated one links the
-    wrong records, and the summary and the payload would count that recipient
-    twice. An error blocks the plan, so nothing counted twice is ever sent.
-    Memory: one keyed digest per record (`KeyedDigests`), never the LocalId.
+    Each repeat is reported beside the record that first had the key (named
+    once). With `companion`, a repeat counts only when the companion differs
+    from the first record's (one person under two LocalIds), so a record
+    repeated whole is left to the rule without one. Records whose key is
+    empty are skipped when `skip_empty`. Memory: one keyed digest per key
+    (`KeyedDigests`), holding a digest of the companion and where the key was
+    first seen; no id is kept. An error blocks the plan whatever `spec.rules`
+    says, so nothing counted twice is ever sent.
     """
-
-    id = "local-id-unique"
-    source = "our integrity check: LocalId links KPR_IPL and KPR_IDE (DOMAIN.md §2.1)"
-    message = (
-        "the same LocalId is used by more than one record: each recipient must appear once, "
-        "with all its services under one LocalId"
-    )
 
     overridable = False  # a record counted twice must never be sent
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        rule_id: str,
+        source: str,
+        message: str,
+        *,
+        key: Callable[[Recipient], str],
+        companion: Callable[[Recipient], str] | None = None,
+        skip_empty: bool = False,
+    ) -> None:
+        self.id = rule_id
+        self.source = source
+        self.message = message
+        self._key = key
+        self._companion = companion
+        self._skip_empty = skip_empty
         self._seen = KeyedDigests()
         self._reported: set[int] = set()
 
     def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
+        key = self._key(record)
+        if self._skip_empty and not key:
+            return ()
         here = ref(record)
-        first = self._seen.remember(record.local_id, pack_ref(here))
-        if first is None:
+        companion = self._companion
+        tag = self._seen.digest(companion(record)) if companion is not None else 0
+        known = self._seen.remember(key, tag << 64 | pack_ref(here))
+        if known is None or (companion is not None and known >> 64 == tag):
             return ()
         hits = []
+        first = known & 0xFFFFFFFFFFFFFFFF
         if first not in self._reported:  # name the first record once, beside each repeat
             self._reported.add(first)
             hits.append(Hit(self.message, unpack_ref(first)))
@@ -363,46 +400,42 @@ class LocalIdUnique(BaseRule):
         return hits
 
 
-class PersonIdUnique(BaseRule):
-    """One person under several LocalIds: counted as several recipients.
+def _local_id(record: Recipient) -> str:
+    return record.local_id
 
-    Our integrity check: KPR counts users per person (DOMAIN.md §1.4, users
-    per tjenestetype), and the summary and payload would count this person
-    once per LocalId. A person repeated under the same LocalId is
-    `local-id-unique`'s finding, not this one. Records without a person id
-    (a KPR_IPL-only export) are skipped. Memory: per person a keyed digest of
-    the person id holding a digest of its LocalId and where it was first seen;
-    no id is kept.
-    """
 
-    id = "person-id-unique"
-    source = "our integrity check: one person, one LocalId (KPR counts persons, DOMAIN.md §1.4)"
-    message = (
-        "one person id appears under more than one LocalId: merge the records in the EPJ "
-        "so that each person has one LocalId"
+def _person_id(record: Recipient) -> str:
+    return record.person_id
+
+
+def local_id_unique() -> RepeatedRecord:
+    """Our integrity check: the LocalId links a recipient's KPR_IPL record (without
+    person id) to its KPR_IDE record (DOMAIN.md §2.1: the two parts are sent separately
+    and linked), so a repeated one links the wrong records, and the summary and the
+    payload would count that recipient twice."""
+    return RepeatedRecord(
+        "local-id-unique",
+        "our integrity check: LocalId links KPR_IPL and KPR_IDE (DOMAIN.md §2.1)",
+        "the same LocalId is used by more than one record: each recipient must appear once, "
+        "with all its services under one LocalId",
+        key=_local_id,
     )
 
-    overridable = False  # a record counted twice must never be sent
 
-    def __init__(self) -> None:
-        self._seen = KeyedDigests()
-        self._reported: set[int] = set()
-
-    def check_record(self, ctx: RuleContext, record: Recipient) -> Iterable[Hit]:
-        if not record.person_id:
-            return ()
-        here = ref(record)
-        local = self._seen.digest(record.local_id)
-        known = self._seen.remember(record.person_id, local << 64 | pack_ref(here))
-        if known is None or known >> 64 == local:
-            return ()
-        hits = []
-        first = known & 0xFFFFFFFFFFFFFFFF
-        if first not in self._reported:
-            self._reported.add(first)
-            hits.append(Hit(self.message, unpack_ref(first)))
-        hits.append(Hit(self.message, here))
-        return hits
+def person_id_unique() -> RepeatedRecord:
+    """Our integrity check: KPR counts users per person (DOMAIN.md §1.4, users per
+    tjenestetype), and the summary and payload would count a person once per LocalId.
+    A person repeated under the same LocalId is `local-id-unique`'s finding; records
+    without a person id (a KPR_IPL-only export) are skipped."""
+    return RepeatedRecord(
+        "person-id-unique",
+        "our integrity check: one person, one LocalId (KPR counts persons, DOMAIN.md §1.4)",
+        "one person id appears under more than one LocalId: merge the records in the EPJ "
+        "so that each person has one LocalId",
+        key=_person_id,
+        companion=_local_id,
+        skip_empty=True,
+    )
 
 
 class Score(BaseRule):
@@ -465,7 +498,7 @@ class Municipality(BaseRule):
 
 class Deadline(BaseRule):
     id = "deadline"
-    default_severity = "info"
+    default_severity: Severity = "info"
     source = "KPR letter 2021: deadlines 15 Jan, 10 Feb (KOSTRA), 26 Mar; report problems at once"
 
     def check_header(self, ctx: RuleContext) -> Iterable[Hit]:
@@ -514,10 +547,10 @@ def rules() -> list[Rule]:
         OrgNumber(),
         Hours(),
         HoursOverlap(),
-        LocalIdUnique(),
-        PersonIdUnique(),
+        local_id_unique(),
+        person_id_unique(),
         Score(),
         Period(),
-        WelfareTechnology(),
-        Rehabilitation(),
+        welfare_technology(),
+        rehabilitation(),
     ]

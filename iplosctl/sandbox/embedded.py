@@ -3,9 +3,10 @@
 `embedded_register` generates a test PKI once under `STATE/pki`, starts the peer on an
 ephemeral loopback port with a `SandboxRegister` for the manifest's register HER-id, and
 hands back what `iplosctl.endpoint.connect` needs: transport settings for the real AMQP
-transport and the municipality's keys. Queues and the register's answered-message list
-live under the same state folder, so a receipt produced while `apply` runs is still
-there when `receipts` runs later in another process.
+transport and the municipality's keys. `connect` finds it as the `sandbox` entry point of
+the `iplosctl.registers` group (pyproject.toml), never by importing this package. Queues
+and the register's answered-message list live under the same state folder, so a receipt
+produced while `apply` runs is still there when `receipts` runs later in another process.
 
 `IPLOSCTL_SANDBOX_BEHAVIOUR` makes the embedded register misbehave on purpose, e.g.
 `IPLOSCTL_SANDBOX_BEHAVIOUR=reject-all` or `answer-twice,delay=5`; the words are those of
@@ -24,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from iplosctl.endpoint import Addressing, Keys, OwnKeys
+from iplosctl.endpoint import Addressing, Keys, OwnKeys, RegisterFactory
 from iplosctl.errors import IplosctlError, PayloadError, UsageError
 from iplosctl.payload.cms import (
     check_encryption_certificate,
@@ -34,9 +35,10 @@ from iplosctl.payload.cms import (
 )
 from iplosctl.plugins import TransportSettings
 from iplosctl.private_files import private_dir
+from iplosctl.sandbox.behaviour import Behaviour, parse_behaviour
 from iplosctl.sandbox.peer import SandboxPeer
 from iplosctl.sandbox.pki import LEAVES, PkiFiles, generate_pki
-from iplosctl.sandbox.register import Behaviour, SandboxRegister, parse_behaviour
+from iplosctl.sandbox.register import SandboxRegister
 
 log = logging.getLogger(__name__)
 
@@ -166,3 +168,7 @@ def embedded_register(
         yield EmbeddedRegister(settings, pki, register, peer, own)
     finally:
         peer.stop()
+
+
+#: mypy holds the entry point to the contract `endpoint.connect` calls it by
+_REGISTER_FACTORY: RegisterFactory = embedded_register

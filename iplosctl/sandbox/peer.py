@@ -18,8 +18,9 @@ starts its own peer on the same state folder. So here:
 
 Addresses as RabbitMQ's AMQP 1.0 plugin takes them (DOMAIN.md §5.2): senders may target
 `/amq/queue/Q`, `/exchange/NS/Q`, `/queue/Q` or a bare `Q`; receivers read
-`/amq/queue/Q`, `/queue/Q` or `Q`. Queues spring into existence when named. Login is SASL
-ANONYMOUS on 127.0.0.1 only, which is what the AMQP transport does without a username.
+`/amq/queue/Q`, `/queue/Q` or `Q` (`queues.py` holds the names and the files). Queues
+spring into existence when named. Login is SASL ANONYMOUS on 127.0.0.1 only, which is
+what the AMQP transport does without a username.
 
 All proton objects live on the peer's own thread; other threads talk to it through an
 EventInjector (`stop`).
@@ -27,16 +28,12 @@ EventInjector (`stop`).
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 import logging
-import os
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +45,10 @@ from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from iplosctl.errors import IplosctlError
 from iplosctl.plugins import IncomingMessage, OutgoingMessage
+from iplosctl.sandbox.queues import Entry, QueueStore, queue_from_source, queue_from_target
 from iplosctl.sandbox.register import Answer, SandboxRegister
+
+__all__ = ["QueueStore", "SandboxPeer", "queue_from_source", "queue_from_target"]
 
 log = logging.getLogger(__name__)
 
@@ -61,120 +61,6 @@ TICK_SECONDS = 0.2
 CLOSE_GRACE_SECONDS = 1.0
 #: how long a second peer waits for the state folder before giving up
 LOCK_TIMEOUT_SECONDS = 5.0
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}")
-_FILE_NAME = re.compile(r"(\d{16})-(\d{15})\.amqp")
-
-
-def queue_from_target(address: str | None) -> str | None:
-    """The queue a sender link (or a message's `to`) names, or None if not one we serve."""
-    if not address:
-        return None
-    parts = address.strip("/").split("/")
-    if address.startswith("/amq/queue/") and len(parts) == 3:
-        name = parts[2]
-    elif address.startswith("/exchange/") and len(parts) == 3:
-        name = parts[2]  # /exchange/NAMESPACE/QUEUE: routed by key = queue name (HNM dialect)
-    elif address.startswith("/queue/") and len(parts) == 2:
-        name = parts[1]
-    elif "/" not in address:
-        name = address
-    else:
-        return None
-    return name if _QUEUE_NAME.fullmatch(name) else None
-
-
-def queue_from_source(address: str | None) -> str | None:
-    """The queue a receiver link reads, or None (no exchanges to read from)."""
-    if address and address.startswith("/exchange/"):
-        return None
-    return queue_from_target(address)
-
-
-# --- the queues ------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Entry:
-    queue: str
-    seq: int
-    #: epoch seconds before which it is not delivered (0: at once)
-    due: float
-    data: bytes
-    path: Path | None = field(default=None, repr=False)
-
-
-class QueueStore:
-    """Named FIFO queues of encoded AMQP messages, mirrored to files when given a folder.
-
-    Not thread-safe: only the peer's thread uses it.
-    """
-
-    def __init__(self, directory: Path | None) -> None:
-        self.directory = directory
-        self._ready: dict[str, list[_Entry]] = {}
-        self._seq = 0
-        if directory is not None:
-            self._load(directory)
-
-    def _load(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        for queue_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
-            if not _QUEUE_NAME.fullmatch(queue_dir.name):
-                continue
-            for path in sorted(queue_dir.iterdir()):
-                match = _FILE_NAME.fullmatch(path.name)
-                if match is None:
-                    if path.name.endswith(".tmp"):
-                        path.unlink(missing_ok=True)  # a write interrupted before its rename
-                    continue
-                seq, due_ms = int(match.group(1)), int(match.group(2))
-                entry = _Entry(queue_dir.name, seq, due_ms / 1000, path.read_bytes(), path)
-                self._ready.setdefault(entry.queue, []).append(entry)
-                self._seq = max(self._seq, seq)
-        for entries in self._ready.values():
-            entries.sort(key=lambda e: e.seq)
-
-    def put(self, queue: str, data: bytes, due: float = 0.0) -> None:
-        """Append a message; on disk before this returns."""
-        self._seq += 1
-        entry = _Entry(queue, self._seq, due, data)
-        if self.directory is not None:
-            folder = self.directory / queue
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{entry.seq:016d}-{round(due * 1000):015d}.amqp"
-            tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)  # a crash leaves the old state or the new, never half a file
-            entry.path = path
-        self._ready.setdefault(queue, []).append(entry)
-
-    def take(self, queue: str, now: float) -> _Entry | None:
-        """The oldest message of `queue` that is due, removed from the ready list."""
-        entries = self._ready.get(queue, [])
-        for i, entry in enumerate(entries):
-            if entry.due <= now:
-                return entries.pop(i)
-        return None
-
-    def requeue(self, entry: _Entry) -> None:
-        """Put a delivered-but-unsettled message back in its place."""
-        bisect.insort(self._ready.setdefault(entry.queue, []), entry, key=lambda e: e.seq)
-
-    def done(self, entry: _Entry) -> None:
-        """Forget a settled message for good."""
-        if entry.path is not None:
-            entry.path.unlink(missing_ok=True)
-
-    def depth(self, queue: str) -> int:
-        """Messages waiting (due or not), not counting those in flight."""
-        return len(self._ready.get(queue, []))
-
-    def next_due(self) -> float | None:
-        dues = [e.due for entries in self._ready.values() for e in entries if e.due]
-        return min(dues) if dues else None
 
 
 # --- the AMQP side ---------------------------------------------------------------------------
@@ -214,15 +100,19 @@ def _incoming(queue: str, message: Message) -> IncomingMessage:
         correlation_id=None if message.correlation_id is None else str(message.correlation_id),
         subject=None if message.subject is None else str(message.subject),
         body=data,
-        application_properties={
-            str(k): "" if v is None else str(v) for k, v in (message.properties or {}).items()
-        },
+        application_properties=_properties(message),
         reply_to=None if message.reply_to is None else str(message.reply_to),
     )
 
 
+def _properties(message: Message) -> dict[str, str]:
+    """Application properties as strings; proton types them loosely."""
+    found: dict[Any, Any] = message.properties or {}
+    return {str(k): "" if v is None else str(v) for k, v in found.items()}
+
+
 def _tag(delivery: Delivery) -> str:
-    tag = delivery.tag
+    tag: object = delivery.tag  # typed str, yet bytes on the wire from some senders
     return tag.decode("ascii", "replace") if isinstance(tag, bytes) else str(tag)
 
 
@@ -238,7 +128,7 @@ class _Handler(MessagingHandler):
         self.consumers: dict[str, list[Link]] = {}
         self.link_queue: dict[Link, str | None] = {}
         self.refused: dict[Link, str] = {}
-        self.inflight: dict[str, tuple[_Entry, Link]] = {}
+        self.inflight: dict[str, tuple[Entry, Link]] = {}
         self.connections: set[Any] = set()
         self.stopping = False
         self.timer: Any = None
@@ -282,6 +172,7 @@ class _Handler(MessagingHandler):
         if not self.connections:
             self._finish()
         else:  # clients get a moment to answer the close; then the loop ends regardless
+            assert self.container is not None  # set by on_start, before any stop
             self.timer = self.container.schedule(CLOSE_GRACE_SECONDS, self)
 
     def _finish(self) -> None:
@@ -405,7 +296,7 @@ class _Handler(MessagingHandler):
             touched.add(reply.queue)
         register.remember(answer)  # only now: the replies are on disk
         if self.peer.on_answer is not None:
-            self.peer.on_answer(message.id and str(message.id), answer)
+            self.peer.on_answer(None if message.id is None else str(message.id), answer)
         for name in touched:
             self._dispatch(name)
 
@@ -436,7 +327,7 @@ class _Handler(MessagingHandler):
             message = Message()
             message.decode(entry.data)
             tag = uuid.uuid4().hex
-            message.send(link, tag=tag)
+            message.send(link, tag=tag)  # type: ignore[arg-type]  # a sender Link
             self.inflight[tag] = (entry, link)
 
     def on_accepted(self, event: Any) -> None:

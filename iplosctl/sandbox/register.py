@@ -24,38 +24,29 @@ What is checked, in the order a receiver can check it:
 A resend of a message already answered (same message id, DOMAIN.md §5.8) gets nothing.
 Errors name a recipient by its position in the payload, never by its person id: the
 receipt ends up in lockfiles and pull requests.
+
+This module holds what needs the register's keys (steps 1-4, the replies); the verdict
+types and the payload checks of step 5 are `verdict.py`, the misbehaviours
+`behaviour.py`, the answered-id list `answered.py`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import cache
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
-from lxml import etree
 
-from iplosctl.errors import IplosctlError, PayloadError, UsageError
-from iplosctl.formats import EXPORT_V1_NAMESPACE, EXPORT_V1_XSD
-from iplosctl.identifiers import PersonIdKind, has_valid_person_control_digits, person_id_kind
-from iplosctl.payload.apprec import (
-    ERROR_OID,
-    STATUS_OK,
-    STATUS_PARTLY_OK,
-    STATUS_REJECTED,
-    AppRecError,
-    AppRecVersion,
-    build_apprec,
-)
+from iplosctl.errors import PayloadError
+from iplosctl.formats import EXPORT_V1_XSD
+from iplosctl.payload.apprec import STATUS_REJECTED, AppRecVersion, build_apprec
 from iplosctl.payload.cms import (
     CmsError,
     Failure,
@@ -65,18 +56,32 @@ from iplosctl.payload.cms import (
     load_private_key,
     sign_then_encrypt,
 )
-from iplosctl.payload.msghead import (
-    MSGHEAD_NS,
-    MsgHeadInfo,
-    load_schemas,
-    parse_document,
-    parse_msghead,
-    safe_parser,
-    schema_reason,
-    validate_msghead,
-)
+from iplosctl.payload.msghead import load_schemas, parse_document, parse_msghead, validate_msghead
 from iplosctl.plugins import IncomingMessage, OutgoingMessage
+from iplosctl.sandbox.answered import SEEN_FILE, AnsweredIds
+from iplosctl.sandbox.behaviour import BEHAVIOUR_HELP, Behaviour, parse_behaviour
 from iplosctl.sandbox.pki import PkiFiles
+from iplosctl.sandbox.verdict import (
+    AppRecVerdict,
+    ErrorVerdict,
+    Original,
+    Verdict,
+    apprec_error,
+    as_utc,
+    check_payload,
+    describe,
+    from_msghead,
+)
+
+__all__ = [
+    "BEHAVIOUR_HELP",
+    "DEFAULT_NAME",
+    "Answer",
+    "Behaviour",
+    "Reply",
+    "SandboxRegister",
+    "parse_behaviour",
+]
 
 log = logging.getLogger(__name__)
 
@@ -85,102 +90,11 @@ DEFAULT_NAME = "KPR sandbox"
 PART_TYPES = frozenset({"KPR_IPL", "KPR_IDE"})
 #: header properties a receiver refuses to do without (DOMAIN.md §5.3, HNM ValidateMessageHeader)
 REQUIRED_PROPERTIES = ("fromHerId", "toHerId", "applicationTimeStamp")
-#: where answered message ids are kept between runs (inside the state folder)
-SEEN_FILE = "register-seen.json"
-#: more errors than this in one AppRec are summarised in one last Error
-MAX_ERRORS = 50
-#: kodeverk 8221 texts for the codes the sandbox uses (DOMAIN.md §4)
-ERROR_TEXTS = {
-    "E21": "Mottaker finnes ikke",
-    "E30": "Pasientens fødselsnummer mangler",
-    "E31": "Pasientens fødselsnummer er feil",
-    "E53": "Pasientens fødselsnummer eller D-nummer finnes ikke registrert i Folkeregisteret.",
-    "S01": "Feil på signatur",
-    "S02": "Ugyldig sertifikat",
-    "T01": "Ikke XML / ikke 'well formed' / uleselig",
-    "T02": "XML validerer ikke",
-    "T10": "Støtter ikke meldingsformatet",
-    "T99": "Annen feil på format",
-    "X99": "Annen feil",
-}
 #: CMS failures that mean the signature, not the certificate, is wrong
 _SIGNATURE_FAILURES = frozenset(
     {Failure.BAD_SIGNATURE, Failure.UNKNOWN_SIGNER, Failure.MALFORMED, Failure.UNSUPPORTED}
 )
-_X = f"{{{EXPORT_V1_NAMESPACE}}}"
-_M = f"{{{MSGHEAD_NS}}}"
 _TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"  # applicationTimeStamp, `yyyy-MM-ddTHH:mm:ssK` in UTC
-
-
-# --- behaviours -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Behaviour:
-    """How the sandbox misbehaves on purpose, for tests and rehearsals of the unhappy paths."""
-
-    delay_seconds: float = 0
-    never_answer: bool = False
-    answer_twice: bool = False
-    reject_all: bool = False
-    error_queue_instead: bool = False
-    #: quote the person id an error is about in DN, OT and error-queue descriptions, as a
-    #: register's free text may, written `DDMMYY.NNNNN` (tests the one scrubber, issue 12)
-    quote_ids: bool = False
-
-    def describe(self) -> str:
-        """The same words `parse_behaviour` reads, e.g. `answer-twice,delay=5`."""
-        words = [
-            name
-            for name, on in (
-                ("reject-all", self.reject_all),
-                ("never-answer", self.never_answer),
-                ("answer-twice", self.answer_twice),
-                ("error-queue", self.error_queue_instead),
-                ("quote-ids", self.quote_ids),
-            )
-            if on
-        ]
-        if self.delay_seconds:
-            words.append(f"delay={self.delay_seconds:g}")
-        return ",".join(words) or "normal"
-
-
-_FLAGS = {
-    "reject-all": "reject_all",
-    "never-answer": "never_answer",
-    "answer-twice": "answer_twice",
-    "error-queue": "error_queue_instead",
-    "quote-ids": "quote_ids",
-}
-BEHAVIOUR_HELP = (
-    "comma-separated: normal, reject-all, never-answer, answer-twice, error-queue, quote-ids, "
-    "delay=SECONDS"
-)
-
-
-def parse_behaviour(spec: str | None) -> Behaviour:
-    """`"answer-twice,delay=5"` → Behaviour; UsageError naming the word it does not know."""
-    behaviour = Behaviour()
-    for raw in (spec or "").split(","):
-        word = raw.strip().lower()
-        if word in ("", "normal"):
-            continue
-        if word in _FLAGS:
-            behaviour = replace(behaviour, **{_FLAGS[word]: True})
-            continue
-        name, _, value = word.partition("=")
-        if name == "delay":
-            try:
-                seconds = float(value)
-            except ValueError:
-                seconds = -1.0
-            if not 0 <= seconds < 86400:  # also refuses nan
-                raise UsageError(f"sandbox behaviour {raw.strip()!r}: delay must be 0 to 86399 s")
-            behaviour = replace(behaviour, delay_seconds=seconds)
-            continue
-        raise UsageError(f"unknown sandbox behaviour {raw.strip()!r}: use {BEHAVIOUR_HELP}")
-    return behaviour
 
 
 # --- what decide() returns ------------------------------------------------------------------
@@ -224,51 +138,6 @@ class Answer:
     duplicate: bool = False
 
 
-@dataclass(frozen=True)
-class _Original:
-    """The message being answered, as far as it could be read."""
-
-    msg_id: str
-    msg_type: str
-    issue_date: dt.datetime
-    #: the sender's HER-ids, virksomhet first, service last
-    sender_her_ids: tuple[str, ...]
-    sender_name: str | None = None
-    service_name: str | None = None
-
-
-@dataclass(frozen=True)
-class _AppRecVerdict:
-    original: _Original
-    status: str
-    errors: tuple[AppRecError, ...] = ()
-
-
-@dataclass(frozen=True)
-class _ErrorVerdict:
-    condition: str
-    description: str
-    data: tuple[str, ...] = ()
-
-
-_Verdict = _AppRecVerdict | _ErrorVerdict
-
-
-def _error(code: str, original_text: str) -> AppRecError:
-    return AppRecError(
-        code=code, system=ERROR_OID, text=ERROR_TEXTS[code], original_text=original_text
-    )
-
-
-def _utc(now: dt.datetime) -> dt.datetime:
-    return now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now.astimezone(dt.UTC)
-
-
-@cache
-def _export_schema() -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(EXPORT_V1_XSD), parser=safe_parser()))
-
-
 # --- the register ---------------------------------------------------------------------------
 
 
@@ -307,8 +176,7 @@ class SandboxRegister:
         self._encryption_for = municipality_encryption
         # Content is a strict wildcard: the payload XSD must be in the same schema set.
         self._msghead_schema = load_schemas(schema_dir, [EXPORT_V1_XSD]) if schema_dir else None
-        self._seen_path = Path(state_dir) / SEEN_FILE if state_dir is not None else None
-        self._seen: set[str] = self._load_seen()
+        self._seen = AnsweredIds(Path(state_dir) / SEEN_FILE if state_dir is not None else None)
 
     @classmethod
     def from_pki(
@@ -371,18 +239,18 @@ class SandboxRegister:
         Call `remember` only after the replies are stored or sent: a message whose replies
         were lost comes back (it was not accepted) and must be answered then.
         """
-        now = _utc(now)
+        now = as_utc(now)
         ids = tuple(i for i in (message.message_id,) if i)
         if any(i in self._seen for i in ids):
             return Answer((), ids, "duplicate", duplicate=True)
         verdict = self._judge(message, now)
-        if isinstance(verdict, _AppRecVerdict) and verdict.original.msg_id:
+        if isinstance(verdict, AppRecVerdict) and verdict.original.msg_id:
             ids = tuple(dict.fromkeys((*ids, verdict.original.msg_id)))
             if verdict.original.msg_id in self._seen:
                 return Answer((), ids, "duplicate", duplicate=True)
         verdict = self._apply_behaviour(verdict)
         replies = self._replies(message, verdict, now)
-        outcome = _describe(verdict)
+        outcome = describe(verdict)
         if self.behaviour.never_answer:
             replies, outcome = [], f"{outcome} (never-answer: not sent)"
         elif self.behaviour.answer_twice:
@@ -395,12 +263,7 @@ class SandboxRegister:
 
     def remember(self, answer: Answer) -> None:
         """Record `answer`'s ids as answered, so a resend of them gets nothing."""
-        new = [i for i in answer.ids if i not in self._seen]
-        if not new:
-            return
-        self._seen.update(new)
-        if self._seen_path is not None:
-            self._save_seen()
+        self._seen.add(answer.ids)
 
     def answered(self, message_id: str) -> bool:
         """Whether a message with this AMQP message id or MsgId was answered already."""
@@ -408,25 +271,25 @@ class SandboxRegister:
 
     # --- judging ------------------------------------------------------------------------------
 
-    def _judge(self, message: IncomingMessage, now: dt.datetime) -> _Verdict:
+    def _judge(self, message: IncomingMessage, now: dt.datetime) -> Verdict:
         props = message.application_properties
         missing = [p for p in REQUIRED_PROPERTIES if not (props.get(p) or "").strip()]
         if not (message.subject or "").strip():
             missing.insert(0, "subject")
         if missing:
-            return _ErrorVerdict(
+            return ErrorVerdict(
                 "transport:invalid-field-value",
                 f"the message lacks required header field(s): {', '.join(missing)}",
                 tuple(missing),
             )
         from_her_id = props["fromHerId"].strip()
         if props["toHerId"].strip() != self.her_id:
-            return _ErrorVerdict(
+            return ErrorVerdict(
                 "transport:invalid-field-value",
                 f"toHerId {props['toHerId'].strip()} is not this register's HER-id {self.her_id}",
                 ("toHerId",),
             )
-        original = _Original(
+        original = Original(
             msg_id=message.message_id or "",
             msg_type=(message.subject or "").strip(),
             issue_date=_timestamp(props["applicationTimeStamp"], now),
@@ -443,40 +306,40 @@ class SandboxRegister:
             )
         except CmsError as exc:
             if self._not_decryptable(exc, message.body):
-                return _ErrorVerdict("transport:invalid-certificate", exc.message)
+                return ErrorVerdict("transport:invalid-certificate", exc.message)
             code = "S01" if exc.reason in _SIGNATURE_FAILURES else "S02"
-            return _AppRecVerdict(original, STATUS_REJECTED, (_error(code, exc.message),))
+            return AppRecVerdict(original, STATUS_REJECTED, (apprec_error(code, exc.message),))
         try:
             root = parse_document(content, "MsgHead")
         except PayloadError as exc:
-            return _AppRecVerdict(original, STATUS_REJECTED, (_error("T01", exc.message),))
+            return AppRecVerdict(original, STATUS_REJECTED, (apprec_error("T01", exc.message),))
         try:
             if self._msghead_schema is not None:
                 validate_msghead(content, self._msghead_schema)
             info = parse_msghead(content)
         except PayloadError as exc:
-            return _AppRecVerdict(original, STATUS_REJECTED, (_error("T02", exc.message),))
-        original = _from_msghead(info, root)
+            return AppRecVerdict(original, STATUS_REJECTED, (apprec_error("T02", exc.message),))
+        original = from_msghead(info, root)
         if from_her_id not in info.sender_her_ids:
-            return _ErrorVerdict(
+            return ErrorVerdict(
                 "abuse:spoofing-attack",
                 f"fromHerId {from_her_id} is not a sender HER-id in the MsgHead "
                 f"({', '.join(info.sender_her_ids)})",
                 ("fromHerId",),
             )
         if original.msg_type != message.subject:
-            return _ErrorVerdict(
+            return ErrorVerdict(
                 "transport:invalid-field-value",
                 f"subject {message.subject} does not match the MsgHead type {info.msg_type}",
                 ("subject",),
             )
         if info.receiver_her_id != self.her_id:
             text = f"MsgHead receiver {info.receiver_her_id} is not this register ({self.her_id})"
-            return _AppRecVerdict(original, STATUS_REJECTED, (_error("E21", text),))
+            return AppRecVerdict(original, STATUS_REJECTED, (apprec_error("E21", text),))
         if info.msg_type not in PART_TYPES:
             text = f"message type {info.msg_type} is not one of {', '.join(sorted(PART_TYPES))}"
-            return _AppRecVerdict(original, STATUS_REJECTED, (_error("T10", text),))
-        return self._check_payload(original, info)
+            return AppRecVerdict(original, STATUS_REJECTED, (apprec_error("T10", text),))
+        return check_payload(original, info, quote_ids=self.behaviour.quote_ids)
 
     def _not_decryptable(self, exc: CmsError, blob: bytes) -> bool:
         """Whether `decrypt_then_verify` failed at decryption (error queue) or after it (AppRec).
@@ -494,56 +357,12 @@ class SandboxRegister:
             return True
         return False
 
-    def _check_payload(self, original: _Original, info: MsgHeadInfo) -> _Verdict:
-        """Export format v1, then KPR's own checks of each recipient."""
-        try:
-            root = parse_document(info.payload, "payload")
-        except PayloadError as exc:
-            return _AppRecVerdict(original, STATUS_REJECTED, (_error("T02", exc.message),))
-        schema = _export_schema()
-        if not schema.validate(root.getroottree()):
-            first = schema.error_log[0]
-            text = f"payload line {first.line}: {schema_reason(first.message)}"
-            return _AppRecVerdict(original, STATUS_REJECTED, (_error("T02", text),))
-        errors: list[AppRecError] = []
-        warnings: list[AppRecError] = []
-        for index, recipient in enumerate(root.iterfind(_X + "Recipient"), start=1):
-            where = f"{info.msg_type} Recipient {index}"
-            person_id = recipient.findtext(_X + "PersonId")
-            if person_id is None:
-                if info.msg_type == "KPR_IDE":
-                    errors.append(_error("E30", f"{where}: PersonId is missing"))
-                continue
-            person_id = person_id.strip()
-            if info.msg_type == "KPR_IPL":
-                # The fagmelding is pseudonymous; identity travels only in KPR_IDE.
-                errors.append(_error("T99", f"{where}: KPR_IPL must not carry PersonId"))
-            elif not has_valid_person_control_digits(person_id):
-                error = _error("E31", f"{where}: PersonId has wrong check digits")
-                if self.behaviour.quote_ids:
-                    quoted = f"{person_id[:6]}.{person_id[6:]}"
-                    error = replace(
-                        error,
-                        text=f"{error.text} ({quoted})",
-                        original_text=f"{where}: PersonId {quoted} has wrong check digits",
-                    )
-                errors.append(error)
-            elif person_id_kind(person_id) is PersonIdKind.HNR:
-                warnings.append(
-                    _error("E53", f"{where}: H-number, not a fødselsnummer or D-number")
-                )
-        if errors:
-            return _AppRecVerdict(original, STATUS_REJECTED, _capped([*errors, *warnings]))
-        if warnings:
-            return _AppRecVerdict(original, STATUS_PARTLY_OK, _capped(warnings))
-        return _AppRecVerdict(original, STATUS_OK)
-
-    def _apply_behaviour(self, verdict: _Verdict) -> _Verdict:
-        if not isinstance(verdict, _AppRecVerdict):
+    def _apply_behaviour(self, verdict: Verdict) -> Verdict:
+        if not isinstance(verdict, AppRecVerdict):
             return verdict
         if self.behaviour.error_queue_instead:
             said = "; ".join(e.original_text or "" for e in verdict.errors)
-            return _ErrorVerdict(
+            return ErrorVerdict(
                 "transport:internal-error",
                 "the sandbox register sends an error-queue message instead of an AppRec "
                 "(behaviour error-queue)" + (f": {said}" if self.behaviour.quote_ids else ""),
@@ -551,21 +370,19 @@ class SandboxRegister:
             )
         if self.behaviour.reject_all:
             text = "the sandbox register rejects every message (behaviour reject-all)"
-            return replace(verdict, status=STATUS_REJECTED, errors=(_error("X99", text),))
+            return replace(verdict, status=STATUS_REJECTED, errors=(apprec_error("X99", text),))
         return verdict
 
     # --- replies ------------------------------------------------------------------------------
 
-    def _replies(
-        self, message: IncomingMessage, verdict: _Verdict, now: dt.datetime
-    ) -> list[Reply]:
+    def _replies(self, message: IncomingMessage, verdict: Verdict, now: dt.datetime) -> list[Reply]:
         props = message.application_properties
         from_her_id = (props.get("fromHerId") or "").strip()
         stamp = now.strftime(_TIMESTAMP)
-        if isinstance(verdict, _AppRecVerdict):
+        if isinstance(verdict, AppRecVerdict):
             cert = self._municipality_encryption_cert(verdict.original, from_her_id)
             if cert is None:
-                verdict = _ErrorVerdict(
+                verdict = ErrorVerdict(
                     "transport:missing-certificate",
                     f"the sandbox register has no encryption certificate for HER-id "
                     f"{from_her_id}; it cannot send the AppRec",
@@ -606,7 +423,7 @@ class SandboxRegister:
     def _apprec_reply(
         self,
         message: IncomingMessage,
-        verdict: _AppRecVerdict,
+        verdict: AppRecVerdict,
         cert: x509.Certificate,
         from_her_id: str,
         now: dt.datetime,
@@ -653,7 +470,7 @@ class SandboxRegister:
         return Reply(queue, apprec)
 
     def _municipality_encryption_cert(
-        self, original: _Original, from_her_id: str
+        self, original: Original, from_her_id: str
     ) -> x509.Certificate | None:
         if isinstance(self._encryption_for, x509.Certificate):
             return self._encryption_for
@@ -662,35 +479,6 @@ class SandboxRegister:
             if cert is not None:
                 return cert
         return None
-
-    # --- seen ids -----------------------------------------------------------------------------
-
-    def _load_seen(self) -> set[str]:
-        path = self._seen_path
-        if path is None or not path.exists():
-            return set()
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("version") != 1:
-                raise ValueError("unknown version")
-            return {str(i) for i in data["ids"]}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise IplosctlError(
-                f"{path}: cannot read the sandbox register's answered-message list "
-                f"({type(exc).__name__}); delete the file to start afresh"
-            ) from None
-
-    def _save_seen(self) -> None:
-        path = self._seen_path
-        assert path is not None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(
-            json.dumps({"version": 1, "ids": sorted(self._seen)}, indent=0) + "\n",
-            encoding="utf-8",
-        )
-        # temp file + replace: a ^C mid-write must not leave a half list behind
-        os.replace(tmp, path)
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -720,34 +508,3 @@ def _timestamp(value: str, fallback: dt.datetime) -> dt.datetime:
         return dt.datetime.fromisoformat(value.strip())
     except ValueError:
         return fallback
-
-
-def _from_msghead(info: MsgHeadInfo, root: etree._Element) -> _Original:
-    org = root.find(f"{_M}MsgInfo/{_M}Sender/{_M}Organisation")
-    name = org.findtext(_M + "OrganisationName") if org is not None else None
-    service = org.find(_M + "Organisation") if org is not None else None
-    service_name = service.findtext(_M + "OrganisationName") if service is not None else None
-    return _Original(
-        msg_id=info.msg_id,
-        msg_type=info.msg_type,
-        issue_date=info.gen_date,
-        sender_her_ids=info.sender_her_ids,
-        sender_name=name.strip() if name else None,
-        service_name=service_name.strip() if service_name else None,
-    )
-
-
-def _capped(errors: Iterable[AppRecError]) -> tuple[AppRecError, ...]:
-    errors = list(errors)
-    if len(errors) <= MAX_ERRORS:
-        return tuple(errors)
-    rest = len(errors) - (MAX_ERRORS - 1)
-    summary = _error("X99", f"and {rest} more errors of the kinds above; fix those and resend")
-    return (*errors[: MAX_ERRORS - 1], summary)
-
-
-def _describe(verdict: _Verdict) -> str:
-    if isinstance(verdict, _ErrorVerdict):
-        return f"error-queue {verdict.condition}"
-    codes = sorted({e.code or "?" for e in verdict.errors})
-    return " ".join(["apprec", verdict.status, *codes])

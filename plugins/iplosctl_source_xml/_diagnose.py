@@ -189,7 +189,8 @@ def _first_problem(path: Path, profile: FormatProfile, encoding: str | None) -> 
     root: etree._Element | None = None
     header: etree._Element | None = None
     depth = 0
-    events = etree.iterparse(str(path), events=("start", "end"), **HARDENED_PARSING)
+    # types-lxml cannot match a **dict of booleans to iterparse's keyword overloads
+    events = etree.iterparse(str(path), events=("start", "end"), **HARDENED_PARSING)  # type: ignore[call-overload]
     try:
         for event, elem in events:
             if event == "start":
@@ -275,7 +276,8 @@ def _syntax_problem(
         first = errors[0]
         kind, line, column, message = first.type_name, first.line, first.column, first.message
     else:
-        kind = etree.ErrorTypes._getName(exc.code) if exc.code else ""
+        # lxml's one way from an error code to its name; types-lxml leaves the method out
+        kind = etree.ErrorTypes._getName(exc.code) if exc.code else ""  # type: ignore[attr-defined]
         (line, column), message = exc.position, exc.msg
     location = Location(str(path), line or 1, column or 1)
     if kind in ("ERR_INVALID_ENCODING", "ERR_UNSUPPORTED_ENCODING") or "UTF-8" in message:
