@@ -15,15 +15,32 @@ environment (`IPLOSCTL_STATE_DIR`, `XDG_CACHE_HOME`, …) as it is when the pool
 
 from __future__ import annotations
 
+import copyreg
+import dataclasses
 import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def picklable_dataclasses(*classes: type) -> None:
+    """Let frozen dataclasses that mypyc compiled (`iplosctl.compiled`) cross to a worker.
+
+    A compiled class has no `__dict__`, so pickle's default restores its fields with
+    `setattr`, which a frozen dataclass refuses: rebuild it through its constructor
+    instead. Harmless for the same classes run interpreted.
+    """
+    for cls in classes:
+        copyreg.pickle(cls, _by_constructor)
+
+
+def _by_constructor(obj: Any) -> tuple[type, tuple[Any, ...]]:
+    return type(obj), tuple(getattr(obj, f.name) for f in dataclasses.fields(obj))
 
 
 def default_jobs() -> int:

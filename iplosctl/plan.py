@@ -38,7 +38,7 @@ from iplosctl.errors import IplosctlError, Location, Problem, SourceError
 from iplosctl.lockfile import PartState
 from iplosctl.manifest import Manifest
 from iplosctl.manifest.checks import BrokenManifest
-from iplosctl.parallel import run_ordered
+from iplosctl.parallel import picklable_dataclasses, run_ordered
 from iplosctl.payload import passthrough
 from iplosctl.payload.compression import COMPRESSION_CODE, base64_size
 from iplosctl.payload.compression import LEVEL as GZIP_LEVEL
@@ -56,6 +56,9 @@ from iplosctl.summary import SummaryBuilder
 
 if TYPE_CHECKING:
     from iplosctl.savedplan import SavedPart, SavedPlan, SavedSubmission
+
+# A plan's findings come back from `-j` workers; compiled by mypyc, they need this to.
+picklable_dataclasses(Finding, RecordRef)
 
 PLAN_FORMAT_VERSION = "1"
 
