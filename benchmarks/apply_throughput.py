@@ -106,7 +106,9 @@ def ipl_bytes_per_recipient() -> float:
 
 def apply_manifest_yaml(export: Path, queue: str, pki: Path, size_limit: int = 10**9) -> str:
     """The test_apply.py manifest shape: local broker, own PKI, raised size limit."""
-    extra = f"""  endpoint:
+    # the test environment takes iplosctl's own format only by agreement (payload-format)
+    extra = f"""  payloadFormatAgreement: iplosctl-export-v1
+  endpoint:
     transport: amqp
     url: {AMQP_URL}
     username: {USER}

@@ -24,12 +24,13 @@ A crash anywhere leaves `journaled` parts that the next plan shows as
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from iplosctl.formats import EXPORT_V1_NAMESPACE, EXPORT_V1_XSD
 from iplosctl.locking import submission_lock
 from iplosctl.manifest import Manifest
 from iplosctl.payload.cms import check_sending_keys, sign_then_encrypt
+from iplosctl.payload.compression import gzip_bytes
 from iplosctl.payload.metadata import message_info_properties
 from iplosctl.payload.msghead import build_msghead, load_schemas, validate_msghead
 from iplosctl.plan import CHANGING, SubmissionPlan, plan_submission
@@ -173,8 +175,13 @@ def apply_submission(
     lock_path = manifest.lockfile_path
     inflight.remove_stale(manifest)  # a killed apply's payloads go before anything else happens
     profile = profiles.profile_for(manifest)
-    with submission_lock(lock_path, "iplosctl apply"), inflight.payload_dir(manifest) as tmp:
-        # one pass: the plan's analysis writes every part's payload, plain and gzipped
+    with (
+        submission_lock(lock_path, "iplosctl apply"),
+        inflight.payload_dir(manifest) as tmp,
+        _EarlyConnection(manifest, now) as early,
+    ):
+        # one pass: the plan's analysis writes every part's payload (and, for a part too
+        # big to go plain, its gzip form) while the transport connects on a thread
         payload_paths = {p.type: tmp / f"{p.type}.xml" for p in profile.message_parts}
         gzip_paths = {t: path.with_suffix(".xml.gz") for t, path in payload_paths.items()}
         files = {t: open_private(path) for t, path in payload_paths.items()}
@@ -198,10 +205,12 @@ def apply_submission(
                 state = "is waiting for its receipts" if plan.action == "wait" else "is blocked"
                 raise IplosctlError(f"{plan.name} {state}, nothing was sent: {plan.reason}")
             return ApplyResult(plan.name, plan.action, plan.attempt, skipped_reason=plan.reason)
+        approving = time.monotonic()
         if not approve(plan):
             raise IplosctlError(f"{plan.name}: apply cancelled; nothing was sent")
+        idle = time.monotonic() - approving
         with (
-            endpoint.connect(manifest) as conn,
+            early.connection() as (conn, prepared),
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="iplosctl-protect") as worker,
         ):
             # refused certificates fail here, before the transport's connection retries
@@ -211,6 +220,7 @@ def apply_submission(
             )
             lock = lockfile.load(lock_path)
             xsd = Path(plan.payload_schema) if plan.payload_schema else EXPORT_V1_XSD
+            recorded = _recorded_compression(plan, lock)
             sender = _Sender(
                 manifest,
                 conn,
@@ -218,21 +228,99 @@ def apply_submission(
                 payload_paths,
                 now,
                 payload_xsd=xsd,
-                compression={p.type: p.compression for p in plan.parts if p.compression},
+                compression=recorded,
                 gzip_paths=gzip_paths,
             )
             pending = _pending(plan, lock)
             upcoming = sender.start(pending[0]) if pending else None
             if upcoming is not None:
                 report(pending[0].type, "building")
-                _prepare(conn.transport, conn.addressing.to_queue, upcoming[1])
+                if not prepared or idle > _EARLY_CONNECTION_MAX_IDLE_SECONDS:
+                    _prepare(conn.transport, conn.addressing.to_queue, upcoming[1])
             _crash_point("prepared")  # everything checked, nothing journaled yet
             # the first byte can leave now: only from here on is the attempt journaled
-            lock = _journal(lock, plan, plan, now())  # the plan carries the summary
+            lock = _journal(lock, plan, plan, now(), recorded)  # the plan carries the summary
             lockfile.save(lock_path, lock)
             report("*", "journaled")
             _crash_point("journaled")
             return sender.send_all(plan, lock, lock_path, upcoming, report)
+
+
+#: a connection opened while planning is used only if the approval came within this time;
+#: after a longer prompt the broker may have dropped the idle connection, so apply prepares
+#: again as it did before (the transport reconnects when it must)
+_EARLY_CONNECTION_MAX_IDLE_SECONDS = 20.0
+
+
+class _EarlyConnection:
+    """Open the manifest's transport, check the keys and try the transport's `prepare` once,
+    on a thread while apply plans.
+
+    Issue 13 (large submissions): apply's end to end should cost one `plan` plus the send.
+    Loading the keys, logging in, attaching the sender and proving the queue exists take
+    broker round trips that used to follow the planning pass; here they overlap with it.
+    Nothing is sent and nothing journaled. An error found here is raised only where apply
+    would have connected (after the plan and the approval), so a blocked or no-op plan
+    reports what it always did, and a missing secret still fails before the journal
+    (lockfile unchanged). A refused key stops the thread before it connects. The early
+    `prepare` is one try (`try_prepare`, no backoff, so a blocked plan never waits for
+    retries); if it fails, or the approval took long, apply prepares as before, retries
+    and error messages included.
+
+    Only for a configured endpoint: the sandbox's built-in register is started where it
+    always was, only when there is something to send.
+    """
+
+    def __init__(self, manifest: Manifest, now: Callable[[], dt.datetime]) -> None:
+        self._manifest, self._now = manifest, now
+        self._stack = contextlib.ExitStack()
+        self._pool: ThreadPoolExecutor | None = None
+        self._future: Future[tuple[endpoint.Connection, bool]] | None = None
+
+    def __enter__(self) -> _EarlyConnection:
+        if self._manifest.endpoint is not None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iplosctl-connect")
+            self._future = self._pool.submit(self._open)
+        return self
+
+    def _open(self) -> tuple[endpoint.Connection, bool]:
+        conn = self._stack.enter_context(endpoint.connect(self._manifest))
+        keys = conn.keys
+        check_sending_keys(
+            keys.signing_cert, keys.signing_key, keys.register_encryption_cert, self._now()
+        )
+        try_prepare = getattr(conn.transport, "try_prepare", None)
+        prepared = bool(try_prepare(conn.addressing.to_queue)) if try_prepare else False
+        return conn, prepared
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[tuple[endpoint.Connection, bool]]:
+        """The early connection (raising what opening it raised) and whether it is prepared,
+        or a new connection when there was no early one."""
+        if self._future is None:
+            with endpoint.connect(self._manifest) as conn:
+                yield conn, False
+            return
+        yield self._future.result()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)  # an open in flight finishes before it is closed
+        self._stack.close()
+
+
+def _recorded_compression(plan: SubmissionPlan, lock: lockfile.Lockfile | None) -> dict[str, str]:
+    """Which parts go compressed: the plan's choice, or for a recover the journaled one.
+
+    A recover resends the journaled attempt byte for byte (same MsgId, same RefDoc), so it
+    uses the encoding the lockfile recorded, not one decided again (a raised limit or a
+    newer iplosctl could decide otherwise).
+    """
+    chosen = {p.type: p.compression for p in plan.parts if p.compression}
+    if plan.action != "recover" or lock is None or lock.last_attempt is None:
+        return chosen
+    parts = lock.last_attempt.parts
+    return {p.type: p.compression for p in parts if p.compression}
 
 
 @dataclass(frozen=True)
@@ -255,9 +343,17 @@ def _pending(plan: SubmissionPlan, lock: lockfile.Lockfile | None) -> list[_Pend
 
 
 def _journal(
-    lock: lockfile.Lockfile | None, plan: SubmissionPlan, analysis: Any, moment: dt.datetime
+    lock: lockfile.Lockfile | None,
+    plan: SubmissionPlan,
+    analysis: Any,
+    moment: dt.datetime,
+    compression: dict[str, str] | None = None,
 ) -> lockfile.Lockfile:
-    """The attempt to send, written before anything leaves (recover reuses the journaled one)."""
+    """The attempt to send, written before anything leaves (recover reuses the journaled one).
+
+    Each part records its `compression` ("" for plain), so a recover and `status` know
+    which encoding the journaled message has."""
+    compression = compression or {}
     if lock is None:
         lock = lockfile.Lockfile(submission=plan.name, lineage=plan.lineage)
     if plan.action == "recover":
@@ -278,6 +374,7 @@ def _journal(
                     payload_digest=p.payload_digest,
                     size_bytes=p.size_bytes,
                     journaled_at=stamp,
+                    compression=compression.get(p.type, ""),
                 )
                 for p in plan.parts
             ],
@@ -336,9 +433,7 @@ class _Sender:
             sender_service_her_id=str(address.service_her_id),
             receiver_name=address.receiver_name,
             receiver_her_id=str(address.receiver_her_id),
-            payload=(
-                self.gzip_paths[part.type] if code else self.payload_paths[part.type]
-            ).read_bytes(),
+            payload=self._payload(part.type, code),
             compression=code,
         )
         if self.schema is not None:
@@ -350,6 +445,20 @@ class _Sender:
             recipient_cert=keys.register_encryption_cert,
             now=moment,
         )
+
+    def _payload(self, part_type: str, code: str | None) -> bytes:
+        """The RefDoc content: the plain payload, or its gzip form for a compressed part.
+
+        The planning pass gzips only a part over today's limit; a recover of a part
+        journaled compressed under another limit compresses it here, to the same bytes
+        (gzip at a fixed level with a fixed header is a pure function of the payload)."""
+        plain = self.payload_paths[part_type]
+        if not code:
+            return plain.read_bytes()
+        packed = self.gzip_paths.get(part_type)
+        if packed is not None and packed.exists() and packed.stat().st_size:
+            return packed.read_bytes()
+        return gzip_bytes(plain.read_bytes())
 
     def start(self, part: _PendingPart) -> tuple[dt.datetime, Future[bytes]]:
         moment = self.now()

@@ -16,6 +16,17 @@ that still comes for an abandoned part is quarantined, not recorded).
 
 `--never-sent` is refused as soon as one part of the attempt is `sent`: then the attempt
 demonstrably left the machine and only the register can say what became of it.
+
+For `journaled` parts the operator's word is not enough on a configured endpoint (issue
+13: "allowed only when the transport can show nothing was accepted"): the command asks
+the transport (`TransportPlugin.find_accepted`: the broker's queue, the outbox folder)
+whether it holds any of the attempt's message ids. One found was accepted: refused. A
+transport that cannot look (no hook, no read access, unreachable) shows nothing: refused
+too, with the way out (`--confirmed-by-register` once KPR has confirmed). What the look
+cannot see is a message a consumer already took; on NHN's queues that consumer is KPR,
+which answers it with a receipt, and a receipt for an abandoned part is quarantined and
+shown, never silently dropped. The embedded sandbox register consumes every message at
+once, so in the sandbox the rehearsal keeps the operator's word.
 """
 
 from __future__ import annotations
@@ -28,10 +39,15 @@ from enum import StrEnum
 from pathlib import Path
 
 from iplosctl import lockfile
-from iplosctl.errors import IplosctlError, UsageError
+from iplosctl.errors import IplosctlError, TransportError, UsageError
 from iplosctl.lockfile import PartState
 from iplosctl.locking import submission_lock
+from iplosctl.manifest import Manifest
 from iplosctl.privacy import scrub
+
+#: shows, for the parts about to be abandoned as never sent, that none was accepted
+#: (returns what shows it, for the output) or raises DecisionRefused saying why not
+NeverSentProof = Callable[[list[lockfile.Part]], str]
 
 
 class Basis(StrEnum):
@@ -111,8 +127,13 @@ def abandon(
     basis: Basis | str,
     by: str | None = None,
     now: Callable[[], str] = _now,
+    prove_never_sent: NeverSentProof | None = None,
 ) -> Abandoned:
-    """Record the decision to abandon `attempt_number` of the lockfile at `lock_path`."""
+    """Record the decision to abandon `attempt_number` of the lockfile at `lock_path`.
+
+    With `prove_never_sent` (the CLI passes `transport_proof(manifest)`), a `never-sent`
+    decision is recorded only once it shows that no journaled part was accepted.
+    """
     reason = scrub(reason).strip()
     if not reason:
         raise UsageError("--reason is required: say why, for whoever reads the lockfile next")
@@ -130,16 +151,58 @@ def abandon(
                 f"{last.number}); only the last attempt can be abandoned"
             )
         parts = check_abandon(last, basis)
+        shown = ""
+        if basis == NEVER_SENT and prove_never_sent is not None:
+            shown = prove_never_sent(parts)
         for part in parts:
             lockfile.transition(part, PartState.ABANDONED)
         decision = lockfile.Decision(
             at=now(),
             by=who,
             action="abandon",
-            reason=reason,
+            reason=f"{reason} [{shown}]" if shown else reason,
             basis=Basis(basis).value,  # a plain str: the lockfile's YAML dumper needs one
             parts=[p.type for p in parts],
         )
         last.decisions.append(decision)
         lockfile.save(lock_path, lock)
         return Abandoned(name, last.number, tuple(p.type for p in parts), decision, lock.serial)
+
+
+def transport_proof(manifest: Manifest) -> NeverSentProof | None:
+    """The check `abandon --never-sent` runs for `manifest`: ask its transport whether it
+    holds any of the parts' message ids (module docstring). None in the embedded sandbox."""
+    if manifest.endpoint is None:
+        return None
+
+    def prove(parts: list[lockfile.Part]) -> str:
+        from iplosctl import endpoint
+
+        ids = {p.msg_id: p.type for p in parts}
+        address = endpoint.addressing(manifest)
+        way_out = "ask KPR whether it arrived, then use --confirmed-by-register if it did not"
+        try:
+            with endpoint.connect(manifest) as conn:
+                find = getattr(conn.transport, "find_accepted", None)
+                if find is None:
+                    raise DecisionRefused(
+                        f"the {manifest.endpoint.transport} transport cannot show which "  # type: ignore[union-attr]
+                        f"messages it handed over, so nothing shows that attempt's parts were "
+                        f"not accepted: {way_out}"
+                    )
+                found = find(address.to_queue, list(ids))
+        except TransportError as exc:
+            raise DecisionRefused(
+                f"cannot look for the attempt's messages on queue {address.to_queue} "
+                f"({exc.message}); nothing shows they were not accepted: {way_out}"
+            ) from None
+        if found:
+            shown = ", ".join(f"{ids[i]} (msgId {i})" for i in sorted(found, key=list(ids).index))
+            raise DecisionRefused(
+                f"{shown} is on queue {address.to_queue}: the transport accepted it, so the "
+                "attempt did leave this machine; wait for its receipt (iplosctl receipts), or "
+                "if KPR confirms it never arrived, use --confirmed-by-register"
+            )
+        return f"none of {len(ids)} message id(s) on queue {address.to_queue}"
+
+    return prove

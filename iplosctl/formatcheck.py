@@ -23,6 +23,7 @@ from iplosctl.errors import PluginError, ProfileError
 from iplosctl.formats.profile import FormatProfile, load_format, load_format_file
 from iplosctl.plugins import SourceSpec
 from iplosctl.privacy import count_text
+from iplosctl.records import record_number
 
 #: how many failing records a line lists before "…"
 SHOWN = 10
@@ -117,7 +118,7 @@ def _failed(where: list[tuple[int | None, int]]) -> str:
     if not where:
         return "0"
     shown = ", ".join(
-        f"record {index} (line {line})" if index is not None else f"line {line}"
+        f"record {record_number(index)} (line {line})" if index is not None else f"line {line}"
         for index, line in where[:SHOWN]
     )
     more = f", … {len(where) - SHOWN} more" if len(where) > SHOWN else ""

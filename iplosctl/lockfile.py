@@ -111,6 +111,9 @@ class Part:
     receipt_at: str = ""
     receipt: Receipt | None = None
     transport_error: dict[str, str] | None = None
+    #: `RefDoc/Compression` the message was journaled with ("gzip"), "" if plain: a
+    #: recover resends the same encoding (payload/compression.py)
+    compression: str = ""
 
     def __post_init__(self) -> None:
         # callers that still name states as strings get the member (ValueError if unknown)
@@ -242,6 +245,7 @@ def _to_data(lock: Lockfile) -> dict[str, Any]:
                 "state": str(p.state),  # the safe YAML dumper knows plain str only
                 "sizeBytes": p.size_bytes,
                 "journaledAt": p.journaled_at,
+                "compression": p.compression,
                 "sentAt": p.sent_at,
                 "receiptAt": p.receipt_at,
                 "receipt": receipt,
@@ -351,6 +355,7 @@ def _from_data(data: dict[str, Any]) -> Lockfile:
                         receipt_at=p.get("receiptAt", ""),
                         receipt=receipt(p.get("receipt")),
                         transport_error=p.get("transportError"),
+                        compression=str(p.get("compression", "")),
                     )
                     for p in a.get("parts", [])
                 ],

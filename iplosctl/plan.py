@@ -49,7 +49,7 @@ from iplosctl.plausibility import plausibility_findings, previous_year_summary
 from iplosctl.plugins import EXPORT_V1_PAYLOAD, PayloadSpec, SourceSpec
 from iplosctl.privacy import scrub
 from iplosctl.profiles import Deadline, Profile
-from iplosctl.records import ExportHeader
+from iplosctl.records import ExportHeader, record_number
 from iplosctl.rules import Finding, RecordRef, RuleContext, RuleRun, load_rules
 from iplosctl.rules.engine import MAX_REFS, SEVERITIES
 from iplosctl.summary import SummaryBuilder
@@ -441,7 +441,7 @@ def _load_cached(key: str) -> Analysis | None:
                     f["severity"],
                     f["message"],
                     f["count"],
-                    tuple(RecordRef(r["index"], r["line"]) for r in f["records"]),
+                    tuple(RecordRef.from_dict(r) for r in f["records"]),
                 )
                 for f in data["findings"]
             ),
@@ -529,7 +529,13 @@ def analyse(
     else:
         passthrough.no_parts_without_passthrough(manifest, payload)
         hasher = PayloadHasher(
-            export.header, profile.message_parts, payload_outputs, compressed_outputs
+            export.header,
+            profile.message_parts,
+            payload_outputs,
+            compressed_outputs,
+            # gzip only a part that cannot go plain (part_encodings): the rest costs no zlib
+            compress_over=(manifest.message_size_limit_bytes or profile.message_limit_bytes)
+            - ENVELOPE_OVERHEAD_BYTES,
         )
     environment = profile.environments[manifest.environment]
     ctx = RuleContext(
@@ -607,9 +613,8 @@ def _unwritable(export: Path, exc: RecordPayloadError) -> SourceError:
     The writer knows the record but not the file; with `plan manifests/` over
     many municipalities the file is what the reader needs first.
     """
-    return SourceError(
-        [Problem(Location(str(export), exc.line or 0), f"record #{exc.index}: {exc.reason}")]
-    )
+    where = Location(str(export), exc.line or 0)
+    return SourceError([Problem(where, f"record #{record_number(exc.index)}: {exc.reason}")])
 
 
 # --- deciding ---------------------------------------------------------------------

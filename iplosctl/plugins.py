@@ -15,7 +15,7 @@ import functools
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -260,6 +260,18 @@ class TransportPlugin(Protocol):
 
     def receive(self, queue: str, *, timeout: float) -> Iterator[Delivery]:
         """Yield deliveries from `queue` until it is empty for `timeout` seconds."""
+        ...
+
+    def find_accepted(self, queue: str, message_ids: Collection[str]) -> frozenset[str]:
+        """Optional: which of `message_ids` the transport can see it handed over to `queue`
+        (on the broker's queue, in the outbox), without taking or changing anything.
+
+        `iplosctl attempt abandon --never-sent` asks it before recording that journaled
+        parts never left (issue 13): a message found here was accepted, so the decision is
+        refused. Raise TransportError when it cannot look (then the decision is refused
+        too: nothing shows that the message was not accepted). A plugin without it
+        cannot support `--never-sent` on a configured endpoint.
+        """
         ...
 
     def close(self) -> None: ...

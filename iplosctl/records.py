@@ -44,9 +44,21 @@ class Assessment:
     date: dt.date | None = None
 
 
+def record_number(index: int) -> int:
+    """The number users read for the record at 0-based position `index`: 1-based, counted
+    like the line numbers beside it (issue 13, item 12: "record 0 (line 10)" confused).
+
+    Sources and rules keep `Recipient.index` 0-based (the plugin contract); every message,
+    finding and error that names a record shows this number instead, so "record 1" is
+    the first record of the export in every output and every source.
+    """
+    return index + 1
+
+
 @dataclass(frozen=True)
 class Recipient:
-    """One tjenestemottaker. `index` is the 0-based position in the export."""
+    """One tjenestemottaker. `index` is the 0-based position in the export; what users
+    see is `record_number(index)`, 1-based."""
 
     index: int
     local_id: str = field(repr=False)

@@ -70,6 +70,8 @@ def submission_status(manifest: Manifest, *, today: dt.date | None = None) -> Su
                     "type": p.type,
                     "msgId": p.msg_id,
                     "state": p.state,
+                    # "gzip" when journaled compressed (RefDoc/Compression), else ""
+                    "compression": p.compression,
                     "receiptStatus": p.receipt.status if p.receipt else None,
                     "codes": [scrub(e.code) for e in p.receipt.errors] if p.receipt else [],
                     "transportError": (
@@ -139,7 +141,8 @@ def render_status(statuses: list[SubmissionStatus]) -> str:
                 receipt = f"receipt {p['receiptStatus']}" if p["receiptStatus"] else "no receipt"
                 codes = f" [{', '.join(p['codes'])}]" if p["codes"] else ""
                 error = f" transport error {p['transportError']}" if p["transportError"] else ""
-                lines.append(f"    {p['type']:<8} {p['state']:<21} {receipt}{codes}{error}")
+                packed = f", sent {p['compression']}-compressed" if p.get("compression") else ""
+                lines.append(f"    {p['type']:<8} {p['state']:<21} {receipt}{codes}{error}{packed}")
         else:
             lines.append("  attempt:    none yet")
         if s.quarantined:

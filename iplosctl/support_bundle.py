@@ -247,6 +247,7 @@ def _part(p: lockfile.Part) -> dict[str, Any]:
         "state": p.state,
         "sizeBytes": p.size_bytes,
         "journaledAt": p.journaled_at,
+        "compression": p.compression,
         "sentAt": p.sent_at,
         "receiptAt": p.receipt_at,
         "receipt": _receipt(p.receipt),
@@ -254,6 +255,22 @@ def _part(p: lockfile.Part) -> dict[str, Any]:
         "transportError": (
             {"condition": p.transport_error.get("condition", "")} if p.transport_error else None
         ),
+    }
+
+
+def _decision(d: lockfile.Decision) -> dict[str, Any]:
+    """An operator's decision (`attempt abandon`): who, when, why, on what basis.
+
+    Who and why are free text typed by a person, so they are scrubbed again here: a
+    lockfile written by hand or by an older iplosctl may hold them verbatim (issue 13).
+    """
+    return {
+        "at": d.at,
+        "by": scrub(d.by),
+        "action": d.action,
+        "basis": d.basis,
+        "reason": scrub(d.reason),
+        "parts": list(d.parts),
     }
 
 
@@ -279,6 +296,7 @@ def _lockfile(manifest: Manifest) -> dict[str, Any] | None:
                 "sourceDigest": a.source_digest,
                 "payloadDigest": a.payload_digest,
                 "parts": [_part(p) for p in a.parts],
+                "decisions": [_decision(d) for d in a.decisions],
             }
             for a in lock.attempts
         ],
@@ -424,6 +442,14 @@ def _attempt_text(attempt: dict[str, Any]) -> list[str]:
                 lines.append(f"        {e['code']} ({e['system']}){text}")
         if p["transportError"]:
             lines.append(f"      transport error {p['transportError']['condition']}")
+        if p.get("compression"):
+            lines.append(f"      sent compressed ({p['compression']} in RefDoc/Compression)")
+    for d in attempt.get("decisions", []):
+        basis = f" ({d['basis']})" if d["basis"] else ""
+        lines.append(
+            f"    decision {d['action']}{basis} by {d['by']} at {d['at']} "
+            f"({', '.join(d['parts']) or 'no parts'}): {d['reason']}"
+        )
     return lines
 
 

@@ -31,4 +31,5 @@ fi
 step "iplosctl status manifests/"
 "$IPLOSCTL" status manifests/
 printf '\nThe lockfile manifests/demo-2023.lock.yaml records what was sent and answered.\n'
-printf 'Run `make demo` again: the plan is a no-op. Remove the lockfile to start over.\n'
+printf 'Run `make demo` again: the plan is a no-op. To start over (sandbox only):\n'
+printf '  rm -r manifests/demo-2023.lock.yaml .iplosctl/   (the lockfile and the sandbox register'"'"'s memory)\n'

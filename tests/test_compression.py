@@ -96,6 +96,63 @@ def test_gzip_sink_gives_the_bytes_gzip_bytes_gives_and_gzip_reads() -> None:
     assert sink.size < len(data) / 3
 
 
+@pytest.mark.parametrize("crosses_at", [0, 2500, 10**9])
+def test_a_lazy_sink_compresses_only_a_part_that_crosses_and_then_exactly_as_eager(
+    crosses_at: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compression only when needed (issue 13): a part at or under `only_over` is never
+    compressed; one that crosses gives the eager sink's bytes, including after the sink
+    stopped holding plain text (a small buffer here, so that path runs too)."""
+    from iplosctl.payload import compression
+
+    data = DEMO_EXPORT.read_bytes() * 3
+    if crosses_at == 10**9:
+        monkeypatch.setattr(compression, "LAZY_BUFFER_BYTES", 4000)
+    kept: list[bytes] = []
+
+    class Keep:
+        def write(self, chunk: bytes, /) -> int:
+            kept.append(chunk)
+            return len(chunk)
+
+    under = GzipSink(only_over=len(data))  # exactly at the limit: fits, not compressed
+    lazy = GzipSink(Keep(), only_over=crosses_at)  # type: ignore[arg-type]
+    tee = Tee(under, lazy)
+    for at in range(0, len(data), 1000):
+        tee.write(data[at : at + 1000])
+    if crosses_at == 10**9:  # past the buffer, even a part that fits is compressed
+        assert under.compressed and under.finish() == len(gzip_bytes(data))
+    else:
+        assert under.finish() == 0 and not under.compressed
+    assert lazy.compressed
+    assert lazy.finish() == len(b"".join(kept)) > 0
+    assert b"".join(kept) == gzip_bytes(data)
+
+
+def test_plan_compresses_only_the_part_over_the_limit(tmp_path: Path) -> None:
+    """The plan's compressed sizes name only the parts that go compressed: KPR_IDE fits
+    under a limit that KPR_IPL does not, so it is never gzipped (no zlib time spent)."""
+    from iplosctl.payload.parts import PayloadHasher
+    from iplosctl.profiles import load_profile
+    from iplosctl.sandbox.generate import synthetic_header, synthetic_recipients
+
+    profile = load_profile(2023)
+    header = synthetic_header(
+        municipality="9999", year=2023, epj_system="DemoEPJ", epj_version="4.2.0"
+    )
+    records = list(synthetic_recipients(recipients=300, seed=3))
+    eager = PayloadHasher(header, profile.message_parts)
+    for record in records:
+        eager.add(record)
+    sizes = {t: size for t, _d, size in eager.finish()}
+    assert sizes["KPR_IPL"] > sizes["KPR_IDE"]
+    lazy = PayloadHasher(header, profile.message_parts, compress_over=sizes["KPR_IDE"])
+    for record in records:
+        lazy.add(record)
+    lazy.finish()
+    assert lazy.compressed_sizes() == [("KPR_IPL", dict(eager.compressed_sizes())["KPR_IPL"])]
+
+
 def test_base64_size_is_exact() -> None:
     for n in range(0, 40):
         assert base64_size(n) == len(base64.b64encode(b"x" * n))

@@ -152,7 +152,7 @@ def test_two_recipients_with_one_join_key_is_a_located_error(tmp_path: Path) -> 
     (problem,) = info.value.problems
     assert problem.location.file == str(path)
     assert problem.location.line == line.count("\n") + 1
-    assert problem.message.startswith("record 7: two recipients have the same localId (b:Id)")
+    assert problem.message.startswith("record 8: two recipients have the same localId (b:Id)")
     assert people[3].local_id not in str(info.value)
 
 
@@ -189,7 +189,7 @@ BAD_PROFILES: dict[str, tuple[str, str, str, str]] = {
         'from: {path: "@fra", patterns: ["%d.%m.%Y"]',
         'from: {path: "@fra", patterns: ["%Y/%m/%d"]',
         "the format profile vendor-a.yaml cannot read from (attribute 'fra') of <Vedtak>: "
-        "it matches none of the patterns %Y/%m/%d (record 0)",
+        "it matches none of the patterns %Y/%m/%d (record 1)",
     ),
     "join-key-references-nothing": (
         "vendor-b",
@@ -402,7 +402,7 @@ def test_format_check_lists_failed_records_and_unread_elements(tmp_path: Path, c
     _header, people = records(60, SEED)
     bad = [r.index for r in people if any(s.code == "15" for s in r.services)]
     (line,) = [x for x in result.out.splitlines() if x.startswith("  service.code")]
-    assert f" {len(bad)}: record {bad[0]} (line " in line
+    assert f" {len(bad)}: record {bad[0] + 1} (line " in line  # numbered from 1, like lines
     assert "elements no mapping reads: Rehab" in result.out
     assert "HJSPL" not in result.all
     for r in people:

@@ -143,7 +143,7 @@ def test_a_long_comment_keeps_the_blocked_submission_whole(cli, repo: Path) -> N
     assert len(text) < LIMIT
     blocked = text[text.index("<b>blocked-one</b>") :].split("</details>")[0]
     assert blocked.count("| error | `rule-") == 40  # every finding row kept
-    assert "records #0 (line 10), #1 (line 11)" in blocked  # even the record lists
+    assert "records #1 (line 10), #2 (line 11)" in blocked  # even the record lists (1-based)
     # The clean ones gave way, as many as needed: summarised to one line each.
     cut, whole = text.count("**clean-"), text.count("<b>clean-")
     assert cut > 0 and cut + whole == 60

@@ -35,7 +35,7 @@ def test_xml_export_names_the_file_the_record_and_the_fix(  # type: ignore[no-un
     assert len(lines) == 1, result.all
     assert "BLOCKED" in result.out and "Traceback" not in result.all
     assert (
-        f"{export.name}:{line}:1: record #0: service org number is written with spaces"
+        f"{export.name}:{line}:1: record #1: service org number is written with spaces"
         in (lines[0])
     )
     assert "write the 9 digits alone" in lines[0]
@@ -51,7 +51,7 @@ def test_any_unwritable_value_names_the_export_file(  # type: ignore[no-untyped-
     export.write_text(text.replace(FIRST_UNIT, "<OrgNumber>31000003</OrgNumber>", 1))
     result = cli("plan", demo_copy, "--today", "2024-01-05")
     assert result.code == 1
-    assert f"{export.name}:" in result.all and "record #0: service org number must be 9 digits" in (
+    assert f"{export.name}:" in result.all and "record #1: service org number must be 9 digits" in (
         result.all
     )
 

@@ -249,7 +249,7 @@ def test_plan_from_a_csv_export(cli, demo_copy: Path) -> None:
     (s,) = json.loads(result.out)["submissions"]
     assert s["action"] == "blocked"  # code 12 is obsolete
     rules = {f["rule"]: f for f in s["findings"]}
-    assert rules["housing-code"]["records"] == [{"index": 2, "line": 5}]
+    assert rules["housing-code"]["records"] == [{"record": 3, "line": 5}]  # 1-based, like lines
     assert rules["test-person"]["count"] == 1
     assert s["summary"]["recipients"] == "<5"
 

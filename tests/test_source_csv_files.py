@@ -175,7 +175,7 @@ def planned(cli, manifest: Path) -> dict[str, Any]:  # type: ignore[no-untyped-d
 def comparable(submission: dict[str, Any]) -> dict[str, Any]:
     """What must not depend on the export's shape: lines are the file's own, so they go."""
     findings = [
-        {**f, "records": [r["index"] for r in f["records"]]} for f in submission["findings"]
+        {**f, "records": [r["record"] for r in f["records"]]} for f in submission["findings"]
     ]
     return {
         "action": submission["action"],

@@ -130,6 +130,18 @@ def _plant_lockfile(path: Path) -> lockfile.Lockfile:
                     },
                 )
             ],
+            # an operator's decision whose free text quotes an id (written by hand: the
+            # command scrubs it, a lockfile edited or written by an older iplosctl may not)
+            decisions=[
+                lockfile.Decision(
+                    at="2024-01-11T07:30:00Z",
+                    by="it-drift",
+                    action="abandon",
+                    reason=f"KPR confirmed on the phone it never arrived (case {OT_ID})",
+                    basis="confirmed-by-register",
+                    parts=["KPR_IPL"],
+                )
+            ],
         )
     )
     lockfile.save(path, lock)
@@ -298,6 +310,21 @@ def test_bundle_holds_the_facts_the_register_needs(scene: Scene) -> None:
     assert all(set(e) == {"code", "system", "text"} for e in rejected["receipt"]["errors"])
     transport = lock["attempts"][1]["parts"][0]
     assert transport["transportError"] == {"condition": "amqp:unauthorized-access"}
+    # the operator's decision: who, when, why (its id scrubbed), on what basis
+    assert lock["attempts"][0]["decisions"] == []
+    [decision] = lock["attempts"][1]["decisions"]
+    assert decision == {
+        "at": "2024-01-11T07:30:00Z",
+        "by": "it-drift",
+        "action": "abandon",
+        "basis": "confirmed-by-register",
+        "reason": "KPR confirmed on the phone it never arrived (case [id])",
+        "parts": ["KPR_IPL"],
+    }
+    assert (
+        "decision abandon (confirmed-by-register) by it-drift at 2024-01-11T07:30:00Z "
+        "(KPR_IPL): KPR confirmed on the phone it never arrived (case [id])"
+    ) in readme
 
     [q] = s["quarantined"]
     assert (q["kind"], q["at"], q["originalMsgId"]) == (

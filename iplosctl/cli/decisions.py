@@ -10,7 +10,7 @@ import typer
 from iplosctl import output
 from iplosctl.cli.app import attempt_app, lock_app
 from iplosctl.cli.options import LockfileOpt, select
-from iplosctl.decisions import CONFIRMED_BY_REGISTER, NEVER_SENT, abandon
+from iplosctl.decisions import CONFIRMED_BY_REGISTER, NEVER_SENT, abandon, transport_proof
 from iplosctl.errors import EXIT_ERROR, EXIT_OK, UsageError
 from iplosctl.locking import force_unlock
 
@@ -61,6 +61,7 @@ def attempt_abandon(
         reason=reason,
         basis=NEVER_SENT if never_sent else CONFIRMED_BY_REGISTER,
         by=by,
+        prove_never_sent=transport_proof(manifest),
     )
     output.out(
         f"{done.name}: attempt {done.attempt} abandoned ({', '.join(done.parts)}) by "

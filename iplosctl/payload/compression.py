@@ -60,24 +60,57 @@ def base64_size(size: int) -> int:
     return 4 * ((size + 2) // 3)
 
 
+#: a lazy `GzipSink` keeps at most this much plain text while it waits to see whether the
+#: part crosses its limit; past it, it compresses from there on as an eager sink does
+LAZY_BUFFER_BYTES = 32 * 1024 * 1024
+
+
 class GzipSink:
     """A write-only file object that gzips what it gets; counts the compressed bytes and,
-    with `out`, writes them there (apply keeps them; plan only needs the size)."""
+    with `out`, writes them there (apply keeps them; plan only needs the size).
 
-    def __init__(self, out: BinaryIO | None = None) -> None:
+    With `only_over`, the sink is lazy: a part is compressed only when it would not fit
+    (issue 13: compression only when needed), so a part that stays at or under
+    `only_over` plain bytes costs no zlib time at all (0.3 s for a 20 MB part, paid by
+    every plan and every apply before). Until the part crosses, its plain bytes are kept
+    (at most `LAZY_BUFFER_BYTES`, then the sink starts compressing anyway); the moment it
+    crosses, they are compressed first, so the output is exactly the eager sink's.
+    `compressed` says whether it did; `finish()` is 0 for a part that was not.
+    """
+
+    def __init__(self, out: BinaryIO | None = None, *, only_over: int | None = None) -> None:
         self._z = zlib.compressobj(LEVEL, zlib.DEFLATED, _GZIP_WBITS)
         self._out = out
         self.size = 0
         self._finished = False
+        self._only_over = only_over
+        self._plain = 0
+        self._held: bytearray | None = None if only_over is None else bytearray()
+
+    @property
+    def compressed(self) -> bool:
+        """Whether this sink compressed (always for an eager sink)."""
+        return self._held is None
 
     def write(self, data: bytes, /) -> int:
+        if self._held is not None:
+            self._plain += len(data)
+            self._held += data
+            crossed = self._only_over is not None and self._plain > self._only_over
+            if not crossed and len(self._held) <= LAZY_BUFFER_BYTES:
+                return len(data)
+            data, self._held = bytes(self._held), None  # from here on: an eager sink
         self._emit(self._z.compress(data))
         return len(data)
 
     def finish(self) -> int:
-        """Flush the compressor; returns the compressed size. Safe to call twice."""
+        """Flush the compressor; returns the compressed size (0 if the part never crossed
+        `only_over`). Safe to call twice."""
         if not self._finished:
             self._finished = True
+            if self._held is not None:
+                self._held = bytearray()  # never needed: nothing to compress, drop it
+                return 0
             self._emit(self._z.flush())
         return self.size
 

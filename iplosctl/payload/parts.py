@@ -5,9 +5,10 @@ needs every part's digest and size while the export streams past once, so
 each part gets its own push-style hasher; apply passes a file per part and
 gets the bytes written in the same pass, each record formatted once.
 
-Every part is also gzipped as it streams past (`payload/compression.py`), so the plan
-knows the size a compressed part would really have, and apply gets the compressed bytes
-from the same pass instead of compressing a second time before sending.
+A part too big to go plain is also gzipped as it streams past (`payload/compression.py`),
+so the plan knows the size the compressed part really has, and apply gets the compressed
+bytes from the same pass instead of compressing a second time before sending. A part
+that fits is not compressed at all (`compress_over`: a lazy sink).
 """
 
 from __future__ import annotations
@@ -30,9 +31,16 @@ class PayloadHasher:
         parts: Sequence[MessagePart],
         outputs: Mapping[str, BinaryIO] | None = None,
         compressed_outputs: Mapping[str, BinaryIO] | None = None,
+        *,
+        compress_over: int | None = None,
     ) -> None:
+        """`compress_over`: compress only a part whose payload grows past this many bytes
+        (None: every part, e.g. for a benchmark that wants the compressed size anyway)."""
         self._gzip = {
-            p.type: GzipSink(None if compressed_outputs is None else compressed_outputs[p.type])
+            p.type: GzipSink(
+                None if compressed_outputs is None else compressed_outputs[p.type],
+                only_over=compress_over,
+            )
             for p in parts
         }
         self._hashers = {
@@ -63,5 +71,7 @@ class PayloadHasher:
         return out
 
     def compressed_sizes(self) -> list[tuple[str, int]]:
-        """(part type, gzip size in bytes) in profile order; call after `finish`."""
-        return [(part_type, sink.finish()) for part_type, sink in self._gzip.items()]
+        """(part type, gzip size in bytes) in profile order, for the parts that were
+        compressed; call after `finish`."""
+        sizes = [(part_type, sink.finish()) for part_type, sink in self._gzip.items()]
+        return [(t, size) for t, size in sizes if self._gzip[t].compressed]

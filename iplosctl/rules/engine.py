@@ -13,12 +13,12 @@ import hashlib
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from iplosctl.compiled import mypyc_attr
 from iplosctl.manifest.model import Manifest
 from iplosctl.profiles import Environment, Profile
-from iplosctl.records import ExportHeader, Recipient
+from iplosctl.records import ExportHeader, Recipient, record_number
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[str, ...] = ("error", "warning", "info")
@@ -28,13 +28,21 @@ MAX_REFS = 20
 
 @dataclass(frozen=True, order=True)
 class RecordRef:
-    """A record by position in the export (0-based) and line in the file."""
+    """A record by position in the export (0-based) and line in the file; shown as its
+    1-based record number (`record_number`), like the line."""
 
     index: int
     line: int | None = None
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RecordRef:
+        """Back from `Finding.as_dict` (1-based `record`; `index` in plan caches written
+        before records were numbered from 1)."""
+        index = int(data["record"]) - 1 if "record" in data else int(data["index"])
+        return cls(index, data.get("line"))
+
     def __str__(self) -> str:
-        return f"#{self.index}" + (f" (line {self.line})" if self.line else "")
+        return f"#{record_number(self.index)}" + (f" (line {self.line})" if self.line else "")
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,8 @@ class Finding:
             "severity": self.severity,
             "message": self.message,
             "count": self.count,
-            "records": [{"index": r.index, "line": r.line} for r in self.records],
+            # `record` is 1-based like `line`, the number the text and markdown show
+            "records": [{"record": record_number(r.index), "line": r.line} for r in self.records],
         }
 
 

@@ -108,6 +108,8 @@ def check_transport(
     - `close` may be called twice, also on a transport never used;
     - `send` (after `prepare`, when the plugin has it) delivers one message whose ids,
       subject, body bytes, reply-to and application properties (strings) arrive intact;
+    - `find_accepted` (when the plugin has it) finds that message by its id and no other,
+      and leaves it where it is;
     - `receive` yields deliveries of `IncomingMessage`s from that queue; an accepted
       one is gone, a released one and one never settled before `close` come back on
       the next run (nothing the lockfile has not recorded is lost);
@@ -135,6 +137,7 @@ def check_transport(
         transport.send(sent)
     finally:
         _close_twice(plugin, transport, "after send")
+    _check_find_accepted(plugin, factory, endpoint, str(sent.message_id))
     arrived = endpoint.take()
     if len(arrived) != 1:
         raise fail(plugin, f"one send() put {len(arrived)} messages on {endpoint.queue!r}")
@@ -197,6 +200,30 @@ def check_transport(
     # failures
     for number, settings in enumerate(endpoint.broken, 1):
         _check_broken(plugin, factory, settings, endpoint, f"broken setting {number}", secrets)
+
+
+def _check_find_accepted(
+    plugin: str,
+    factory: Callable[[TransportSettings], Any],
+    endpoint: TransportEndpoint,
+    message_id: str,
+) -> None:
+    """`find_accepted` sees the message just sent, not an id never sent, and takes nothing
+    (the `take` after it must still find the message)."""
+    transport = factory(endpoint.settings)
+    try:
+        find = getattr(transport, "find_accepted", None)
+        if not callable(find):
+            return
+        never = "00000000-0000-4000-8000-000000000000"
+        found = find(endpoint.queue, [message_id, never])
+    finally:
+        _close_twice(plugin, transport, "after find_accepted")
+    if set(found) != {message_id}:
+        raise fail(
+            plugin,
+            f"find_accepted() found {sorted(found)} of the one message sent to {endpoint.queue!r}",
+        )
 
 
 def _check_broken(

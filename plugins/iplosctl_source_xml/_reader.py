@@ -21,7 +21,7 @@ from lxml import etree
 from iplosctl.errors import Location, Problem, SourceError
 from iplosctl.formats.profile import ElementMap, FieldMap, FormatProfile, local_name
 from iplosctl.plugins import FieldCoverage
-from iplosctl.records import Assessment, ExportHeader, Recipient, Service
+from iplosctl.records import Assessment, ExportHeader, Recipient, Service, record_number
 
 from ._diagnose import HARDENED_PARSING, diagnose
 from ._values import MISSING, Convert, converter_for, reason
@@ -77,7 +77,7 @@ class _Context:
 
     def cannot_read(self, elem: etree._Element, what: str, index: int | None) -> SourceError:
         """The profile's fault: the export is valid, the profile does not fit it."""
-        record = f" (record {index})" if index is not None else ""
+        record = f" (record {record_number(index)})" if index is not None else ""
         return SourceError(
             [
                 Problem(
@@ -483,7 +483,8 @@ class _JoinStore:
                 [
                     Problem(
                         Location(self.ctx.filename, elem.sourceline or 0),
-                        f"record {index}: two recipients have the same {self._recipient_key()}, "
+                        f"record {record_number(index)}: two recipients have the same "
+                        f"{self._recipient_key()}, "
                         "so the items that name it cannot be given to either: make the key "
                         "unique in the export, or join on another field",
                     )

@@ -28,7 +28,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -394,6 +394,20 @@ class AmqpTransport:
             f"connecting to send to queue {to_queue}", lambda: self._ready_sender(to_queue)
         )
 
+    def try_prepare(self, to_queue: str) -> bool:
+        """`prepare` with one try and no backoff: True if ready to send, False otherwise.
+
+        apply calls it on a thread while it plans (issue 13: end to end); a failure is
+        not reported here: apply then calls `prepare`, which retries and explains.
+        """
+        try:
+            self._ready_sender(to_queue)
+        except (ProtonException, OSError) as exc:
+            log.debug("early connect to send to queue %s: %s", to_queue, type(exc).__name__)
+            self._drop_connection()
+            return False
+        return True
+
     def check_queue(self, queue: str) -> None:
         """Prove `queue` exists by attaching a receiver with no credit (takes no message).
 
@@ -437,6 +451,29 @@ class AmqpTransport:
                 continue  # released earlier in this call: leave it for a later run
             seen.add(key)
             yield AmqpDelivery(incoming, self, delivery, generation)
+
+    def find_accepted(
+        self, queue: str, message_ids: Collection[str], *, timeout: float = 2.0
+    ) -> frozenset[str]:
+        """Which of `message_ids` wait on `queue`: the broker accepted those (issue 13).
+
+        Browses without taking: every delivery is released, and the connection is closed
+        at the end, so the broker puts each message back on the queue unchanged. Raises
+        TransportError when the queue cannot be read (a broker that lets the
+        municipality only send to it); a message a consumer already took is not seen,
+        which is why `abandon --never-sent` also needs the journal (decisions.py).
+        """
+        wanted, found = set(message_ids), set[str]()
+        try:
+            for delivery in self.receive(queue, timeout=timeout):
+                if delivery.message.message_id in wanted:
+                    found.add(str(delivery.message.message_id))
+                delivery.release()
+                if found == wanted:
+                    break
+        finally:
+            self._drop_connection()  # nothing settled as taken: all of it stays queued
+        return frozenset(found)
 
     def take_refusals(self) -> list[str]:
         """One line per message this transport refused since the last call (too large)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -189,6 +189,21 @@ class DirectoryTransport:
             if meta.name.startswith(".") or not meta.is_file():
                 continue
             yield self._delivery(queue, meta)
+
+    def find_accepted(self, queue: str, message_ids: Collection[str]) -> frozenset[str]:
+        """Which of `message_ids` are in `outbox/<queue>/`: written, so possibly carried off.
+
+        A body without its `.json` counts too (a send cut short may still be uploaded by
+        a tool that does not wait for the pair). Issue 13: `attempt abandon --never-sent`.
+        """
+        self._check_root()
+        folder = self.root / "outbox" / _safe_name(queue, "queue name")
+        return frozenset(
+            message_id
+            for message_id in message_ids
+            if (folder / (_safe_name(message_id, "message id") + META_SUFFIX)).exists()
+            or (folder / (message_id + BODY_SUFFIX)).exists()
+        )
 
     def close(self) -> None:
         """Nothing to close: every write is complete when `send` returns."""
