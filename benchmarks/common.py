@@ -115,6 +115,8 @@ class Measured:
     returncode: int
     stdout: str
     stderr: str
+    #: user + system CPU of the child and the children it reaped (workers of -j)
+    cpu_seconds: float = 0.0
 
 
 def run_measured(
@@ -149,4 +151,5 @@ def run_measured(
             returncode=proc.returncode,
             stdout=out.read().decode("utf-8", "replace"),
             stderr=err.read().decode("utf-8", "replace"),
+            cpu_seconds=usage.ru_utime + usage.ru_stime,
         )

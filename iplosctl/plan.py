@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -36,6 +37,8 @@ from iplosctl.coverage import export_findings
 from iplosctl.errors import IplosctlError, Location, Problem, SourceError
 from iplosctl.lockfile import PartState
 from iplosctl.manifest import Manifest
+from iplosctl.manifest.checks import BrokenManifest
+from iplosctl.parallel import picklable_dataclasses, run_ordered
 from iplosctl.payload import passthrough
 from iplosctl.payload.compression import COMPRESSION_CODE, base64_size
 from iplosctl.payload.compression import LEVEL as GZIP_LEVEL
@@ -53,6 +56,9 @@ from iplosctl.summary import SummaryBuilder
 
 if TYPE_CHECKING:
     from iplosctl.savedplan import SavedPart, SavedPlan, SavedSubmission
+
+# A plan's findings come back from `-j` workers; compiled by mypyc, they need this to.
+picklable_dataclasses(Finding, RecordRef)
 
 PLAN_FORMAT_VERSION = "1"
 
@@ -267,6 +273,8 @@ class Plan:
     tool_version: str = __version__
     created_at: str = field(default_factory=lockfile.utc_now)
     unplanned: tuple[UnplannedSubmission, ...] = ()
+    #: why planning failed for the unplanned submissions that validation found no fault in
+    errors: tuple[str, ...] = ()
 
     def count(self, action: Action) -> int:
         planned = sum(1 for s in self.submissions if s.action == action)
@@ -1086,26 +1094,64 @@ def plan_submission(
     )
 
 
-def make_plan(
-    manifests: Iterable[Manifest],
+def _plan_one(
+    manifest: Manifest,
     *,
+    today: dt.date | None,
+    late: bool,
+    lockfile_path: Path | None,
+    offline_revocation: bool,
+) -> SubmissionPlan | UnplannedSubmission:
+    """One submission's plan, or why it has none: returned, not raised, so that a worker
+    process hands it back like any result and the other submissions are still planned."""
+    try:
+        return plan_submission(
+            manifest,
+            today=today,
+            late=late,
+            lockfile_path=lockfile_path,
+            offline_revocation=offline_revocation,
+        )
+    except IplosctlError as exc:
+        return UnplannedSubmission(manifest.name, manifest.path, tuple(exc.lines()))
+
+
+def make_plan(
+    manifests: Sequence[Manifest],
+    *,
+    broken: Sequence[BrokenManifest] = (),
     today: dt.date | None = None,
     late: bool = False,
     lockfile_path: Path | None = None,
     offline_revocation: bool = False,
+    jobs: int | None = 1,
 ) -> Plan:
-    return Plan(
-        tuple(
-            plan_submission(
-                m,
-                today=today,
-                late=late,
-                lockfile_path=lockfile_path,
-                offline_revocation=offline_revocation,
-            )
-            for m in manifests
-        )
+    """Plan every manifest, `jobs` at a time in parallel processes (None: one per core).
+
+    `broken` manifests (their problems already reported by validation) and manifests
+    whose planning failed are `unplanned`, blocked with their reasons, and the others are
+    planned as usual; `Plan.errors` holds the lines of the failures, in manifest order.
+    The plan is the same whatever `jobs` is.
+    """
+    work = functools.partial(
+        _plan_one,
+        today=today,
+        late=late,
+        lockfile_path=lockfile_path,
+        offline_revocation=offline_revocation,
     )
+    planned: list[SubmissionPlan] = []
+    unplanned = [
+        UnplannedSubmission(b.label, b.path, tuple(str(p) for p in b.problems)) for b in broken
+    ]
+    errors: list[str] = []
+    for result in run_ordered(work, manifests, jobs=jobs):
+        if isinstance(result, SubmissionPlan):
+            planned.append(result)
+        else:
+            unplanned.append(result)
+            errors.extend(result.reasons)
+    return Plan(tuple(planned), unplanned=tuple(unplanned), errors=tuple(errors))
 
 
 # --- saved plans ------------------------------------------------------------------

@@ -8,6 +8,8 @@ ids, and the tool version. No personal data: it is a CI artifact.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NotRequired, TypedDict
 
@@ -218,3 +220,33 @@ def reviewed_differences(plan: Plan, reviewed: SavedPlan, path: Path) -> list[st
     # A reviewed submission not planned now (left out by --only, or its manifest removed)
     # sends nothing, so it is no difference.
     return lines
+
+
+@dataclass(frozen=True)
+class SavedSelection:
+    """A saved plan given to `apply`: its file, its digest and its entry per manifest."""
+
+    path: Path
+    plan_digest: str | None
+    by_manifest: dict[str, SavedSubmission]
+
+    @property
+    def manifest_paths(self) -> list[Path]:
+        """The manifests the plan covers: apply validates and sends exactly these."""
+        return [Path(m) for m in self.by_manifest]
+
+
+def saved_plan_argument(paths: Sequence[Path] | None) -> SavedSelection | None:
+    """The saved plan `apply` was given, or None when it was given manifests.
+
+    A saved plan is one existing `.json` file (`plan --out`); manifests are YAML files
+    or folders, so the suffix decides without reading anything else.
+    """
+    if not paths or len(paths) != 1 or paths[0].suffix != ".json" or not paths[0].is_file():
+        return None
+    data = read_saved_plan(paths[0])
+    return SavedSelection(
+        paths[0],
+        data.get("planDigest"),
+        {s["manifest"]: s for s in data["submissions"]},
+    )

@@ -50,7 +50,7 @@ def test_no_manifests_found(tmp_path: Path) -> None:
 def test_internal_error_is_3_with_a_log_without_input_data(
     cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import iplosctl.cli as cli_module
+    from iplosctl.cli import validate as cli_module
 
     def explode(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("05903813050 Donald Duck")
@@ -62,7 +62,7 @@ def test_internal_error_is_3_with_a_log_without_input_data(
     assert "05903813050" not in result.all
     log = Path(result.err.strip().rsplit(": ", 1)[1])
     text = log.read_text()
-    assert "RuntimeError" in text and "cli.py" in text
+    assert "RuntimeError" in text and "iplosctl/cli/validate.py" in text
     assert "05903813050" not in text and "Donald" not in text
 
 
