@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
 from iplosctl.endpoint import Addressing, Keys, OwnKeys, RegisterFactory
 from iplosctl.errors import IplosctlError, PayloadError, UsageError
 from iplosctl.payload.cms import (
@@ -97,11 +99,15 @@ def ensure_pki(directory: Path, *, now: dt.datetime | None = None) -> PkiFiles:
     """The test PKI in `directory`, generated the first time and when unusable or expiring."""
     now = now or dt.datetime.now(dt.UTC)
     files = PkiFiles(directory)
-    problem = _pki_problem(files, now)
-    if problem is None:
-        return files
-    log.info("generating the sandbox test PKI in %s (%s)", directory, problem)
-    return generate_pki(directory, now=now)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    # Two processes (apply -j, or apply beside `sandbox serve`) must not both generate:
+    # the second would replace the CA the first one's register already trusts.
+    with FileLock(str(directory) + ".lock"):
+        problem = _pki_problem(files, now)
+        if problem is None:
+            return files
+        log.info("generating the sandbox test PKI in %s (%s)", directory, problem)
+        return generate_pki(directory, now=now)
 
 
 def _pki_problem(files: PkiFiles, now: dt.datetime) -> str | None:
