@@ -104,9 +104,11 @@ def _manifests_beside(folder: Path, year: int | None = None) -> Iterator[Manifes
     Most of a fleet's 356 manifests are of the year being planned: a glance at the raw
     text (`_years_named`) spares loading each of them again for each of the others.
     """
-    for path in sorted(folder.glob("*.y*ml")):
-        if path.name.endswith((".lock.yaml", ".lock.yml")):
-            continue
+    try:
+        listed = folder.stat().st_mtime_ns
+    except OSError:
+        return
+    for path in _yaml_files(folder, listed):
         try:
             stat = path.stat()
         except OSError:
@@ -118,6 +120,20 @@ def _manifests_beside(folder: Path, year: int | None = None) -> Iterator[Manifes
         manifest = _load(path, stat.st_mtime_ns, stat.st_size)
         if manifest is not None:
             yield manifest
+
+
+@functools.lru_cache(maxsize=64)
+def _yaml_files(folder: Path, _mtime_ns: int) -> tuple[Path, ...]:
+    """The folder's manifest files in name order, listed once per folder version (a file
+    added, removed or renamed changes the folder's mtime): planning 356 manifests listed
+    and sorted the folder 356 times, 0.7 s of sorting alone."""
+    return tuple(
+        sorted(
+            path
+            for path in folder.glob("*.y*ml")
+            if not path.name.endswith((".lock.yaml", ".lock.yml"))
+        )
+    )
 
 
 _REPORTING_YEAR = re.compile(r"""reportingYear['"]?\s*:\s*['"]?(\d+)""")
