@@ -62,7 +62,6 @@ test: $(VENV)/.installed-dev broker citools lint
 # Prints figures and asserts nothing (README "Performance"); about ten minutes, and
 # about six more the first time (the fleet's 356 exports are generated once, into /tmp).
 bench: $(VENV)/.installed-dev broker
-	@PYTHON=$(PYTHON) scripts/ensure-system-packages.sh --bench
 	$(BIN)/python benchmarks/plan_scale.py --recipients 10000
 	$(BIN)/python benchmarks/plan_scale.py --recipients 100000
 	$(BIN)/python benchmarks/apply_throughput.py

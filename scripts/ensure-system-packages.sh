@@ -3,7 +3,8 @@
 # silently drops TLS when pkg-config or the OpenSSL headers are missing
 # (STACK.md §1), so they must be there before pip runs.
 # Installs what is missing when run as root; otherwise stops with one line.
-# `--bench` adds xmllint (libxml2-utils), the yardstick of benchmarks/plan_scale.py;
+# xmllint (libxml2-utils) is the yardstick of benchmarks/plan_scale.py, which a test runs
+# at a toy size (tests/test_benchmarks_run.py); `--bench` is kept and adds nothing more.
 # `--ci-tools` adds Node.js and npm, which run the CI-template checkers (scripts/ci-tools.sh).
 set -euo pipefail
 
@@ -27,9 +28,7 @@ pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 command -v openssl >/dev/null || missing+=(openssl)
 # The EDI transport's tests run their own dovecot (IMAP) on loopback (tests/mailservers.py).
 { command -v dovecot >/dev/null || [ -x /usr/sbin/dovecot ]; } || missing+=(dovecot-imapd)
-if [ "${1:-}" = "--bench" ]; then
-  command -v xmllint >/dev/null || missing+=(libxml2-utils)
-fi
+command -v xmllint >/dev/null || missing+=(libxml2-utils)
 if [ "${1:-}" = "--ci-tools" ]; then
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
