@@ -61,9 +61,8 @@ def parse_manifest_text(text: str, *, name: str) -> Parsed:
     root = yamlio.loads(text, name=name, what="manifest")
     data = yamlio.to_plain(root)
     if isinstance(data, dict):
-        # a tree this cannot index, or a folder that cannot be written, only costs time
-        with contextlib.suppress(OSError, ValueError, LookupError, TypeError, AttributeError):
-            positions = yamlio.Positions.of(root)
+        positions = yamlio.Positions.of(root)
+        with contextlib.suppress(OSError, ValueError):
             folder = private_dir(_cache_dir())
             stored = {"data": data, "positions": positions.as_json()}
             write_atomic(folder / f"{key}.json", json.dumps(stored).encode("utf-8"))
