@@ -31,7 +31,6 @@ from iplosctl.manifest.model import (
     TestPersons,
     Tls,
 )
-from iplosctl.manifest.parsed_cache import parse_manifest_text
 from iplosctl.validation import schema_problems
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "manifest.schema.json"
@@ -84,14 +83,13 @@ def _looks_like_manifest(path: Path) -> bool:
 
 def load_manifest(path: Path) -> Manifest:
     """Parse and schema-check one manifest; raise ManifestError listing every problem."""
-    name = str(path)
     try:
-        parsed = parse_manifest_text(yamlio.read_text(path, what="manifest"), name=name)
+        root = yamlio.load(path, what="manifest")
     except InputError as exc:
         raise ManifestError(exc.problems) from None
-    root, plain = parsed.root, parsed.data
-    if not isinstance(plain, dict):
-        kind = "a list" if isinstance(plain, list) else "a single value"
+    name = str(path)
+    if not isinstance(root, dict):
+        kind = "a list" if isinstance(root, list) else "a single value"
         raise ManifestError(
             [
                 Problem(
@@ -100,6 +98,7 @@ def load_manifest(path: Path) -> Manifest:
                 )
             ]
         )
+    plain = yamlio.to_plain(root)
     problems = schema_problems(manifest_schema(), plain, root, name)
     if problems:
         raise ManifestError(problems + _year_and_environment(plain, root, name, problems))
