@@ -48,6 +48,7 @@ from iplosctl.payload.msghead import build_msghead, load_schemas, validate_msghe
 from iplosctl.plan import CHANGING, SubmissionPlan, plan_submission
 from iplosctl.plugins import OutgoingMessage, TransportPlugin
 from iplosctl.private_files import open_private
+from iplosctl.savedplan import SavedSubmission
 
 #: what apply reports per step (for progress bars and logs): part type, step
 Progress = Callable[[str, str], None]
@@ -92,7 +93,7 @@ class ApplyResult:
     skipped_reason: str = ""
 
 
-def check_saved(plan: SubmissionPlan, saved: dict[str, Any]) -> None:
+def check_saved(plan: SubmissionPlan, saved: SavedSubmission) -> None:
     """Refuse when anything the reviewer saw has changed since (DESIGN.md §4)."""
     checks = {
         "manifestDigest": plan.manifest_digest,
@@ -113,7 +114,7 @@ def check_saved(plan: SubmissionPlan, saved: dict[str, Any]) -> None:
         )
 
 
-def _interrupted_apply_of(plan: SubmissionPlan, saved: dict[str, Any]) -> bool:
+def _interrupted_apply_of(plan: SubmissionPlan, saved: SavedSubmission) -> bool:
     """Whether `plan` is the recovery of exactly the attempt `saved` planned (issue 13.5).
 
     An apply of a saved plan that is interrupted after journaling leaves the attempt
@@ -156,7 +157,7 @@ def _iso(moment: dt.datetime) -> str:
 def apply_submission(
     manifest: Manifest,
     *,
-    saved: dict[str, Any] | None = None,
+    saved: SavedSubmission | None = None,
     approve: Callable[[SubmissionPlan], bool] = lambda _: True,
     today: dt.date | None = None,
     late: bool = False,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from iplosctl import lockfile
 from iplosctl.apply import ApplyResult, Progress, apply_submission
@@ -96,8 +96,7 @@ def apply_one(
         with progress(manifest) as advance:
             result = apply_submission(
                 manifest,
-                # apply.py still takes the dict untyped (another change types it)
-                saved=cast(dict[str, Any] | None, saved.get(str(manifest.path))),
+                saved=saved.get(str(manifest.path)),
                 approve=approve or (lambda _plan: True),
                 today=today,
                 late=late,
@@ -146,8 +145,8 @@ def apply_each(
                 return
         return
     # The first submission goes alone: whatever one-time set-up it does (the embedded
-    # sandbox's test PKI and state folder, created unlocked on first use) is in place
-    # before the others start, instead of being created by several workers at once.
+    # sandbox's state folder and test PKI; the PKI is also under a file lock) is in place
+    # before the others start, so no worker pays for or races over it.
     first = apply_one(manifests[0], **common)
     yield first
     if first.interrupted:

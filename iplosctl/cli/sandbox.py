@@ -20,6 +20,11 @@ from iplosctl.sandbox.generate import generate_export
 from iplosctl.sandbox.pki import LEAVES, generate_pki
 
 
+def _printers() -> commands.Printers:
+    """Where the sandbox commands print: the CLI's own output, looked up at each call."""
+    return commands.Printers(out=output.out, note=output.note)
+
+
 @sandbox_app.command("pki")
 def sandbox_pki(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the certificates to.")],
@@ -100,7 +105,7 @@ def sandbox_serve(
 ) -> int:
     """Run the KPR sandbox register as an AMQP 1.0 peer on 127.0.0.1 until ^C."""
     commands.serve(
-        commands.Printers(out=output.out, note=output.note),
+        _printers(),
         port=port,
         state=state,
         her_id=her_id,
@@ -140,7 +145,7 @@ def sandbox_attach(
 ) -> int:
     """Answer as the KPR sandbox register from a queue on a real broker, until ^C."""
     commands.attach_to_broker(
-        commands.Printers(out=output.out, note=output.note),
+        _printers(),
         url,
         pki=pki,
         her_id=her_id,
@@ -194,7 +199,7 @@ def sandbox_attach_edi(
         ca_file=ca_file,
     )
     commands.attach_to_mailbox(
-        commands.Printers(out=output.out, note=output.note),
+        _printers(),
         mailbox,
         pki=pki,
         her_id=her_id,
