@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -176,12 +177,57 @@ def to_plain(node: Any) -> Any:
     return str(node)
 
 
+@dataclass(frozen=True)
+class Positions:
+    """Where each key and item of a parsed document stands, without the ruamel tree.
+
+    Keyed by the path of str keys and int indices, 1-based (line, column): what
+    `position` finds walking the tree. Kept as JSON by `manifest.parsed_cache`.
+    """
+
+    at: dict[tuple[str | int, ...], tuple[int, int]]
+
+    @classmethod
+    def of(cls, root: Any) -> Positions:
+        at: dict[tuple[str | int, ...], tuple[int, int]] = {}
+        stack: list[tuple[tuple[str | int, ...], Any]] = [((), root)]
+        while stack:
+            path, node = stack.pop()
+            if isinstance(node, CommentedMap):
+                for key in node:
+                    if isinstance(key, str) or (isinstance(key, int) and not isinstance(key, bool)):
+                        line, col = node.lc.key(key)
+                        at[(*path, key)] = (line + 1, col + 1)
+                        stack.append(((*path, key), node[key]))
+            elif isinstance(node, CommentedSeq):
+                for index, item in enumerate(node):
+                    line, col = node.lc.item(index)
+                    at[(*path, index)] = (line + 1, col + 1)
+                    stack.append(((*path, index), item))
+        return cls(at)
+
+    def as_json(self) -> list[list[Any]]:
+        return [[list(path), line, col] for path, (line, col) in self.at.items()]
+
+    @classmethod
+    def from_json(cls, rows: list[list[Any]]) -> Positions:
+        return cls({tuple(path): (int(line), int(col)) for path, line, col in rows})
+
+
 def position(root: Any, path: Sequence[str | int]) -> tuple[int, int]:
     """1-based line and column of the node at `path` (deepest known ancestor if absent).
 
     For a mapping key the key's own position is used, which is where a reader
     looks for both "unknown key" and "wrong value" problems.
     """
+    if isinstance(root, Positions):
+        best = (1, 1)
+        for depth in range(1, len(path) + 1):
+            found = root.at.get(tuple(path[:depth]))
+            if found is None:
+                break
+            best = found
+        return best
     node = root
     best = (1, 1)
     for part in path:

@@ -31,10 +31,23 @@ from iplosctl.manifest.model import (
     TestPersons,
     Tls,
 )
+from iplosctl.manifest.parsed_cache import Check, parse_manifest_text
 from iplosctl.validation import schema_problems
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "manifest.schema.json"
 DEFAULT_PATH = Path("manifests")
+
+
+@functools.cache
+def _schema_check() -> Check:
+    """Whether a manifest's data passes the schema, kept with its parsed form: the
+    schema's text is the check's identity, so a changed schema checks again."""
+    digest = hashlib.sha256(SCHEMA_PATH.read_bytes()).hexdigest()
+    schema = manifest_schema()
+    return Check(
+        f"manifest.schema.json sha256:{digest}",
+        lambda data, root: not schema_problems(schema, data, root, ""),
+    )
 
 
 @functools.cache
@@ -83,13 +96,15 @@ def _looks_like_manifest(path: Path) -> bool:
 
 def load_manifest(path: Path) -> Manifest:
     """Parse and schema-check one manifest; raise ManifestError listing every problem."""
+    name = str(path)
     try:
-        root = yamlio.load(path, what="manifest")
+        text = yamlio.read_text(path, what="manifest")
+        parsed = parse_manifest_text(text, name=name, check=_schema_check())
     except InputError as exc:
         raise ManifestError(exc.problems) from None
-    name = str(path)
-    if not isinstance(root, dict):
-        kind = "a list" if isinstance(root, list) else "a single value"
+    root, plain = parsed.root, parsed.data
+    if not isinstance(plain, dict):
+        kind = "a list" if isinstance(plain, list) else "a single value"
         raise ManifestError(
             [
                 Problem(
@@ -98,8 +113,7 @@ def load_manifest(path: Path) -> Manifest:
                 )
             ]
         )
-    plain = yamlio.to_plain(root)
-    problems = schema_problems(manifest_schema(), plain, root, name)
+    problems = [] if parsed.valid else schema_problems(manifest_schema(), plain, root, name)
     if problems:
         raise ManifestError(problems + _year_and_environment(plain, root, name, problems))
     return _build(path, plain, root)
