@@ -45,7 +45,11 @@ from iplosctl.payload.compression import LEVEL as GZIP_LEVEL
 from iplosctl.payload.export_writer import RecordPayloadError
 from iplosctl.payload.msghead import message_id
 from iplosctl.payload.parts import PayloadHasher
-from iplosctl.plausibility import plausibility_findings, previous_year_summary
+from iplosctl.plausibility import (
+    last_year_candidates,
+    plausibility_findings,
+    previous_year_summary,
+)
 from iplosctl.plugins import EXPORT_V1_PAYLOAD, PayloadSpec, SourceSpec
 from iplosctl.privacy import scrub
 from iplosctl.profiles import Deadline, Profile
@@ -481,7 +485,7 @@ def _store_cached(
         "inputs": [list(i) for i in identities],
     }
     with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
-        write_atomic(_cache_dir() / f"{key}.json", json.dumps(data).encode("utf-8"))
+        write_atomic(_cache_dir() / f"{key}.json", json.dumps(data).encode("utf-8"), durable=False)
 
 
 def analyse(
@@ -952,6 +956,7 @@ def plan_submission(
     payload_outputs: Mapping[str, BinaryIO] | None = None,
     compressed_outputs: Mapping[str, BinaryIO] | None = None,
     offline_revocation: bool = False,
+    last_year: Sequence[Path] | None = None,
 ) -> SubmissionPlan:
     """Plan one manifest (already validated).
 
@@ -997,8 +1002,8 @@ def plan_submission(
     if accepted is not None:
         since = f"the accepted attempt {accepted.number}"
         findings += tuple(plausibility_findings(analysis.summary, previous, since))
-    if (last_year := previous_year_summary(manifest)) is not None:
-        findings += tuple(plausibility_findings(analysis.summary, last_year[1], last_year[0]))
+    if (before := previous_year_summary(manifest, last_year)) is not None:
+        findings += tuple(plausibility_findings(analysis.summary, before[1], before[0]))
     errors = [f for f in findings if f.severity == "error"]
     action, reason, attempt = decide(lock, analysis, errors)
     reason = reason.replace("{manifest}", str(manifest.path))
@@ -1095,7 +1100,7 @@ def plan_submission(
 
 
 def _plan_one(
-    manifest: Manifest,
+    job: tuple[Manifest, tuple[Path, ...]],
     *,
     today: dt.date | None,
     late: bool,
@@ -1103,7 +1108,9 @@ def _plan_one(
     offline_revocation: bool,
 ) -> SubmissionPlan | UnplannedSubmission:
     """One submission's plan, or why it has none: returned, not raised, so that a worker
-    process hands it back like any result and the other submissions are still planned."""
+    process hands it back like any result and the other submissions are still planned.
+    `job` is the manifest and the files that may be last year's (`last_year_candidates`)."""
+    manifest, last_year = job
     try:
         return plan_submission(
             manifest,
@@ -1111,6 +1118,7 @@ def _plan_one(
             late=late,
             lockfile_path=lockfile_path,
             offline_revocation=offline_revocation,
+            last_year=last_year,
         )
     except IplosctlError as exc:
         return UnplannedSubmission(manifest.name, manifest.path, tuple(exc.lines()))
@@ -1145,7 +1153,8 @@ def make_plan(
         UnplannedSubmission(b.label, b.path, tuple(str(p) for p in b.problems)) for b in broken
     ]
     errors: list[str] = []
-    for result in run_ordered(work, manifests, jobs=jobs):
+    items = list(zip(manifests, last_year_candidates(manifests), strict=True))
+    for result in run_ordered(work, items, jobs=jobs, caller_works=True):
         if isinstance(result, SubmissionPlan):
             planned.append(result)
         else:
