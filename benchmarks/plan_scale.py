@@ -145,11 +145,14 @@ def run_xmllint(xmllint: str, export: Path, workdir: Path) -> Timed:
     return measured
 
 
-def lxml_floor(export: Path) -> int:
+def lxml_floor(export: Path, *, touch: bool = False) -> int:
     """The xml source's streaming parse and XSD check with no per-record work (a child run).
 
     Same iterparse settings, chunk size and schema as the plugin, each recipient cleared
     at once: what any plan written in Python on lxml pays before it reads one field.
+    With `touch`, every field is also fetched once through lxml's API (each child's text
+    and attributes, as the reader fetches them) and thrown away: the floor of reading
+    through lxml, before any conversion, rule, summary or payload.
     """
     from lxml import etree
 
@@ -168,14 +171,21 @@ def lxml_floor(export: Path) -> int:
             chunk_size=CHUNK_SIZE,
             **HARDENED_PARSING,
         ):
+            if touch:
+                for child in elem:
+                    child.text  # noqa: B018 - fetched, as the reader fetches it
+                    for grandchild in child:
+                        grandchild.text  # noqa: B018
+                    child.items()
             elem.clear(keep_tail=False)
             while elem.getprevious() is not None:
                 del elem.getparent()[0]
     return 0
 
 
-def run_lxml_floor(export: Path, workdir: Path) -> Timed:
-    measured = run_timed([sys.executable, __file__, "--lxml-floor", export], cwd=workdir)
+def run_lxml_floor(export: Path, workdir: Path, *, touch: bool = False) -> Timed:
+    flag = "--field-floor" if touch else "--lxml-floor"
+    measured = run_timed([sys.executable, __file__, flag, export], cwd=workdir)
     if measured.returncode != 0:
         print(measured.stderr[-2000:], file=sys.stderr)
         sys.exit(1)
@@ -262,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int)
     parser.add_argument("--lxml-floor", type=Path, help=argparse.SUPPRESS)  # the child run
+    parser.add_argument("--field-floor", type=Path, help=argparse.SUPPRESS)  # the child run
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--shapes",
@@ -283,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.lxml_floor is not None:
         return lxml_floor(args.lxml_floor)
+    if args.field_floor is not None:
+        return lxml_floor(args.field_floor, touch=True)
     if args.recipients is None:
         parser.error("--recipients is required")
     if args.repeat < 1:
@@ -326,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xmllint --noout --schema: {_runs(lints)}")
         floors = [run_lxml_floor(export, workdir) for _ in range(args.repeat)]
         print(f"lxml streaming parse + XSD alone, no records (the floor): {_runs(floors)}")
+        touched = [run_lxml_floor(export, workdir, touch=True) for _ in range(args.repeat)]
+        print(f"the same, fetching every field through lxml once: {_runs(touched)}")
         shapes = [s for s in args.shapes.split(",") if s]
         v1_digest = submission(plan)["digests"]["payload"]
         shape_results = plan_shapes(shapes, args, workdir, manifest, v1_digest)
@@ -370,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu_ratio": round(_cpu(colds) / _cpu(lints), 3),
                 **figures,
                 "lxml_floor_seconds": round(min(m.seconds for m in floors), 3),
+                "field_floor_seconds": round(min(m.seconds for m in touched), 3),
+                "field_floor_ratio": round(min(m.seconds for m in touched) / xmllint_seconds, 3),
                 "shapes": shape_results,
             }
         )

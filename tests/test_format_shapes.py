@@ -301,7 +301,7 @@ def test_zero_findings_come_back_from_the_plan_cache(tmp_path: Path) -> None:
     )
     manifest = manifest_for(tmp_path / "m", export, profile)
     first = comparable(plan_of(manifest))
-    cache = list((tmp_path / "cache").rglob("*.json"))
+    cache = list((tmp_path / "cache" / "iplosctl" / "plan").glob("*.json"))
     assert len(cache) == 1
     second = comparable(plan_of(manifest))
     assert second == first

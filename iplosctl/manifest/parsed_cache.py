@@ -8,17 +8,18 @@ run with the same text reads them back instead of parsing: the same data (it cam
 the same parse) and the same positions (`yamlio.position` reads either form).
 
 `spec.testPersons` holds real names and person ids, which must never leave the manifest
-(docs/architecture.md §5). Its value is therefore not stored: the cache keeps only which
+(docs/design.md §5). Its value is therefore not stored: the cache keeps only which
 lines of the text hold it, and a hit parses those few lines again from the manifest
 itself. Before a manifest is stored, that re-parse is done once and compared with the
 full parse (data and every position); a manifest where it differs (flow style, an odd
 layout) or that says `testPersons` anywhere else is simply not cached. Since the key is
 the digest of the text, a hit reads the same lines that were checked.
 
-Only what parsed into a mapping is stored; anything else is parsed, and reported, as
-before. The key covers the text, iplosctl's and ruamel's versions and this format: a
-change of any of them parses again. The folder is private to the user (0700), like the
-plan cache beside it; a cache that cannot be written or read only costs time.
+Only a manifest that passed `check` (the schema) is stored; anything else is parsed,
+checked and reported as before, each time. The key covers the text, iplosctl's and
+ruamel's versions, the check's identity and this format: a change of any of them parses
+again. The folder is private to the user (0700), like the plan cache beside it; a cache
+that cannot be written or read only costs time.
 """
 
 from __future__ import annotations
@@ -62,9 +63,9 @@ class Parsed:
 
 @dataclass(frozen=True)
 class Check:
-    """A check of the parsed data whose answer is kept with it (the schema check: a
-    third of loading an unchanged manifest). `identity` names the check's version, e.g.
-    the schema's digest: another identity checks again."""
+    """The check a manifest must pass to be kept (the schema), which a hit then skips: it
+    was a third of loading an unchanged manifest. `identity` names the check's version,
+    e.g. the schema's digest: another identity checks again."""
 
     identity: str
     passes: Callable[[dict[str, Any], Any], bool]
@@ -101,10 +102,13 @@ def parse_manifest_text(text: str, *, name: str, check: Check) -> Parsed:
     if not isinstance(data, dict):
         return Parsed(data, root)
     valid = check.passes(data, root)
+    if not valid:
+        # Only a manifest the schema accepts is kept: no unknown key anywhere, so no
+        # value under a misspelt `testPerson:` can reach the cache.
+        return Parsed(data, root, valid)
     with contextlib.suppress(OSError, ValueError):
         stored = _storable(text, name, data, yamlio.Positions.of(root))
         if stored is not None:
-            stored["valid"] = valid
             folder = private_dir(_cache_dir())
             write_atomic(folder / f"{key}.json", json.dumps(stored).encode("utf-8"), durable=False)
     return Parsed(data, root, valid)
@@ -125,6 +129,7 @@ def _storable(
         "data": data,
         "positions": yamlio.Positions(public).as_json(),
         "private": None,
+        "valid": True,
     }
     if PRIVATE not in positions.at:
         return stored
@@ -189,7 +194,7 @@ def _read(key: str, text: str, name: str) -> Parsed | None:
         private, valid = stored["private"], stored["valid"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not isinstance(data, dict) or not isinstance(valid, bool):
+    if not isinstance(data, dict) or valid is not True:
         return None
     if private is None:
         return Parsed(data, positions, valid)
