@@ -9,7 +9,11 @@ worker writes (and fails after a minute if no worker ever comes up).
 from __future__ import annotations
 
 import functools
+import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -96,3 +100,61 @@ def _always_dies(item: int) -> int:
 def test_when_every_worker_died_the_items_nobody_took_fail_too() -> None:
     with pytest.raises(RuntimeError, match=r"ended unexpectedly \(exit code 3\)"):
         list(run_ordered(_always_dies, list(range(8)), jobs=2))
+
+
+_INTERRUPTED_RUN = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from iplosctl.parallel import run_ordered
+from tests.test_parallel_runner import _slow_pid_of
+
+got = []
+try:
+    caller_works = sys.argv[2] == "caller-works"
+    for result in run_ordered(_slow_pid_of, list(range(200)), jobs=2, caller_works=caller_works):
+        got.append(result)
+        if len(got) == 1:
+            print("first", flush=True)
+except KeyboardInterrupt:
+    print(json.dumps(got), flush=True)
+    sys.exit(130)
+print("finished", flush=True)
+"""
+
+
+def _slow_pid_of(item: int) -> tuple[int, int]:
+    """Sleeps a little, and leaves its process's pid in $PIDS_DIR (each process that ran one)."""
+    (Path(os.environ["PIDS_DIR"]) / str(os.getpid())).touch()
+    time.sleep(0.2)
+    return item, os.getpid()
+
+
+@pytest.mark.parametrize("mode", ["workers-alone", "caller-works"])
+def test_ctrl_c_yields_what_finished_in_order_then_stops_every_worker(
+    mode: str, tmp_path: Path
+) -> None:
+    """^C to the whole process group, as a terminal sends it: the workers ignore it and
+    finish the item they hold, nothing new starts, and no worker outlives the run."""
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTED_RUN, str(repo), mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, like a terminal's foreground job
+        env={**os.environ, "PIDS_DIR": str(tmp_path)},
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "first\n"
+    deadline = time.monotonic() + 60
+    while not {int(p.name) for p in tmp_path.iterdir()} - {proc.pid}:
+        assert time.monotonic() < deadline, "no worker took an item within a minute"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=60) == 130, rest
+    done = json.loads(rest.splitlines()[-1])
+    assert [item for item, _pid in done] == list(range(len(done)))
+    assert 1 <= len(done) < 200, "^C stopped nothing"
+    for pid in {int(p.name) for p in tmp_path.iterdir()}:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
