@@ -190,6 +190,6 @@ def _years_named(path: Path, _mtime_ns: int, _size: int) -> frozenset[int]:
 def _load(path: Path, _mtime_ns: int, _size: int) -> Manifest | None:
     """One parse per file version: fifty manifests in a folder are read once, not 2,500 times."""
     try:
-        return load_manifest(path)
+        return load_manifest(path, reuse_parsed=True)  # only compared, never sent with
     except IplosctlError:
         return None

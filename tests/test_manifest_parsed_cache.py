@@ -7,6 +7,7 @@ error points at.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,10 @@ def test_a_broken_manifest_is_not_kept_and_reports_the_same_lines_each_time(
     """Only what the schema accepts is cached: a misspelt key's value never reaches it."""
     manifest = _write_broken(tmp_path)
     with pytest.raises(ManifestError) as first:
-        load_manifest(manifest)
+        load_manifest(manifest, reuse_parsed=True)
     assert not list(_cache_dir().glob("*.json"))
     with pytest.raises(ManifestError) as again:
-        load_manifest(manifest)
+        load_manifest(manifest, reuse_parsed=True)
     assert [str(p) for p in again.value.problems] == [str(p) for p in first.value.problems]
     assert any(":" in str(p.location) for p in first.value.problems)
 
@@ -69,7 +70,7 @@ def test_an_unchanged_manifest_is_not_parsed_again(
 ) -> None:
     manifest = tmp_path / "demo-2023.yaml"
     manifest.write_text((REPO / "manifests" / "demo-2023.yaml").read_text(encoding="utf-8"))
-    first = load_manifest(manifest)
+    first = load_manifest(manifest, reuse_parsed=True)
     whole = manifest.read_text(encoding="utf-8")
     real_loads = yamlio.loads
 
@@ -79,13 +80,13 @@ def test_an_unchanged_manifest_is_not_parsed_again(
         return real_loads(text, **kwargs)
 
     monkeypatch.setattr(yamlio, "loads", no_parse)
-    assert load_manifest(manifest) == first
+    assert load_manifest(manifest, reuse_parsed=True) == first
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
 def test_a_valid_manifest_from_the_cache_equals_the_parsed_one(path: Path) -> None:
-    fresh = load_manifest(path)
-    cached = load_manifest(path)
+    fresh = load_manifest(path, reuse_parsed=True)
+    cached = load_manifest(path, reuse_parsed=True)
     assert not isinstance(fresh.node, yamlio.Positions)
     assert isinstance(cached.node, yamlio.Positions)
     assert cached == fresh  # every field but the tree
@@ -133,13 +134,13 @@ def test_test_person_names_are_never_stored_and_come_back_from_the_manifest(
         assert yamlio.position(yamlio.load(manifest), ["spec", "testPersons"])[0] > 20
     else:
         manifest = _with_test_persons(tmp_path, block)
-    fresh = load_manifest(manifest)
+    fresh = load_manifest(manifest, reuse_parsed=True)
     assert fresh.test_persons.names == ("Kari Privatsen", "Ola Skjult")
     stored = _cached_texts()
     assert stored, "nothing was cached"
     for name in ("Kari", "Privatsen", "Ola Skjult"):
         assert name not in stored
-    cached = load_manifest(manifest)
+    cached = load_manifest(manifest, reuse_parsed=True)
     assert isinstance(cached.node, yamlio.Positions)
     assert cached == fresh
     tree = yamlio.load(manifest)
@@ -160,13 +161,27 @@ def test_a_manifest_naming_test_persons_elsewhere_is_not_cached(tmp_path: Path) 
     assert source in text
     options = '    options: {testPersons: {names: ["Kari Privatsen"]}}\n'
     manifest.write_text(text.replace(source, source + options, 1), encoding="utf-8")
-    assert load_manifest(manifest).source.options["testPersons"]
+    assert load_manifest(manifest, reuse_parsed=True).source.options["testPersons"]
     assert not list(_cache_dir().glob("*.json"))
 
 
 def test_a_bad_test_person_id_is_never_kept(tmp_path: Path) -> None:
     manifest = _with_test_persons(tmp_path, "  testPersons:\n    ids:\n      - '123'\n")
     with pytest.raises(ManifestError) as raised:
-        load_manifest(manifest)
+        load_manifest(manifest, reuse_parsed=True)
     assert "spec.testPersons.ids[0]" in str(raised.value)
     assert not list(_cache_dir().glob("*.json"))
+
+
+def test_only_commands_that_report_read_the_cache(tmp_path: Path) -> None:
+    """Whatever sends parses the manifest itself: a cache someone else could write (a CI
+    cache shared between branches) never decides where a message goes."""
+    manifest = tmp_path / "demo-2023.yaml"
+    manifest.write_text((REPO / "manifests" / "demo-2023.yaml").read_text(encoding="utf-8"))
+    real = load_manifest(manifest)
+    [stored] = _cache_dir().glob("*.json")  # a parse without reuse still fills the cache
+    poisoned = json.loads(stored.read_text(encoding="utf-8"))
+    poisoned["data"]["metadata"]["name"] = "planted-by-someone-else"
+    stored.write_text(json.dumps(poisoned), encoding="utf-8")
+    assert load_manifest(manifest, reuse_parsed=True).name == "planted-by-someone-else"
+    assert load_manifest(manifest) == real

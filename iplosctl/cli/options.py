@@ -76,15 +76,16 @@ class Format(enum.StrEnum):
 
 
 def select(
-    paths: list[Path] | None, only: list[str] | None
+    paths: list[Path] | None, only: list[str] | None, *, reuse_parsed: bool = False
 ) -> tuple[list[Manifest], list[BrokenManifest]]:
     """Validate like `iplosctl validate`, then keep going without the broken ones.
 
     One manifest with a missing export must not stop the other municipalities: each
     broken manifest's problems are printed here, and the caller reports it as that
     submission's error (and exits 1). `--only` selects before anything is reported.
+    `reuse_parsed` (commands that only read and report): see `load_manifest`.
     """
-    result = validate_paths(paths or [DEFAULT_PATH])
+    result = validate_paths(paths or [DEFAULT_PATH], reuse_parsed=reuse_parsed)
     if result.files == 0:
         shown = ", ".join(str(p) for p in paths or [DEFAULT_PATH])
         raise IplosctlError(f"no manifests found in {shown}")

@@ -53,7 +53,7 @@ def plan(
     """Check the export against every pre-flight rule and show what apply would send."""
     day = parse_day(today)
     reviewed_plan = read_saved_plan(reviewed) if reviewed is not None else None
-    manifests, broken = select(paths, only)
+    manifests, broken = select(paths, only, reuse_parsed=True)
     if lockfile_path is not None and len(manifests) + len(broken) != 1:
         raise UsageError("--lockfile needs exactly one manifest")
     result = make_plan(

@@ -26,7 +26,7 @@ def status(
     """Per submission: deadline window, last attempt, receipts, quarantine, what to do next."""
 
     day = parse_day(today)
-    manifests, broken = select(paths, only)
+    manifests, broken = select(paths, only, reuse_parsed=True)
     statuses = [submission_status(m, today=day) for m in manifests]
     statuses += [broken_status(b) for b in broken]
     if fmt is Format.json:
@@ -54,7 +54,7 @@ def support_bundle(
     day = parse_day(today)
     # Exactly when a manifest is broken or an export is missing is when a bundle is needed:
     # it is written for the usable manifests and names the problems of the others.
-    manifests, broken = select(paths, only)
+    manifests, broken = select(paths, only)  # parsed afresh: a report states what is there
     written = build_support_bundle(manifests, out, today=day, broken=broken)
     output.out(str(written))
     output.note(

@@ -28,7 +28,7 @@ def validate(
 ) -> int:
     """Check manifests against the schema, profiles, plugins and referenced files."""
 
-    result = validate_paths(paths or [DEFAULT_PATH], check_files=not no_files)
+    result = validate_paths(paths or [DEFAULT_PATH], check_files=not no_files, reuse_parsed=True)
     if result.files == 0:
         raise IplosctlError(
             f"no manifests found in {', '.join(str(p) for p in paths or [DEFAULT_PATH])}"

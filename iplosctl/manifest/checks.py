@@ -67,12 +67,15 @@ class Validation:
         )
 
 
-def validate_paths(paths: Iterable[Path], *, check_files: bool = True) -> Validation:
+def validate_paths(
+    paths: Iterable[Path], *, check_files: bool = True, reuse_parsed: bool = False
+) -> Validation:
     """Load and check every manifest under `paths`, collecting all problems.
 
     `check_files=False` skips "does not exist" for exports and certificates: a
     pre-commit hook or a pull-request runner has the manifests but not the
     export (it holds personal data and is never committed) nor the keys.
+    `reuse_parsed`: see `load_manifest`.
     """
     result = Validation()
     loaded: list[Manifest] = []
@@ -80,7 +83,7 @@ def validate_paths(paths: Iterable[Path], *, check_files: bool = True) -> Valida
     result.files = len(files)
     for path in files:
         try:
-            manifest = load_manifest(path)
+            manifest = load_manifest(path, reuse_parsed=reuse_parsed)
         except ManifestError as exc:
             result.problems.extend(exc.problems)
             result.broken.append(BrokenManifest(path, None, tuple(exc.problems)))

@@ -94,12 +94,19 @@ def _looks_like_manifest(path: Path) -> bool:
     )
 
 
-def load_manifest(path: Path) -> Manifest:
-    """Parse and schema-check one manifest; raise ManifestError listing every problem."""
+def load_manifest(path: Path, *, reuse_parsed: bool = False) -> Manifest:
+    """Parse and schema-check one manifest; raise ManifestError listing every problem.
+
+    `reuse_parsed` lets an unchanged manifest come from the parsed-manifest cache
+    (`parsed_cache`) instead of being parsed again: for commands that only read and
+    report (plan, validate, status). Whatever sends or receives parses the manifest
+    itself, so a cache folder that someone else could write (a CI cache shared between
+    branches) can never change the endpoint or the keys a message goes out with.
+    """
     name = str(path)
     try:
         text = yamlio.read_text(path, what="manifest")
-        parsed = parse_manifest_text(text, name=name, check=_schema_check())
+        parsed = parse_manifest_text(text, name=name, check=_schema_check(), reuse=reuse_parsed)
     except InputError as exc:
         raise ManifestError(exc.problems) from None
     root, plain = parsed.root, parsed.data

@@ -90,11 +90,11 @@ def _key(text: str, check: Check) -> str:
     return hashlib.sha256((salt + text).encode("utf-8")).hexdigest()
 
 
-def parse_manifest_text(text: str, *, name: str, check: Check) -> Parsed:
-    """`text` parsed and checked (or read back from the cache); InputError as
-    `yamlio.loads` raises it."""
+def parse_manifest_text(text: str, *, name: str, check: Check, reuse: bool = True) -> Parsed:
+    """`text` parsed and checked, or with `reuse` read back from the cache; InputError as
+    `yamlio.loads` raises it. A parse without `reuse` still refreshes the cache."""
     key = _key(text, check)
-    cached = _read(key, text, name)
+    cached = _read(key, text, name) if reuse else None
     if cached is not None:
         return cached
     root = yamlio.loads(text, name=name, what="manifest")
