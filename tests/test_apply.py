@@ -29,6 +29,7 @@ from iplosctl.plugins import TransportSettings
 from iplosctl.sandbox.pki import generate_pki
 from tests import broker
 from tests.conftest import DEMO_EXPORT, REPO
+from tests.manifest_text import CERTIFICATES, submission_head
 from tests.reference import XSD_DIR
 
 pytestmark = pytest.mark.broker
@@ -48,22 +49,9 @@ class Setup:
 def manifest_text(
     queue: str, her: int, *, url: str = "amqp://127.0.0.1:5672", user: str = broker.USER
 ) -> str:
-    return f"""apiVersion: iplosctl/v1
-kind: Submission
-metadata: {{name: kommune-2023}}
-spec:
-  reportingYear: 2023
-  environment: test
-  municipality: {{number: "9999", name: Demo kommune, orgNumber: "310000019"}}
-  sender: {{herId: {her - 1}, serviceHerId: {her}}}
-  epj: {{system: DemoEPJ, version: 4.2.0}}
-  epjMinimumVersions: {{DemoEPJ: 4.0.0}}
-  serviceUnits:
-    - {{orgNumber: "310000027", name: Demo hjemmetjeneste}}
-    - {{orgNumber: "310000035", name: Demo sykehjem}}
-    - {{orgNumber: "310000043", name: Demo bofellesskap}}
-  source: {{plugin: xml, path: ../exports/kommune-2023.xml}}
-  # These tests are about sending, not the format: the receiver "agreed" (payload-format).
+    return (
+        submission_head(environment="test", her_id=her - 1, service_her_id=her)
+        + f"""  # About sending, not the format: the receiver "agreed" (payload-format).
   payloadFormatAgreement: iplosctl-export-v1
   testPersons: {{names: ["Test Testesen"]}}
   endpoint:
@@ -73,16 +61,9 @@ spec:
     credential: amqp-test
     receiverQueue: {queue}
     timeoutSeconds: 5
-  certificates:
-    signing: {{certificate: ../pki/municipality-signing.pem, key: ../pki/municipality-signing.key}}
-    encryption:
-      certificate: ../pki/municipality-encryption.pem
-      key: ../pki/municipality-encryption.key
-    register:
-      signing: ../pki/register-signing.pem
-      encryption: ../pki/register-encryption.pem
-      trustAnchors: ../pki/ca.pem
 """
+        + CERTIFICATES
+    )
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from iplosctl_transport_edi import (
     parse_server_url,
 )
 from tests.conftest import DEMO_EXPORT
+from tests.manifest_text import CERTIFICATES, submission_head
 
 TODAY = "2024-01-05"
 
@@ -32,35 +33,13 @@ def write_manifest(root: Path, environment: str, endpoint: str) -> Path:
         generate_pki(root / "pki")
     path = root / "manifests" / "kommune-2023.yaml"
     path.write_text(
-        f"""apiVersion: iplosctl/v1
-kind: Submission
-metadata: {{name: kommune-2023}}
-spec:
-  reportingYear: 2023
-  environment: {environment}
-  municipality: {{number: "9999", name: Demo kommune, orgNumber: "310000019"}}
-  sender: {{herId: 7100001, serviceHerId: 7100002}}
-  epj: {{system: DemoEPJ, version: 4.2.0}}
-  epjMinimumVersions: {{DemoEPJ: 4.0.0}}
-  serviceUnits:
-    - {{orgNumber: "310000027", name: Demo hjemmetjeneste}}
-    - {{orgNumber: "310000035", name: Demo sykehjem}}
-    - {{orgNumber: "310000043", name: Demo bofellesskap}}
-  source: {{plugin: xml, path: ../exports/kommune-2023.xml}}
-  testPersons: {{names: ["Test Testesen"]}}
+        submission_head(environment=environment, her_id=7100001, service_her_id=7100002)
+        + f"""  testPersons: {{names: ["Test Testesen"]}}
   payloadFormatAgreement: iplosctl-export-v1
   endpoint:
 {endpoint}
-  certificates:
-    signing: {{certificate: ../pki/municipality-signing.pem, key: ../pki/municipality-signing.key}}
-    encryption:
-      certificate: ../pki/municipality-encryption.pem
-      key: ../pki/municipality-encryption.key
-    register:
-      signing: ../pki/register-signing.pem
-      encryption: ../pki/register-encryption.pem
-      trustAnchors: ../pki/ca.pem
 """
+        + CERTIFICATES
     )
     return path
 

@@ -32,6 +32,7 @@ from iplosctl.plugins import SourceSpec
 from iplosctl.records import Recipient
 from iplosctl.sandbox.pki import generate_pki
 from tests.conftest import DEMO_EXPORT, DEMO_MANIFEST
+from tests.manifest_text import CERTIFICATES
 from tests.reference import reference_xsd_dir
 
 DATA = Path(__file__).resolve().parent / "data" / "synthetic-register"
@@ -136,16 +137,9 @@ def manifest_text(environment: str, source: str, extra: str = "") -> str:
         text.rstrip("\n")
         + f"""
   endpoint: {{transport: directory, url: ../outbox, receiverQueue: {QUEUE}}}
-  certificates:
-    signing: {{certificate: ../pki/municipality-signing.pem, key: ../pki/municipality-signing.key}}
-    encryption:
-      certificate: ../pki/municipality-encryption.pem
-      key: ../pki/municipality-encryption.key
-    register:
-      signing: ../pki/register-signing.pem
-      encryption: ../pki/register-encryption.pem
-      trustAnchors: ../pki/ca.pem
-{extra}"""
+"""
+        + CERTIFICATES
+        + extra
     )
 
 

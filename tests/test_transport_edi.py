@@ -32,6 +32,7 @@ from iplosctl.sandbox.register import SandboxRegister
 from iplosctl_transport_edi import parse_mime
 from tests.conftest import DEMO_EXPORT
 from tests.mailservers import USERS, MailServers, mail_servers, maildir
+from tests.manifest_text import CERTIFICATES, submission_head
 from tests.reference import XSD_DIR
 
 pytestmark = pytest.mark.mail
@@ -57,22 +58,9 @@ def manifest_text(
     if not verify_peer_name:
         tls += ", verifyPeerName: false"
     agreement = "" if environment == "sandbox" else "\n  payloadFormatAgreement: iplosctl-export-v1"
-    return f"""apiVersion: iplosctl/v1
-kind: Submission
-metadata: {{name: kommune-2023}}
-spec:
-  reportingYear: 2023
-  environment: {environment}
-  municipality: {{number: "9999", name: Demo kommune, orgNumber: "310000019"}}
-  sender: {{herId: 7100001, serviceHerId: 7100002}}
-  epj: {{system: DemoEPJ, version: 4.2.0}}
-  epjMinimumVersions: {{DemoEPJ: 4.0.0}}
-  serviceUnits:
-    - {{orgNumber: "310000027", name: Demo hjemmetjeneste}}
-    - {{orgNumber: "310000035", name: Demo sykehjem}}
-    - {{orgNumber: "310000043", name: Demo bofellesskap}}
-  source: {{plugin: xml, path: ../exports/kommune-2023.xml}}
-  testPersons: {{names: ["Test Testesen"]}}{agreement}
+    return (
+        submission_head(environment=environment, her_id=7100001, service_her_id=7100002)
+        + f"""  testPersons: {{names: ["Test Testesen"]}}{agreement}
   endpoint:
     transport: edi
     address: {KOMMUNE}
@@ -84,16 +72,9 @@ spec:
     maxMessageSizeBytes: 200000
     timeoutSeconds: 10
     tls: {{{tls}}}
-  certificates:
-    signing: {{certificate: ../pki/municipality-signing.pem, key: ../pki/municipality-signing.key}}
-    encryption:
-      certificate: ../pki/municipality-encryption.pem
-      key: ../pki/municipality-encryption.key
-    register:
-      signing: ../pki/register-signing.pem
-      encryption: ../pki/register-encryption.pem
-      trustAnchors: ../pki/ca.pem
 """
+        + CERTIFICATES
+    )
 
 
 class Setup:

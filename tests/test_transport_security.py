@@ -33,6 +33,7 @@ from iplosctl_transport_amqp.connection import (
     open_connection,
 )
 from tests.conftest import DEMO_EXPORT
+from tests.manifest_text import CERTIFICATES, submission_head
 from tests.test_transport_amqp import Pki, _make_pki
 
 USER, PASSWORD = "kommune-user", "Clear-Text-Pa55-7c1d"
@@ -322,37 +323,16 @@ def _manifest(
     tls = "" if verify_peer_name is None else f"\n    tls: {{verifyPeerName: {verify_peer_name}}}"
     path = root / "manifests" / "kommune-2023.yaml"
     path.write_text(
-        f"""apiVersion: iplosctl/v1
-kind: Submission
-metadata: {{name: kommune-2023}}
-spec:
-  reportingYear: 2023
-  environment: {environment}
-  municipality: {{number: "9999", name: Demo kommune, orgNumber: "310000019"}}
-  sender: {{herId: 900100, serviceHerId: 900101}}
-  epj: {{system: DemoEPJ, version: 4.2.0}}
-  epjMinimumVersions: {{DemoEPJ: 4.0.0}}
-  serviceUnits:
-    - {{orgNumber: "310000027", name: Demo hjemmetjeneste}}
-    - {{orgNumber: "310000035", name: Demo sykehjem}}
-    - {{orgNumber: "310000043", name: Demo bofellesskap}}
-  source: {{plugin: xml, path: ../exports/kommune-2023.xml}}
-  testPersons: {{names: ["Test Testesen"]}}
+        submission_head(environment=environment, her_id=900100, service_her_id=900101)
+        + f"""  testPersons: {{names: ["Test Testesen"]}}
   endpoint:
     transport: {"amqp" if "://" in url else "directory"}
     url: {url}
     username: {USER}
     credential: amqp-test{tls}
-  certificates:
-    signing: {{certificate: ../pki/municipality-signing.pem, key: ../pki/municipality-signing.key}}
-    encryption:
-      certificate: ../pki/municipality-encryption.pem
-      key: ../pki/municipality-encryption.key
-    register:
-      signing: ../pki/register-signing.pem
-      encryption: ../pki/register-encryption.pem
-      trustAnchors: ../pki/ca.pem
-  # These tests are about transport, not the format: the receiver "agreed" (payload-format).
+"""
+        + CERTIFICATES
+        + """  # About transport, not the format: the receiver "agreed" (payload-format).
   payloadFormatAgreement: iplosctl-export-v1
 """
     )
