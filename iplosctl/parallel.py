@@ -68,12 +68,11 @@ def run_ordered(
     arguments and results picklable. It should return its failures rather than raise
     them: an exception still propagates, but only once the items before it are yielded.
 
-    The workers take the items in order, each as it becomes free. With `caller_works`,
-    this process is one of the `jobs`: it takes items from the front while the workers
-    take them from the back, and a worker takes its first item only once it is up. When
-    most items are quick (an unchanged plan answered from its caches) this process is
-    done before a spawned worker has finished importing, and the workers are stopped
-    unused: 356 unchanged manifests took 1.9 s with two workers, 1.2 s this way. Only for
+    Items are handed out in order, each to whoever is free. With `caller_works`, this
+    process is one of the `jobs`, and a worker takes its first item only once it is up:
+    when most items are quick (an unchanged plan answered from its caches) this process
+    is done before a spawned worker has finished importing, and the workers are stopped
+    unused (356 unchanged manifests: 1.9 s with two workers, 1.2 s this way). Only for
     work that ^C may cut short in this process (plan writes nothing but caches).
 
     ^C reaches the whole process group: the workers ignore it and finish the item they
@@ -87,16 +86,23 @@ def run_ordered(
             yield work(item)
         return
     board = _Board(len(items), helpers)
-    # Alone, the workers take the items in order, so results stream as they come; beside
-    # this process they take them from the back, so the two never wait on each other.
-    pool = [_Helper(work, items, board, from_back=caller_works) for _ in range(helpers)]
+    pool = [_Helper(work, items, board) for _ in range(helpers)]
     position = 0  # the next item to yield
+    mine: int | None = None  # the item this process is working on
     try:
         if caller_works:
-            while (index := board.take_front()) is not None:
-                result = work(items[index])
-                position = index + 1
-                yield result
+            while (mine := board.take()) is not None:
+                try:
+                    board.done(mine, True, work(items[mine]))
+                except Exception as exc:  # raised in its turn, after the items before it
+                    board.done(mine, False, exc)
+                mine = None
+                while (ready := board.ready(position)) is not None:
+                    ok, value = ready
+                    if not ok:
+                        raise value
+                    position += 1
+                    yield value
         while position < len(items):
             ok, value = board.result(position)
             if not ok:
@@ -105,7 +111,7 @@ def run_ordered(
             yield value
     except KeyboardInterrupt:
         board.close()
-        while position < len(items) and board.taken_by_a_worker(position, from_back=caller_works):
+        while position < len(items) and position != mine and board.taken(position):
             ok, value = board.result(position)
             if not ok:
                 break
@@ -119,36 +125,29 @@ def run_ordered(
 
 
 class _Board:
-    """Which items are taken and what came back; the front is this process's, the back the
-    workers'. A closed board hands out nothing more. `feeders` counts the workers still
-    able to take items: when none is left, a free item can never be done."""
+    """How many items are handed out (in order) and what came back. A closed board hands
+    out nothing more. `feeders` counts the workers still able to take items: when none is
+    left, an item nobody took can never be done."""
 
     def __init__(self, count: int, feeders: int) -> None:
-        self.front = 0
-        self.back = count
+        self._count = count
+        self._handed = 0
         self.closed = False
         self.feeders = feeders
         self.last_loss = ""
         self._results: dict[int, tuple[bool, Any]] = {}
         self._changed = threading.Condition()
 
-    def take_front(self) -> int | None:
+    def take(self) -> int | None:
         with self._changed:
-            if self.closed or self.front >= self.back:
+            if self.closed or self._handed >= self._count:
                 return None
-            self.front += 1
-            return self.front - 1
+            self._handed += 1
+            return self._handed - 1
 
-    def take_back(self) -> int | None:
+    def taken(self, index: int) -> bool:
         with self._changed:
-            if self.closed or self.front >= self.back:
-                return None
-            self.back -= 1
-            return self.back
-
-    def taken_by_a_worker(self, index: int, *, from_back: bool) -> bool:
-        with self._changed:
-            return index >= self.back if from_back else index < self.front
+            return index < self._handed
 
     def close(self) -> None:
         with self._changed:
@@ -165,14 +164,16 @@ class _Board:
             self.last_loss = why or self.last_loss
             self._changed.notify_all()
 
+    def ready(self, index: int) -> tuple[bool, Any] | None:
+        """What came back for `index` if it has, without waiting."""
+        with self._changed:
+            return self._results.pop(index, None)
+
     def result(self, index: int) -> tuple[bool, Any]:
-        """Wait for the worker that took `index`; fail it if no worker is left to take it."""
+        """Wait for whoever took `index`; fail it if no worker is left to take it."""
         with self._changed:
             self._changed.wait_for(
-                lambda: (
-                    index in self._results
-                    or (self.feeders <= 0 and self.front <= index < self.back)
-                )
+                lambda: index in self._results or (self.feeders <= 0 and index >= self._handed)
             )
             if index in self._results:
                 return self._results.pop(index)
@@ -181,16 +182,14 @@ class _Board:
 
 
 class _Helper:
-    """One `spawn` worker and the thread in this process that feeds it from the back.
+    """One `spawn` worker and the thread in this process that feeds it.
 
     Every item the thread takes is reported to the board, also when the worker died (OOM,
     a signal): that item fails, the other workers go on, and once none is left the items
     nobody took fail too (`_Board.result`), so nothing waits for ever.
     """
 
-    def __init__(
-        self, work: Callable[[T], R], items: Sequence[T], board: _Board, *, from_back: bool
-    ) -> None:
+    def __init__(self, work: Callable[[T], R], items: Sequence[T], board: _Board) -> None:
         ours, theirs = multiprocessing.Pipe()
         self.process = multiprocessing.get_context("spawn").Process(
             target=_serve, args=(theirs, work), daemon=True
@@ -200,7 +199,6 @@ class _Helper:
         self.conn = ours
         self.items: Sequence[Any] = items
         self.board = board
-        self.take = board.take_back if from_back else board.take_front
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._feed, daemon=True)
         self.thread.start()
@@ -219,7 +217,7 @@ class _Helper:
         except (EOFError, OSError):
             return self._loss()
         self.ready.set()
-        while (index := self.take()) is not None:
+        while (index := self.board.take()) is not None:
             try:
                 self.conn.send((index, self.items[index]))
                 answer: tuple[int, bool, Any] = self.conn.recv()
