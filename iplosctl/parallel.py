@@ -86,10 +86,12 @@ def run_ordered(
             yield work(item)
         return
     board = _Board(len(items), helpers)
-    pool = [_Helper(work, items, board) for _ in range(helpers)]
+    pool: list[_Helper] = []
     position = 0  # the next item to yield
     mine: int | None = None  # the item this process is working on
     try:
+        for _ in range(helpers):  # inside the try: one that cannot start stops the others
+            pool.append(_Helper(work, items, board))
         if caller_works:
             while (mine := board.take()) is not None:
                 try:

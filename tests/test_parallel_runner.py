@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -156,3 +157,12 @@ def test_ctrl_c_yields_what_finished_in_order_then_stops_every_worker(
     for pid in {int(p.name) for p in tmp_path.iterdir()}:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_work_that_cannot_reach_a_worker_fails_at_once_and_leaves_no_process() -> None:
+    def local(item: int) -> int:  # spawn pickles the work by name: a local function cannot go
+        return item
+
+    with pytest.raises(Exception, match=r"local|pickle"):
+        list(run_ordered(local, list(range(4)), jobs=3))
+    assert multiprocessing.active_children() == []
