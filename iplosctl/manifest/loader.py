@@ -40,8 +40,8 @@ DEFAULT_PATH = Path("manifests")
 
 @functools.cache
 def _schema_check() -> Check:
-    """Whether a manifest's data passes the schema, kept with its parsed form: the
-    schema's text is the check's identity, so a changed schema checks again."""
+    """The schema check a manifest must pass to be kept in the parsed cache; the schema's
+    text is the check's identity, so a changed schema checks every manifest again."""
     digest = hashlib.sha256(SCHEMA_PATH.read_bytes()).hexdigest()
     schema = manifest_schema()
     return Check(
