@@ -7,9 +7,13 @@ import dataclasses
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from iplosctl import endpoint
+from iplosctl.errors import TransportError
+from iplosctl.manifest import load_manifest
 from iplosctl_transport_edi import EdiTransport
 from tests.test_edi_endpoint import _outgoing
 from tests.test_transport_edi import KOMMUNE, KPR, Setup, _deliver, apply, edi_setup
@@ -81,3 +85,46 @@ def test_an_smtp_session_the_server_dropped_while_idle_is_reopened(setup: Setup)
     finally:
         transport.close()
     assert len(setup.mails("kommune")) == 1
+
+
+def test_an_imap_session_the_server_dropped_while_idle_is_reopened(setup: Setup) -> None:
+    """`receipts --wait` polls on one IMAP connection; a server's or a NAT's idle timeout
+    may drop it between two polls, and the next poll must open a new one, not end the wait."""
+    manifest = load_manifest(setup.manifest)
+    transport = EdiTransport(endpoint.transport_settings(manifest))
+    queue = endpoint.addressing(manifest).reply_queue
+    try:
+        assert list(transport.receive(queue, timeout=0)) == []  # connected, nothing yet
+        session = transport._imap
+        assert session is not None and session.sock is not None
+        session.sock.shutdown(socket.SHUT_RDWR)  # as an idle timeout leaves it
+        _deliver(setup, "kommune", _headers("late") + b"\r\nnot yet a receipt\r\n")
+        got = list(transport.receive(queue, timeout=0))
+        assert transport._imap is not None and transport._imap is not session
+    finally:
+        transport.close()
+    assert [d.message.message_id for d in got] == ["late"], got
+
+
+def test_an_imap_server_that_drops_every_new_session_still_fails_in_one_line(
+    setup: Setup,
+) -> None:
+    """One new connection per poll, not a loop: a fresh session that fails is reported."""
+    manifest = load_manifest(setup.manifest)
+    transport = EdiTransport(endpoint.transport_settings(manifest))
+    queue = endpoint.addressing(manifest).reply_queue
+    original = transport._imap_connect
+
+    def connect_then_drop() -> Any:
+        imap = original()
+        imap.sock.shutdown(socket.SHUT_RDWR)
+        return imap
+
+    try:
+        assert list(transport.receive(queue, timeout=0)) == []
+        transport._imap.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+        transport._imap_connect = connect_then_drop  # type: ignore[method-assign]
+        with pytest.raises(TransportError, match="reading the EDI mailbox failed"):
+            list(transport.receive(queue, timeout=0))
+    finally:
+        transport.close()

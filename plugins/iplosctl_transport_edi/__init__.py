@@ -546,13 +546,8 @@ class EdiTransport:
         folder = self.folders.get(queue)
         if folder is None:
             return
-        if self._imap is None:
-            self._imap = self._imap_connect()
-        imap = self._imap
+        imap, validity = self._selected_folder(folder)
         try:
-            self._imap_cmd(f"SELECT {folder}", *imap.select(_quote(folder)))
-            self._selected = folder
-            validity = _text(imap.response("UIDVALIDITY")[1])
             data = self._imap_cmd("SEARCH", *imap.uid("SEARCH", "UNDELETED"))
             uids = [u.decode("ascii") for u in (data[0] or b"").split()]
             for uid in uids:
@@ -589,6 +584,33 @@ class EdiTransport:
         except (imaplib.IMAP4.error, OSError) as exc:
             self._drop_imap()
             raise TransportError(f"reading the EDI mailbox failed: {_why(exc)}") from None
+
+    def _selected_folder(self, folder: str) -> tuple[imaplib.IMAP4, str]:
+        """The connection with `folder` selected, and the folder's UIDVALIDITY.
+
+        A connection kept from an earlier poll may have been dropped meanwhile (a server's
+        idle timeout, RFC 9051 allows 30 minutes; a NAT's, often less): a long
+        `receipts --wait` then opens a new one once, instead of ending on it.
+        """
+        if self._imap is not None:
+            try:
+                return self._select(self._imap, folder)
+            except (imaplib.IMAP4.abort, OSError):
+                self._drop_imap()  # gone while idle: once more on a new connection
+            except imaplib.IMAP4.error as exc:
+                self._drop_imap()
+                raise TransportError(f"reading the EDI mailbox failed: {_why(exc)}") from None
+        self._imap = self._imap_connect()
+        try:
+            return self._select(self._imap, folder)
+        except (imaplib.IMAP4.error, OSError) as exc:
+            self._drop_imap()
+            raise TransportError(f"reading the EDI mailbox failed: {_why(exc)}") from None
+
+    def _select(self, imap: imaplib.IMAP4, folder: str) -> tuple[imaplib.IMAP4, str]:
+        self._imap_cmd(f"SELECT {folder}", *imap.select(_quote(folder)))
+        self._selected = folder
+        return imap, _text(imap.response("UIDVALIDITY")[1])
 
     def _move(self, uid: str) -> None:
         imap = self._imap
