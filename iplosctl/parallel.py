@@ -187,8 +187,9 @@ class _Helper:
     """One `spawn` worker and the thread in this process that feeds it.
 
     Every item the thread takes is reported to the board, also when the worker died (OOM,
-    a signal): that item fails, the other workers go on, and once none is left the items
-    nobody took fail too (`_Board.result`), so nothing waits for ever.
+    a signal) or the item could not be handed over: that item fails, the other workers go
+    on, and once none is left the items nobody took fail too (`_Board.result`), so nothing
+    waits for ever.
     """
 
     def __init__(self, work: Callable[[T], R], items: Sequence[T], board: _Board) -> None:
@@ -202,6 +203,8 @@ class _Helper:
         self.items: Sequence[Any] = items
         self.board = board
         self.ready = threading.Event()
+        #: the item handed to the worker and not answered yet
+        self.holding: int | None = None
         self.thread = threading.Thread(target=self._feed, daemon=True)
         self.thread.start()
 
@@ -209,7 +212,13 @@ class _Helper:
         why = ""
         try:
             why = self._take_items()
+        except Exception as exc:  # an item or answer that does not pickle, or a bug here
+            why = f"feeding a worker process failed: {exc!r}"
+            if self.holding is not None:
+                self.board.done(self.holding, False, exc)
         finally:
+            with contextlib.suppress(Exception):  # tell the worker to stop, if it still can
+                self.conn.send(None)
             self.board.feeder_gone(why)
 
     def _take_items(self) -> str:
@@ -220,6 +229,7 @@ class _Helper:
             return self._loss()
         self.ready.set()
         while (index := self.board.take()) is not None:
+            self.holding = index
             try:
                 self.conn.send((index, self.items[index]))
                 answer: tuple[int, bool, Any] = self.conn.recv()
@@ -227,9 +237,8 @@ class _Helper:
                 why = self._loss()
                 self.board.done(index, False, RuntimeError(why))
                 return why
+            self.holding = None
             self.board.done(*answer)
-        with contextlib.suppress(OSError):
-            self.conn.send(None)
         return ""
 
     def _loss(self) -> str:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,4 +166,24 @@ def test_work_that_cannot_reach_a_worker_fails_at_once_and_leaves_no_process() -
 
     with pytest.raises(Exception, match=r"local|pickle"):
         list(run_ordered(local, list(range(4)), jobs=3))
+    assert multiprocessing.active_children() == []
+
+
+class _Unpicklable:
+    def __reduce__(self) -> Any:
+        raise TypeError("this item cannot be pickled")
+
+
+def _identity(item: object) -> object:
+    return item
+
+
+def test_an_item_that_cannot_reach_a_worker_fails_in_its_turn() -> None:
+    """Its feeding thread reports it (nothing waits for ever) and every worker still ends."""
+    items: list[object] = [0, 1, _Unpicklable(), 3, 4, 5]
+    got: list[object] = []
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        for item in run_ordered(_identity, items, jobs=2):
+            got.append(item)
+    assert got == [0, 1]
     assert multiprocessing.active_children() == []
