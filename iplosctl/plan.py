@@ -964,6 +964,8 @@ def plan_submission(
     written in the same pass that plans it (`analyse`), so it reads the export once.
     Certificates are checked against the real clock, not `today`: `--today` rehearses
     deadlines, while a certificate that expired is expired for the register too.
+    `last_year` are the files that may be last year's manifest (`last_year_candidates`,
+    once per plan of many); without it the manifest's folder is looked at here.
     """
     inflight.remove_stale(manifest)  # plaintext payloads a killed apply left: gone now
     today = today or dt.date.today()
