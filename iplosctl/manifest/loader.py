@@ -17,6 +17,7 @@ from typing import Any
 from iplosctl import yamlio
 from iplosctl.errors import InputError, Location, ManifestError, Problem
 from iplosctl.formats import is_format_path
+from iplosctl.manifest import parsed_cache
 from iplosctl.manifest.model import (
     Certificates,
     Endpoint,
@@ -31,7 +32,6 @@ from iplosctl.manifest.model import (
     TestPersons,
     Tls,
 )
-from iplosctl.manifest.parsed_cache import Check, parse_manifest_text
 from iplosctl.validation import schema_problems
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "manifest.schema.json"
@@ -39,15 +39,10 @@ DEFAULT_PATH = Path("manifests")
 
 
 @functools.cache
-def _schema_check() -> Check:
-    """The schema check a manifest must pass to be kept in the parsed cache; the schema's
-    text is the check's identity, so a changed schema checks every manifest again."""
-    digest = hashlib.sha256(SCHEMA_PATH.read_bytes()).hexdigest()
-    schema = manifest_schema()
-    return Check(
-        f"manifest.schema.json sha256:{digest}",
-        lambda data, root: not schema_problems(schema, data, root, ""),
-    )
+def _schema_identity() -> str:
+    """Part of the parsed cache's key: a manifest kept as schema-valid is valid for this
+    schema only, so a changed schema checks every manifest again."""
+    return "manifest.schema.json sha256:" + hashlib.sha256(SCHEMA_PATH.read_bytes()).hexdigest()
 
 
 @functools.cache
@@ -106,10 +101,16 @@ def load_manifest(path: Path, *, reuse_parsed: bool = False) -> Manifest:
     name = str(path)
     try:
         text = yamlio.read_text(path, what="manifest")
-        parsed = parse_manifest_text(text, name=name, check=_schema_check(), reuse=reuse_parsed)
     except InputError as exc:
         raise ManifestError(exc.problems) from None
-    root, plain = parsed.root, parsed.data
+    kept = parsed_cache.read(text, name=name, schema=_schema_identity()) if reuse_parsed else None
+    if kept is not None:  # stored only after it passed this schema
+        return _build(path, kept.data, kept.root)
+    try:
+        root = yamlio.loads(text, name=name, what="manifest")
+    except InputError as exc:
+        raise ManifestError(exc.problems) from None
+    plain = yamlio.to_plain(root)
     if not isinstance(plain, dict):
         kind = "a list" if isinstance(plain, list) else "a single value"
         raise ManifestError(
@@ -120,9 +121,10 @@ def load_manifest(path: Path, *, reuse_parsed: bool = False) -> Manifest:
                 )
             ]
         )
-    problems = [] if parsed.valid else schema_problems(manifest_schema(), plain, root, name)
+    problems = schema_problems(manifest_schema(), plain, root, name)
     if problems:
         raise ManifestError(problems + _year_and_environment(plain, root, name, problems))
+    parsed_cache.keep(text, name=name, schema=_schema_identity(), data=plain, root=root)
     return _build(path, plain, root)
 
 

@@ -15,11 +15,12 @@ full parse (data and every position); a manifest where it differs (flow style, a
 layout) or that says `testPersons` anywhere else is simply not cached. Since the key is
 the digest of the text, a hit reads the same lines that were checked.
 
-Only a manifest that passed `check` (the schema) is stored; anything else is parsed,
-checked and reported as before, each time. The key covers the text, iplosctl's and
-ruamel's versions, the check's identity and this format: a change of any of them parses
-again. The folder is private to the user (0700), like the plan cache beside it; a cache
-that cannot be written or read only costs time.
+The loader `keep`s only a manifest that passed the schema (no unknown key anywhere, so
+no value under a misspelt `testPerson:` can get in) and a hit skips the schema check;
+anything else is parsed, checked and reported as before, each time. The key covers the
+text, iplosctl's and ruamel's versions, the schema's digest and this format: a change of
+any of them parses again. The folder is private to the user (0700), like the plan cache
+beside it; a cache that cannot be written or read only costs time.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from iplosctl.errors import InputError
 from iplosctl.private_files import private_dir
 
 #: bump when what is stored changes shape
-FORMAT = 3
+FORMAT = 4
 
 #: the subtree whose values are personal data: re-read from the text, never stored
 PRIVATE = ("spec", "testPersons")
@@ -52,23 +52,10 @@ PathKey = tuple[str | int, ...]
 
 @dataclass(frozen=True)
 class Parsed:
-    """A manifest's plain data and the positions `yamlio.position` needs."""
+    """A kept manifest's plain data and the positions `yamlio.position` needs."""
 
-    data: Any
-    #: the ruamel tree, or `yamlio.Positions` when read from the cache
-    root: Any
-    #: what `check` said of the data (None: not a mapping, so not checked)
-    valid: bool | None = None
-
-
-@dataclass(frozen=True)
-class Check:
-    """The check a manifest must pass to be kept (the schema), which a hit then skips: it
-    was a third of loading an unchanged manifest. `identity` names the check's version,
-    e.g. the schema's digest: another identity checks again."""
-
-    identity: str
-    passes: Callable[[dict[str, Any], Any], bool]
+    data: dict[str, Any]
+    root: yamlio.Positions
 
 
 @dataclass(frozen=True)
@@ -85,33 +72,26 @@ def _cache_dir() -> Path:
     return Path(base) / "iplosctl" / "manifests"
 
 
-def _key(text: str, check: Check) -> str:
-    salt = f"{FORMAT}\0{__version__}\0{ruamel.yaml.__version__}\0{check.identity}\0"
+def _key(text: str, schema: str) -> str:
+    salt = f"{FORMAT}\0{__version__}\0{ruamel.yaml.__version__}\0{schema}\0"
     return hashlib.sha256((salt + text).encode("utf-8")).hexdigest()
 
 
-def parse_manifest_text(text: str, *, name: str, check: Check, reuse: bool = True) -> Parsed:
-    """`text` parsed and checked, or with `reuse` read back from the cache; InputError as
-    `yamlio.loads` raises it. A parse without `reuse` still refreshes the cache."""
-    key = _key(text, check)
-    cached = _read(key, text, name) if reuse else None
-    if cached is not None:
-        return cached
-    root = yamlio.loads(text, name=name, what="manifest")
-    data = yamlio.to_plain(root)
-    if not isinstance(data, dict):
-        return Parsed(data, root)
-    valid = check.passes(data, root)
-    if not valid:
-        # Only a manifest the schema accepts is kept: no unknown key anywhere, so no
-        # value under a misspelt `testPerson:` can reach the cache.
-        return Parsed(data, root, valid)
+def read(text: str, *, name: str, schema: str) -> Parsed | None:
+    """The kept parse of `text` if there is one (it passed the schema named `schema`)."""
+    return _read(_key(text, schema), text, name)
+
+
+def keep(text: str, *, name: str, schema: str, data: dict[str, Any], root: Any) -> None:
+    """Keep a parse of `text` that passed the schema named `schema` (`root`: the ruamel
+    tree). Nothing is kept where `_storable` says no; a folder that cannot be written
+    only costs time."""
     with contextlib.suppress(OSError, ValueError):
         stored = _storable(text, name, data, yamlio.Positions.of(root))
         if stored is not None:
             folder = private_dir(_cache_dir())
-            write_atomic(folder / f"{key}.json", json.dumps(stored).encode("utf-8"), durable=False)
-    return Parsed(data, root, valid)
+            path = folder / f"{_key(text, schema)}.json"
+            write_atomic(path, json.dumps(stored).encode("utf-8"), durable=False)
 
 
 def _under(path: PathKey) -> bool:
@@ -129,7 +109,6 @@ def _storable(
         "data": data,
         "positions": yamlio.Positions(public).as_json(),
         "private": None,
-        "valid": True,
     }
     if PRIVATE not in positions.at:
         return stored
@@ -191,13 +170,13 @@ def _read(key: str, text: str, name: str) -> Parsed | None:
     try:
         stored = json.loads((_cache_dir() / f"{key}.json").read_text(encoding="utf-8"))
         data, positions = stored["data"], yamlio.Positions.from_json(stored["positions"])
-        private, valid = stored["private"], stored["valid"]
+        private = stored["private"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not isinstance(data, dict) or valid is not True:
+    if not isinstance(data, dict):
         return None
     if private is None:
-        return Parsed(data, positions, valid)
+        return Parsed(data, positions)
     try:
         span = _Span(*(int(n) for n in private))
         spec = data["spec"]
@@ -210,5 +189,4 @@ def _read(key: str, text: str, name: str) -> Parsed | None:
     return Parsed(
         {**data, "spec": {**spec, PRIVATE_KEY: value}},
         yamlio.Positions({**positions.at, **at}),
-        valid,
     )
