@@ -117,5 +117,11 @@ class TransportError(IplosctlError):
         self.transient = transient
 
 
+class WorkerLostError(IplosctlError, RuntimeError):
+    """A `-j` worker process died (killed, often for lack of memory): not the input's fault,
+    and not a bug to report; running the command again carries on (apply recovers what its
+    journal holds)."""
+
+
 class PayloadError(IplosctlError):
     """A message could not be built, signed, encrypted, decrypted or verified."""

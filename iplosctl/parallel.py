@@ -30,7 +30,12 @@ from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
+from iplosctl.errors import WorkerLostError
+
 T = TypeVar("T")
+
+#: what the user can do when a worker died: nothing in the input is wrong
+_AGAIN = ": run the command again (apply picks up where it stopped), with -j 1 if memory is short"
 R = TypeVar("R")
 
 
@@ -179,8 +184,8 @@ class _Board:
             )
             if index in self._results:
                 return self._results.pop(index)
-            why = self.last_loss or "no worker process is left"
-            return False, RuntimeError(why)
+            why = self.last_loss or "no worker process is left" + _AGAIN
+            return False, WorkerLostError(why)
 
 
 class _Helper:
@@ -235,7 +240,7 @@ class _Helper:
                 answer: tuple[int, bool, Any] = self.conn.recv()
             except (EOFError, OSError):
                 why = self._loss()
-                self.board.done(index, False, RuntimeError(why))
+                self.board.done(index, False, WorkerLostError(why))
                 return why
             self.holding = None
             self.board.done(*answer)
@@ -243,7 +248,12 @@ class _Helper:
 
     def _loss(self) -> str:
         self.process.join(timeout=5)
-        return f"a worker process ended unexpectedly (exit code {self.process.exitcode})"
+        code = self.process.exitcode
+        how = ""
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                how = f", killed by {signal.Signals(-code).name}"
+        return f"a worker process ended unexpectedly (exit code {code}){how}" + _AGAIN
 
     def stop(self) -> None:
         """Let the worker finish the item it holds; one that is not even up is ended now
